@@ -17,9 +17,10 @@ from functools import cache
 from importlib import resources
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from gateway.errors import ProfileError
+from gateway.validation import Strict, format_validation_error
 
 
 class Table(StrEnum):
@@ -103,11 +104,7 @@ _RAW_RANGE = {
 }
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Point(_Strict):
+class Point(Strict):
     """One value of a device: where it lives and how to decode it."""
 
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
@@ -193,7 +190,7 @@ class Point(_Strict):
         return self
 
 
-class Command(_Strict):
+class Command(Strict):
     """A named write: to a writable point, with a fixed value or one given by the caller."""
 
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
@@ -202,7 +199,7 @@ class Command(_Strict):
     description: str = ""
 
 
-class Watchdog(_Strict):
+class Watchdog(Strict):
     """The device's communication watchdog trio (timeout, heartbeat, safe value), §7."""
 
     timeout: str
@@ -219,7 +216,7 @@ class Watchdog(_Strict):
     failsafe: str | None = None
 
 
-class Range(_Strict):
+class Range(Strict):
     """An inclusive address range of one table that the device answers with exception 02."""
 
     table: Table
@@ -236,14 +233,14 @@ class Range(_Strict):
         return start <= self.end and self.start <= start + count - 1
 
 
-class SunSpec(_Strict):
+class SunSpec(Strict):
     """Where to look for the 'SunS' marker and which models the profile's points use."""
 
-    base_addresses: list[int] = [40000, 0, 50000]
+    base_addresses: tuple[int, ...] = (40000, 0, 50000)
     models: list[int]
 
 
-class Profile(_Strict):
+class Profile(Strict):
     """The register map of one device model."""
 
     model: Annotated[str, Field(pattern=r"^[A-Z0-9][A-Z0-9-]*$")]
@@ -252,12 +249,12 @@ class Profile(_Strict):
     word_order: WordOrder = WordOrder.BIG
     max_read_registers: Annotated[int, Field(ge=1, le=125)] = 125
     max_read_bits: Annotated[int, Field(ge=1, le=2000)] = 2000
-    unreadable: list[Range] = []
+    unreadable: tuple[Range, ...] = ()
     sunspec: SunSpec | None = None
     points: list[Point]
-    commands: list[Command] = []
+    commands: tuple[Command, ...] = ()
     watchdog: Watchdog | None = None
-    key_points: list[str] = []
+    key_points: tuple[str, ...] = ()
 
     @property
     def point_map(self) -> dict[str, Point]:
@@ -352,16 +349,6 @@ def parse_profile(text: str, source: str) -> Profile:
     except ValidationError as exc:
         raise ProfileError(f"{source}: {format_validation_error(exc)}") from None
     return profile.model_copy(update={"points": [profile.resolved(p) for p in profile.points]})
-
-
-def format_validation_error(exc: ValidationError) -> str:
-    """One line per problem, each starting with the dotted key path, e.g. ``points[3].type``."""
-    lines = []
-    for err in exc.errors():
-        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
-        msg = err["msg"].removeprefix("Value error, ")
-        lines.append(f"{loc}: {msg}" if loc else msg)
-    return "; ".join(lines)
 
 
 @cache

@@ -1,0 +1,124 @@
+"""``gateway`` command line: check a site config, run a site with a live status table."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.live import Live
+
+from gateway.errors import ConfigError, GatewayError
+from gateway.runtime import Gateway
+from gateway.site import SiteConfig, device_profile, load_site
+from gateway.status import status_view
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _check(args: argparse.Namespace, console: Console) -> int:
+    try:
+        site = load_site(args.config)
+    except ConfigError as exc:
+        console.print(f"[red]✗ {exc.source}[/red]: {len(exc.problems)} problem(s)")
+        for problem in exc.problems:
+            console.print(f"  {problem}", markup=False, highlight=False)
+        return EXIT_BAD_INPUT
+    points = sum(len(device_profile(d).points) for d in site.devices)
+    console.print(
+        f"[green]✓ {args.config}[/green]: site {site.gateway.site}, gateway {site.gateway.id}, "
+        f"{len(site.buses)} bus(es), {len(site.devices)} device(s), {points} points"
+    )
+    return EXIT_OK
+
+
+async def _run(site: SiteConfig, args: argparse.Namespace, console: Console) -> int:
+    async with Gateway(site) as gw:
+        deadline = time.monotonic() + args.duration if args.duration else None
+        with Live(
+            status_view(gw),
+            console=console,
+            refresh_per_second=2,
+            transient=False,
+            auto_refresh=False,
+        ) as live:
+            while deadline is None or time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+                live.update(status_view(gw), refresh=True)
+        if args.json:
+            print(json.dumps(_snapshot(gw), indent=1), file=sys.stderr)
+    return EXIT_OK
+
+
+def _snapshot(gw: Gateway) -> dict[str, object]:
+    """Every point's value and quality, and bus statistics: for scripts and tests."""
+    now = time.monotonic()
+    return {
+        "points": {
+            f"{dev}.{point}": {"value": s.value, "quality": s.quality.value}
+            for dev, point, s in gw.image.points()
+        },
+        "buses": {name: s.stats.snapshot(now) for name, s in gw.schedulers.items()},
+    }
+
+
+def _run_command(args: argparse.Namespace, console: Console) -> int:
+    try:
+        site = load_site(args.config)
+    except ConfigError as exc:
+        console.print(f"[red]✗ {exc}[/red]", markup=False)
+        return EXIT_BAD_INPUT
+    try:
+        return asyncio.run(_run(site, args, console))
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except (GatewayError, ExceptionGroup) as exc:
+        for err in _leaves(exc):
+            console.print(f"[red]✗ {err}[/red]", markup=False)
+        if any(not isinstance(e, GatewayError) for e in _leaves(exc)):
+            raise
+        return EXIT_FAILED
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The errors inside (nested) exception groups raised by task groups."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description="Doorstep edge gateway")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+    check = sub.add_parser("check", help="validate a site config against schema and profiles")
+    check.add_argument("config", help="site config (TOML)")
+    run = sub.add_parser("run", help="poll a site and show a live status table")
+    run.add_argument("--config", required=True, help="site config (TOML)")
+    run.add_argument("--duration", type=float, default=None, help="stop after SECONDS")
+    run.add_argument("--json", action="store_true", help="print a final snapshot as JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    console = Console()
+    if args.command == "check":
+        return _check(args, console)
+    with contextlib.suppress(KeyboardInterrupt):
+        return _run_command(args, console)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""The gateway runtime: every bus of a site polled in parallel into one process image.
+
+``async with Gateway(site) as gw:`` opens every port and connection, starts one scheduler
+task per bus (and a SunSpec discovery task per SunSpec device) in a task group it owns, and
+on exit cancels and awaits them and closes every port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from types import TracebackType
+from typing import Self
+
+from gateway import codec, sunspec
+from gateway.breaker import BreakerPolicy, CircuitBreaker
+from gateway.coalesce import CostModel
+from gateway.errors import BusError, GatewayError
+from gateway.image import ProcessImage
+from gateway.modbus.pdu import Read, Write
+from gateway.modbus.rtu import RtuTransport
+from gateway.modbus.tcp import TcpTransport
+from gateway.modbus.transport import Transport
+from gateway.poller import CLASS_PRIORITY, COMMAND_PRIORITY, DevicePoller
+from gateway.profile import PollClass, Table
+from gateway.scheduler import BusScheduler
+from gateway.site import RtuBus, SiteConfig, TcpBus, device_profile
+
+log = logging.getLogger(__name__)
+
+DISCOVERY_RETRY_S = (1.0, 30.0)
+
+
+def open_transport(bus: RtuBus | TcpBus) -> Transport:
+    if isinstance(bus, RtuBus):
+        return RtuTransport(
+            bus.name,
+            bus.port,
+            bus.baudrate,
+            parity=bus.parity,
+            stopbits=bus.stopbits,
+            bytesize=bus.bytesize,
+        )
+    return TcpTransport(bus.name, bus.host, bus.port)
+
+
+def cost_model(bus: RtuBus | TcpBus) -> CostModel:
+    return CostModel.for_rtu(bus.baudrate) if isinstance(bus, RtuBus) else CostModel.for_tcp()
+
+
+class Gateway:
+    """A running site: buses, schedulers, pollers and the process image."""
+
+    def __init__(self, site: SiteConfig, *, policy: BreakerPolicy | None = None) -> None:
+        self.site = site
+        self.image = ProcessImage()
+        self.started_at = time.monotonic()
+        self.schedulers: dict[str, BusScheduler] = {}
+        self.pollers: dict[str, DevicePoller] = {}
+        self._policy = policy or BreakerPolicy()
+        self._stack = contextlib.AsyncExitStack()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await self._stack.__aexit__(exc_type, exc, tb)
+
+    async def _start(self) -> None:
+        now = time.monotonic()
+        transports = {}
+        for bus in self.site.buses:
+            transports[bus.name] = await self._stack.enter_async_context(open_transport(bus))
+        tg = await self._stack.enter_async_context(asyncio.TaskGroup())
+        for bus in self.site.buses:
+            pollers = []
+            for dev in self.site.devices_on(bus.name):
+                poller = DevicePoller(
+                    dev,
+                    device_profile(dev),
+                    self.site.periods(dev),
+                    self.image,
+                    cost_model(bus),
+                    CircuitBreaker(self._policy),
+                )
+                if poller.ready:
+                    poller.place(poller.profile, now)
+                pollers.append(poller)
+                self.pollers[dev.name] = poller
+            scheduler = BusScheduler(transports[bus.name], pollers)
+            self.schedulers[bus.name] = scheduler
+            self._tasks.append(tg.create_task(scheduler.run(), name=f"bus:{bus.name}"))
+        for poller in self.pollers.values():
+            if not poller.ready:
+                self._tasks.append(
+                    tg.create_task(self._discover(poller), name=f"sunspec:{poller.name}")
+                )
+
+    async def _discover(self, poller: DevicePoller) -> None:
+        """Walk the SunSpec model chain until it is found, then start polling the device."""
+        scheduler = self.schedulers[poller.device.bus]
+        bases = (
+            (poller.device.sunspec_base,)
+            if poller.device.sunspec_base is not None
+            else sunspec.DEFAULT_BASES
+        )
+
+        async def read(address: int, count: int) -> list[int]:
+            request = Read(Table.HOLDING, address, count)
+            return await scheduler.request(poller.name, request, CLASS_PRIORITY[PollClass.SLOW])
+
+        pause, max_pause = DISCOVERY_RETRY_S
+        while True:
+            try:
+                starts = await sunspec.discover(read, bases)
+                poller.place(sunspec.place(poller.profile, starts), time.monotonic())
+            except (BusError, GatewayError) as exc:
+                log.warning(
+                    "%s: SunSpec discovery failed (%s); retrying in %.0f s", poller.name, exc, pause
+                )
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, max_pause)
+                continue
+            log.info("%s: SunSpec models at %s", poller.name, starts)
+            return
+
+    # -- writes -----------------------------------------------------------------------------
+
+    async def write(self, device: str, point: str, value: codec.Value) -> None:
+        """Write an engineering value to a writable point, ahead of all polling."""
+        poller = self._poller(device)
+        if not poller.ready:
+            raise GatewayError(f"{device}: not discovered yet; cannot write {point!r}")
+        p = poller.profile.point(point)
+        if not p.writable or p.address is None:
+            raise GatewayError(f"{device}: point {point!r} is not writable")
+        sf = None
+        if p.scale_factor is not None:
+            sf_value = self.image.value(device, p.scale_factor)
+            if not isinstance(sf_value, int):
+                raise GatewayError(f"{device}: scale factor {p.scale_factor!r} not known yet")
+            sf = sf_value
+        request = Write(p.table, p.address, tuple(codec.encode(p, value, sf)))
+        await self.schedulers[poller.device.bus].request(device, request, COMMAND_PRIORITY)
+
+    async def command(self, device: str, name: str, value: codec.Value = None) -> None:
+        """Run a profile command: a fixed value, or the one given."""
+        poller = self._poller(device)
+        cmd = next((c for c in poller.profile.commands if c.name == name), None)
+        if cmd is None:
+            known = ", ".join(c.name for c in poller.profile.commands)
+            raise GatewayError(f"{device}: no command {name!r} (commands: {known})")
+        if cmd.value is None and value is None:
+            raise GatewayError(f"{device}: command {name!r} needs a value")
+        await self.write(device, cmd.point, cmd.value if cmd.value is not None else value)
+
+    def _poller(self, device: str) -> DevicePoller:
+        try:
+            return self.pollers[device]
+        except KeyError:
+            known = ", ".join(self.pollers)
+            raise GatewayError(f"unknown device {device!r} (devices: {known})") from None
