@@ -150,7 +150,7 @@ def response_frame_size(head: bytes) -> int | None:
         return None
     if head[1] & 0x80:
         return 5
-    cls = _CLIENT_DECODER.lookupPduClass(head[1:])
+    cls = _CLIENT_DECODER.lookupPduClass(head)
     if cls is None:
         raise ResponseError(f"unknown function code {head[1]:#04x} in response")
     size = cls.calculateRtuFrameSize(head)
