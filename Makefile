@@ -23,7 +23,7 @@ test: $(STAMP) lint typecheck
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
-	$(VENV)/bin/gateway demo
+	$(PY) -m hil_tests.rig.demo
 
 bench: $(STAMP)
 	$(PY) -m bench

@@ -129,6 +129,7 @@ class Gateway:
             try:
                 starts = await sunspec.discover(read, bases)
                 poller.place(sunspec.place(poller.profile, starts), time.monotonic())
+                scheduler.wake()
             except (BusError, GatewayError) as exc:
                 log.warning(
                     "%s: SunSpec discovery failed (%s); retrying in %.0f s", poller.name, exc, pause

@@ -82,6 +82,10 @@ class BusScheduler:
         self._wake.set()
         return await fut
 
+    def wake(self) -> None:
+        """Re-plan now: a device was placed or its plan changed outside the bus task."""
+        self._wake.set()
+
     async def run(self) -> None:
         """Serve the bus until cancelled."""
         try:

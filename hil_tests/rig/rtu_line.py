@@ -48,6 +48,7 @@ class FrameTiming:
     """One answered request on the wire (monotonic seconds)."""
 
     unit_id: int
+    function: int
     request_start: float
     request_end: float
     response_start: float
@@ -238,7 +239,7 @@ class RtuLineServer:
         start = request_end + self.timing.t35 + faults.think_time_s
         end = self._transmit(response, start, faults.chunk_size, faults.chunk_gap_s)
         self.stats.responses_sent += 1
-        self.stats.log.append(FrameTiming(unit_id, first_at, request_end, start, end))
+        self.stats.log.append(FrameTiming(unit_id, pdu[0], first_at, request_end, start, end))
 
     def _transmit(self, frame: bytes, start: float, chunk: int | None, gap: float) -> float:
         """Deliver ``frame`` byte-paced from ``start``; return when its last byte went out."""
