@@ -1,9 +1,10 @@
 """One scheduler per bus: exactly one transaction in flight, the most urgent one next.
 
 Work comes from two places: the pollers' cycles (safety-class reads before telemetry before
-slow reads, earliest due first) and explicit requests (commands, discovery reads) that wait
-on a future. The next transaction is chosen after every transaction, so a command that
-arrives behind a queue of polls waits for at most the one transaction on the wire.
+slow reads, earliest due first, a cycle that has waited a whole period moving up a class)
+and explicit requests (commands, discovery reads) that wait on a future. The next
+transaction is chosen after every transaction, so a command that arrives behind a queue of
+polls waits for at most the one transaction on the wire.
 
 Every device has a circuit breaker: a unit that stops answering is skipped until its
 back-off has passed and then probed with a single request, so it costs its healthy
@@ -37,13 +38,24 @@ from gateway.modbus.pdu import (
     encode_request,
 )
 from gateway.modbus.transport import Transport
-from gateway.poller import CLASS_PRIORITY, COMMAND_PRIORITY, DevicePoller
+from gateway.poller import CLASS_PRIORITY, COMMAND_PRIORITY, DevicePoller, PollCycle
 from gateway.profile import PollClass
 from gateway.stats import BusStats
 
 log = logging.getLogger(__name__)
 
 ILLEGAL_DATA_ADDRESS = 2
+
+
+def _aged_priority(cycle: PollCycle, now: float) -> int:
+    """A class's priority, raised one level for every period its cycle has waited.
+
+    On an overloaded bus strict priorities would starve the slow class for ever (its points
+    never read at all); aging lets it through at the pace of the faster classes, but never
+    ahead of safety-class reads or commands.
+    """
+    waited = int((now - cycle.started) / cycle.period) if cycle.period > 0 else 0
+    return max(CLASS_PRIORITY[PollClass.SAFETY], CLASS_PRIORITY[cycle.cls] - waited)
 
 
 @dataclass
@@ -125,7 +137,7 @@ class BusScheduler:
         for poller in self.pollers.values():
             if poller.eligible_at() <= now:
                 candidates += [
-                    ((CLASS_PRIORITY[cls], cycle.started, 0), (poller, cls))
+                    ((_aged_priority(cycle, now), cycle.started, 0), (poller, cls))
                     for cls, cycle in poller.cycles.items()
                     if cycle.pending
                 ]

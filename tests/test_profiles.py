@@ -38,9 +38,9 @@ def test_watchdog_and_key_points_exist(model: str) -> None:
         return
     assert profile.point(wd.timeout).writable
     assert profile.point(wd.heartbeat).writable
-    for name in (wd.safe_value, wd.remaining, wd.failsafe):
-        if name is not None:
-            profile.point(name)
+    for optional in (wd.safe_value, wd.remaining, wd.failsafe):
+        if optional is not None:
+            assert profile.point(optional).readable, optional
 
 
 @pytest.mark.parametrize("model", MODELS)

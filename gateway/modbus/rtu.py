@@ -10,6 +10,7 @@ checks the CRC, and never closes the shared port because one unit is silent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import time
@@ -25,6 +26,8 @@ from gateway.modbus.transport import LineTiming
 
 #: Final stretch of a t3.5 wait done by spinning: asyncio sleeps round up to whole ms.
 _SPIN_S = 0.0006
+#: Longest silence tolerated inside a response that has started arriving.
+_CHUNK_GAP_S = 0.1
 _PARITY = {"N": serial.PARITY_NONE, "E": serial.PARITY_EVEN, "O": serial.PARITY_ODD}
 
 
@@ -150,13 +153,20 @@ class RtuTransport:
         self._waiter = loop.create_future()
         self._expect = None
         try:
-            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                await self._waiter
-        except TimeoutError:
-            got = len(self._rx)
-            self._discard_stray()
-            detail = f"after {got} byte(s) of a response" if got else "no response"
-            raise BusTimeout(self.name, unit_id, f"timeout, {detail}") from None
+            while not self._waiter.done():
+                # The deadline is for the first byte; once a response is arriving it may come
+                # in chunks (USB adapters, slow bridges) and is waited for while it progresses.
+                if self._rx:
+                    deadline = max(deadline, self._last_rx + _CHUNK_GAP_S)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    got = len(self._rx)
+                    self._discard_stray()
+                    detail = f"after {got} byte(s) of a response" if got else "no response"
+                    raise BusTimeout(self.name, unit_id, f"timeout, {detail}")
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining):
+                        await asyncio.shield(self._waiter)
         finally:
             self._waiter = None
         size = self._expect or len(self._rx)

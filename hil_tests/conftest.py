@@ -1,0 +1,77 @@
+"""Shared set-up for HIL tests: a site config from a few lines, run in the simulator with
+the real gateway runtime polling it over real ptys and loopback TCP."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from gateway import codec
+from gateway.breaker import BreakerPolicy
+from gateway.image import Quality
+from gateway.runtime import Gateway
+from gateway.site import SiteConfig, parse_site
+from hil_tests.rig.registers import SimulatedUnit
+from hil_tests.rig.site import SimulatedSite, to_toml
+
+
+def site_config(buses: str, devices: list[tuple[str, str, str, int]], poll: str = "") -> SiteConfig:
+    """``devices`` as (name, profile, bus, unit_id)."""
+    text = f'[gateway]\nsite = "hil"\nid = "gw-hil"\n\n[poll]\n{poll}\n\n{buses}\n'
+    for name, profile, bus, unit in devices:
+        text += (
+            f'\n[[devices]]\nname = "{name}"\nprofile = "{profile}"\n'
+            f'bus = "{bus}"\nunit_id = {unit}\n'
+        )
+    return parse_site(text, "hil-site.toml")
+
+
+def rtu_bus(name: str, baudrate: int) -> str:
+    return f'[[buses]]\nname = "{name}"\nkind = "rtu"\nport = "/dev/null"\nbaudrate = {baudrate}\n'
+
+
+def tcp_bus(name: str) -> str:
+    return f'[[buses]]\nname = "{name}"\nkind = "tcp"\nhost = "127.0.0.1"\nport = 1\n'
+
+
+@dataclass
+class Rig:
+    site: SimulatedSite
+    gw: Gateway
+
+    async def wait_for(
+        self, condition: Callable[[], bool], within: float = 10.0, what: str = "condition"
+    ) -> None:
+        deadline = time.monotonic() + within
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {within} s waiting for {what}")
+            await asyncio.sleep(0.02)
+
+    def all_good(self, device: str) -> bool:
+        poller = self.gw.pollers[device]
+        if not poller.ready:
+            return False
+        return all(s.quality is Quality.GOOD for _, _, s in self.gw.image.points(device))
+
+
+@asynccontextmanager
+async def running(config: SiteConfig, *, policy: BreakerPolicy | None = None) -> AsyncIterator[Rig]:
+    async with SimulatedSite(config, lively=False) as site:
+        resolved = parse_site(to_toml(site.resolved()), "resolved.toml")
+        async with Gateway(resolved, policy=policy) as gw:
+            yield Rig(site, gw)
+
+
+def truth(unit: SimulatedUnit, name: str) -> codec.Value:
+    """A point's value computed from the simulator's own registers: the ground truth."""
+    point = unit.point(name)
+    sf = None
+    if point.scale_factor is not None:
+        sf_value = truth(unit, point.scale_factor)
+        sf = sf_value if isinstance(sf_value, int) else None
+    assert point.address is not None
+    return codec.decode(point, unit.regs.get(point.table, point.address, point.width), sf)
