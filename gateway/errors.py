@@ -68,3 +68,7 @@ class DeviceUnavailable(BusError):
 
 class TransportClosed(BusError):
     """The port or connection is closed (or could not be opened)."""
+
+
+class InterlockError(GatewayError):
+    """An interlock command was refused (unknown name, not latched, fault still present)."""

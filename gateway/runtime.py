@@ -11,14 +11,18 @@ import asyncio
 import contextlib
 import logging
 import time
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 from gateway import codec, sunspec
+from gateway.actuator import Actuator
+from gateway.alarms import AlarmLog
 from gateway.breaker import BreakerPolicy, CircuitBreaker
 from gateway.coalesce import CostModel
 from gateway.errors import BusError, GatewayError
 from gateway.image import ProcessImage
+from gateway.interlocks import InterlockEngine
 from gateway.modbus.pdu import Read, Write
 from gateway.modbus.rtu import RtuTransport
 from gateway.modbus.tcp import TcpTransport
@@ -27,6 +31,8 @@ from gateway.poller import CLASS_PRIORITY, COMMAND_PRIORITY, DevicePoller
 from gateway.profile import PollClass, Table
 from gateway.scheduler import BusScheduler
 from gateway.site import RtuBus, SiteConfig, TcpBus, device_profile
+from gateway.supervisor import Supervisor
+from gateway.watchdogs import WatchdogKeeper
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +59,21 @@ def cost_model(bus: RtuBus | TcpBus) -> CostModel:
 class Gateway:
     """A running site: buses, schedulers, pollers and the process image."""
 
-    def __init__(self, site: SiteConfig, *, policy: BreakerPolicy | None = None) -> None:
+    def __init__(
+        self,
+        site: SiteConfig,
+        *,
+        policy: BreakerPolicy | None = None,
+        state_dir: Path | None = None,
+    ) -> None:
         self.site = site
         self.image = ProcessImage()
+        self.state_dir = state_dir
+        if state_dir is not None:
+            state_dir.mkdir(parents=True, exist_ok=True)
+        self.alarms = AlarmLog(state_dir / "alarms.jsonl" if state_dir else None)
+        self.actuator = Actuator(self.image)
+        self.keeper = WatchdogKeeper(self.image)
         self.started_at = time.monotonic()
         self.schedulers: dict[str, BusScheduler] = {}
         self.pollers: dict[str, DevicePoller] = {}
@@ -110,6 +128,20 @@ class Gateway:
                 self._tasks.append(
                     tg.create_task(self._discover(poller), name=f"sunspec:{poller.name}")
                 )
+        self.engine = InterlockEngine(
+            self.site.interlocks,
+            {name: p.profile for name, p in self.pollers.items()},
+            self.image,
+            self.actuator,
+            self.alarms,
+            self.state_dir / "latches.json" if self.state_dir else None,
+        )
+        for poller in self.pollers.values():
+            if poller.profile.watchdog is not None:
+                self.keeper.keep(poller.name, poller.profile.watchdog)
+        self.supervisor = await self._stack.enter_async_context(
+            Supervisor(self.site.control, self.engine, self.actuator, self.keeper, self.write)
+        )
 
     async def _discover(self, poller: DevicePoller) -> None:
         """Walk the SunSpec model chain until it is found, then start polling the device."""

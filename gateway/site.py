@@ -1,4 +1,4 @@
-"""The site config: which gateway this is, its buses and its devices.
+"""The site config: which gateway this is, its buses, its devices and its interlocks.
 
 A site config is a TOML file that a technician edits. It is validated completely before
 anything starts — schema, then references between sections, then every device's profile —
@@ -15,6 +15,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from gateway.errors import ConfigError, ProfileError
 from gateway.profile import PollClass, Profile, load_profile
+from gateway.rules import ControlConfig, Interlock, reference_problems
 from gateway.validation import Strict, validation_problems
 
 STANDARD_BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
@@ -97,8 +98,10 @@ class Device(Strict):
 class SiteConfig(Strict):
     gateway: GatewayIdentity
     poll: PollPeriods = PollPeriods()
+    control: ControlConfig = ControlConfig()
     buses: list[Bus]
     devices: list[Device]
+    interlocks: list[Interlock] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check_references(self) -> Self:
@@ -144,7 +147,22 @@ def _reference_problems(cfg: SiteConfig) -> list[str]:
                 )
             seen_units.setdefault(key, i)
         problems += _profile_problems(where, dev)
+    problems += _duplicates("interlocks", [i.name for i in cfg.interlocks])
+    profiles = _loadable_profiles(cfg)
+    for i, interlock in enumerate(cfg.interlocks):
+        problems += reference_problems(f"interlocks[{i}]", interlock, profiles)
     return problems
+
+
+def _loadable_profiles(cfg: SiteConfig) -> dict[str, Profile]:
+    """The profile of every device whose profile loads (the others are reported already)."""
+    out = {}
+    for dev in cfg.devices:
+        try:
+            out[dev.name] = load_profile(dev.profile)
+        except ProfileError:
+            continue
+    return out
 
 
 def _profile_problems(where: str, dev: Device) -> list[str]:

@@ -1,0 +1,147 @@
+"""Evaluating interlock conditions against the process image, in three-valued logic.
+
+A comparison over a point whose sample is not GOOD (stale, bad, offline) is UNKNOWN, and
+UNKNOWN propagates by Kleene's rules: ``all`` is FALSE as soon as one part is known FALSE,
+``any`` is TRUE as soon as one part is known TRUE, ``not UNKNOWN`` is UNKNOWN. The interlock
+treats an UNKNOWN condition as tripped — an input it cannot trust never lets it stand down —
+while a part that is known false still settles an ``all``.
+
+Comparisons with hysteresis keep their own state: ``gt = 80, hysteresis = 5`` becomes true
+above 80 and stays true until the value is 75 or less.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from gateway.image import ProcessImage, Quality
+from gateway.profile import Profile
+from gateway.rules import AllOf, AnyOf, Compare, Condition, split_ref
+
+
+class Truth(Enum):
+    FALSE = 0
+    TRUE = 1
+    UNKNOWN = 2
+
+    @classmethod
+    def of(cls, value: bool) -> Truth:
+        return cls.TRUE if value else cls.FALSE
+
+
+_PLAIN: dict[str, Callable[[float, float], bool]] = {
+    "gt": operator.gt,
+    "ge": operator.ge,
+    "lt": operator.lt,
+    "le": operator.le,
+}
+
+
+@dataclass
+class Evaluation:
+    """The result of one evaluation, with the inputs that were not GOOD (for alarms)."""
+
+    truth: Truth
+    untrusted: list[str] = field(default_factory=list)
+
+
+class Node:
+    def evaluate(self, image: ProcessImage, out: Evaluation) -> Truth:
+        raise NotImplementedError
+
+
+class CompareNode(Node):
+    def __init__(self, cmp: Compare, profile: Profile) -> None:
+        self.ref = cmp.point
+        self.device, self.point = split_ref(cmp.point)
+        self.op = cmp.operator
+        self.operand = _resolve(cmp, profile)
+        self.hysteresis = cmp.hysteresis
+        self.held = False  # for hysteresis: the comparison was true last time
+
+    def evaluate(self, image: ProcessImage, out: Evaluation) -> Truth:
+        sample = image.get(self.device, self.point)
+        if sample.quality is not Quality.GOOD or sample.value is None:
+            out.untrusted.append(f"{self.ref} {sample.quality.value}")
+            return Truth.UNKNOWN
+        return Truth.of(self._test(sample.value))
+
+    def _test(self, value: object) -> bool:
+        if self.op == "has":
+            assert isinstance(value, int)
+            return bool(value >> int(self.operand) & 1)
+        if self.op == "eq":
+            return value == self.operand
+        if self.op == "ne":
+            return value != self.operand
+        assert isinstance(value, int | float)
+        threshold = float(self.operand)
+        if self.held and self.hysteresis:
+            # released only once back past the threshold by the hysteresis band
+            threshold += self.hysteresis if self.op in ("lt", "le") else -self.hysteresis
+        self.held = _PLAIN[self.op](float(value), threshold)
+        return self.held
+
+
+class AllNode(Node):
+    def __init__(self, parts: list[Node]) -> None:
+        self.parts = parts
+
+    def evaluate(self, image: ProcessImage, out: Evaluation) -> Truth:
+        # evaluate every part: hysteresis state and the list of untrusted inputs stay whole
+        results = [p.evaluate(image, out) for p in self.parts]
+        if Truth.FALSE in results:
+            return Truth.FALSE
+        return Truth.UNKNOWN if Truth.UNKNOWN in results else Truth.TRUE
+
+
+class AnyNode(Node):
+    def __init__(self, parts: list[Node]) -> None:
+        self.parts = parts
+
+    def evaluate(self, image: ProcessImage, out: Evaluation) -> Truth:
+        results = [p.evaluate(image, out) for p in self.parts]
+        if Truth.TRUE in results:
+            return Truth.TRUE
+        return Truth.UNKNOWN if Truth.UNKNOWN in results else Truth.FALSE
+
+
+class NotNode(Node):
+    def __init__(self, part: Node) -> None:
+        self.part = part
+
+    def evaluate(self, image: ProcessImage, out: Evaluation) -> Truth:
+        t = self.part.evaluate(image, out)
+        return t if t is Truth.UNKNOWN else Truth.of(t is Truth.FALSE)
+
+
+def compile_condition(condition: Condition, profiles: dict[str, Profile]) -> Node:
+    """A validated condition (see :func:`gateway.rules.reference_problems`) as a node tree."""
+    if isinstance(condition, Compare):
+        return CompareNode(condition, profiles[split_ref(condition.point)[0]])
+    if isinstance(condition, AllOf):
+        return AllNode([compile_condition(c, profiles) for c in condition.all])
+    if isinstance(condition, AnyOf):
+        return AnyNode([compile_condition(c, profiles) for c in condition.any])
+    return NotNode(compile_condition(condition.not_, profiles))
+
+
+def evaluate(node: Node, image: ProcessImage) -> Evaluation:
+    out = Evaluation(Truth.FALSE)
+    out.truth = node.evaluate(image, out)
+    return out
+
+
+def _resolve(cmp: Compare, profile: Profile) -> int | float | bool | str:
+    """Enum labels and bit names as the integers the process image holds."""
+    point = profile.point(split_ref(cmp.point)[1])
+    operand = cmp.operand
+    if cmp.operator == "has":
+        assert point.bits is not None
+        return next(bit for bit, name in point.bits.items() if name == operand)
+    if isinstance(operand, str) and point.enum:
+        return next(code for code, label in point.enum.items() if label == operand)
+    return operand

@@ -1,0 +1,175 @@
+"""The control loop: a fixed-period task that runs the interlocks and keeps watchdogs alive.
+
+The loop is scheduled on the monotonic clock by absolute deadlines (``k · period`` from its
+start), so it does not drift; it measures how late each cycle wakes and keeps p50/p99/max.
+A cycle never waits for the bus: the writes it decides on are handed to the bus schedulers
+as tasks (one in flight per point), and the next cycle runs on time while they queue.
+If the loop falls behind by more than ``unhealthy_after_ms`` it skips heartbeats, and if it
+stalls altogether nobody writes them: every device then falls back to its safe value on its
+own timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from types import TracebackType
+from typing import Self
+
+from gateway.actuator import Actuator, PlannedWrite
+from gateway.codec import Value
+from gateway.errors import GatewayError
+from gateway.interlocks import InterlockEngine
+from gateway.rules import ControlConfig
+from gateway.stats import LatencyWindow
+from gateway.watchdogs import Heartbeat, WatchdogKeeper
+
+log = logging.getLogger(__name__)
+
+Writer = Callable[[str, str, Value], Awaitable[None]]
+
+
+class ControlLoop:
+    """Runs ``step(now, dt)`` every period; cancel the task to stop."""
+
+    def __init__(self, period_s: float, step: Callable[[float, float], Awaitable[None]]) -> None:
+        self.period_s = period_s
+        self.step = step
+        self.lateness = LatencyWindow(size=4096)
+        self.max_lateness_s = 0.0
+        self.cycles = 0
+        self.skipped = 0
+        self.last_tick = 0.0
+
+    async def run(self) -> None:
+        start = time.monotonic()
+        last = start
+        k = 0
+        while True:
+            due = start + k * self.period_s
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            now = time.monotonic()
+            late = now - due
+            self.lateness.add(late)
+            self.max_lateness_s = max(self.max_lateness_s, late)
+            self.cycles += 1
+            self.last_tick = now
+            await self.step(now, now - last)
+            last = now
+            k += 1
+            behind = int((time.monotonic() - start) / self.period_s) - k
+            if behind > 0:  # a stall: resume on the grid, never burst to catch up
+                self.skipped += behind
+                k += behind
+
+    def snapshot(self) -> dict[str, float | int | None]:
+        def ms(v: float | None) -> float | None:
+            return None if v is None else round(v * 1000, 3)
+
+        return {
+            "period_ms": self.period_s * 1000,
+            "cycles": self.cycles,
+            "skipped": self.skipped,
+            "lateness_p50_ms": ms(self.lateness.p50),
+            "lateness_p99_ms": ms(self.lateness.p99),
+            "lateness_max_ms": ms(self.max_lateness_s),
+        }
+
+
+class Supervisor:
+    """Interlocks, actuator and watchdog keeper driven by one control loop."""
+
+    def __init__(
+        self,
+        config: ControlConfig,
+        engine: InterlockEngine,
+        actuator: Actuator,
+        keeper: WatchdogKeeper,
+        writer: Writer,
+    ) -> None:
+        self.config = config
+        self.engine = engine
+        self.actuator = actuator
+        self.keeper = keeper
+        self.writer = writer
+        self.loop = ControlLoop(config.period_ms / 1000, self._step)
+        self.write_errors = 0
+        self._in_flight: set[tuple[str, str]] = set()
+        self._tg = asyncio.TaskGroup()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stall_s = 0.0
+
+    async def __aenter__(self) -> Self:
+        await self._tg.__aenter__()
+        self._spawn(self.loop.run(), "control-loop")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._cancel_all()
+        await self._tg.__aexit__(exc_type, exc, tb)
+
+    def healthy(self, now: float | None = None) -> bool:
+        """The loop ran recently enough to vouch for the site."""
+        now = time.monotonic() if now is None else now
+        return now - self.loop.last_tick <= self.config.unhealthy_after_ms / 1000
+
+    def inject_stall(self, seconds: float) -> None:
+        """Make the next cycle hang for ``seconds`` (a test of what a hung loop does)."""
+        self._stall_s = seconds
+
+    async def _step(self, now: float, dt: float) -> None:
+        if self._stall_s:
+            stall, self._stall_s = self._stall_s, 0.0
+            await asyncio.sleep(stall)
+            return
+        self.engine.tick(now, dt)
+        for write in self.actuator.plan(now, dt):
+            key = (write.device, write.point)
+            if key not in self._in_flight:
+                self._in_flight.add(key)
+                self._spawn(self._write(write), f"write:{key[0]}.{key[1]}")
+        if dt <= self.config.unhealthy_after_ms / 1000:
+            for beat in self.keeper.due(now):
+                key = (beat.device, beat.point)
+                if key not in self._in_flight:
+                    self._in_flight.add(key)
+                    self._spawn(self._beat(beat), f"heartbeat:{beat.device}")
+
+    async def _write(self, write: PlannedWrite) -> None:
+        try:
+            await self.writer(write.device, write.point, write.value)
+        except GatewayError as exc:
+            self.write_errors += 1
+            log.warning("%s.%s := %r failed: %s", write.device, write.point, write.value, exc)
+        else:
+            self.actuator.sent(write, time.monotonic())
+        finally:
+            self._in_flight.discard((write.device, write.point))
+
+    async def _beat(self, beat: Heartbeat) -> None:
+        try:
+            await self.writer(beat.device, beat.point, beat.value)
+        except GatewayError as exc:
+            log.debug("heartbeat to %s failed: %s", beat.device, exc)
+        else:
+            self.keeper.sent(beat)
+        finally:
+            self._in_flight.discard((beat.device, beat.point))
+
+    def _spawn(self, coro: Coroutine[object, object, None], name: str) -> None:
+        task = self._tg.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _cancel_all(self) -> None:
+        for task in self._tasks:
+            task.cancel()

@@ -1,0 +1,222 @@
+"""The interlock engine and actuator over arbitrary input sequences, timings and staleness."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from gateway.actuator import Actuator, PlannedWrite
+from gateway.alarms import AlarmLog
+from gateway.errors import InterlockError
+from gateway.image import ProcessImage, Quality
+from gateway.interlocks import InterlockEngine
+from gateway.profile import Profile, load_profile
+from gateway.rules import Interlock, Severity
+
+CHARGERS = ("charger-1", "charger-2")
+PROFILES: dict[str, Profile] = {
+    "sio": load_profile("SIO-1"),
+    **{c: load_profile("EVSE-HEC") for c in CHARGERS},
+}
+INPUTS = [
+    ("sio", "fire_alarm_loop"),
+    *[(c, p) for c in CHARGERS for p in ("residual_current_status", "cp_state", "max_current")],
+    *[(c, p) for c in CHARGERS for p in ("remote_lock",)],
+]
+
+
+def interlocks() -> list[Interlock]:
+    fire = {
+        "name": "fire",
+        "when": {"point": "sio.fire_alarm_loop", "eq": False},
+        "actions": [
+            {"alarm": "critical", "message": "fire alarm"},
+            *[
+                {"write": f"{c}.max_current", "value": 0, "priority": 1, "limit": True}
+                for c in CHARGERS
+            ],
+            *[
+                {
+                    "write": f"{c}.remote_lock",
+                    "value": "locked",
+                    "priority": 1,
+                    "release": "unlocked",
+                }
+                for c in CHARGERS
+            ],
+        ],
+    }
+    normal = {
+        "name": "charging",
+        "when": {"point": "charger-1.cp_state", "ne": "F"},
+        "actions": [{"write": f"{c}.max_current", "value": 16, "priority": 8} for c in CHARGERS],
+    }
+    rcd = {
+        "name": "rcd-lockout",
+        "when": {"point": "charger-1.residual_current_status", "ne": "ok"},
+        "latch": True,
+        "reset_when": {"point": "charger-1.cp_state", "eq": "A"},
+        "on_delay_s": 0.0,
+        "actions": [
+            {"alarm": "major", "message": "residual current: charger-1 locked out"},
+            {"write": "charger-1.max_current", "value": 0, "priority": 3, "limit": True},
+        ],
+    }
+    return [Interlock.model_validate(d) for d in (fire, normal, rcd)]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def build(clock: Clock, state: Path | None) -> tuple[ProcessImage, Actuator, InterlockEngine]:
+    image = ProcessImage(clock)
+    for device, point in INPUTS:
+        image.declare(device, point, stale_after_s=1.0)
+    actuator = Actuator(image)
+    engine = InterlockEngine(interlocks(), PROFILES, image, actuator, AlarmLog(), state)
+    return image, actuator, engine
+
+
+VALUES = {
+    "fire_alarm_loop": st.booleans(),
+    "residual_current_status": st.integers(0, 3),
+    "cp_state": st.integers(0, 5),
+    "max_current": st.sampled_from([0.0, 6.0, 16.0, 32.0]),
+    "remote_lock": st.integers(0, 1),
+}
+
+
+class InterlockMachine(RuleBasedStateMachine):
+    """Drive inputs, time, staleness, resets and restarts; check what would be written."""
+
+    @initialize(tmp=st.just(None))
+    def start(self, tmp: None) -> None:
+        import tempfile
+
+        self.dir = Path(tempfile.mkdtemp())
+        self.clock = Clock()
+        self.image, self.actuator, self.engine = build(self.clock, self.dir / "latches.json")
+        self.writes: list[PlannedWrite] = []
+        self.fire_seen = False
+        self.restarted_at: float | None = None
+
+    @rule(
+        index=st.integers(0, len(INPUTS) - 1),
+        data=st.data(),
+    )
+    def set_input(self, index: int, data: st.DataObject) -> None:
+        device, point = INPUTS[index]
+        self.image.update(device, point, data.draw(VALUES[point]))
+
+    @rule(index=st.integers(0, len(INPUTS) - 1), quality=st.sampled_from(list(Quality)[2:]))
+    def lose_input(self, index: int, quality: Quality) -> None:
+        self.image.mark(*INPUTS[index], quality)
+
+    @rule(seconds=st.sampled_from([0.05, 0.2, 1.5]))
+    def tick(self, seconds: float) -> None:
+        self.clock.now += seconds
+        latched_before = self.engine.rules["rcd-lockout"].latched
+        self.engine.tick(self.clock.now, seconds)
+        if latched_before:
+            assert self.engine.rules["rcd-lockout"].latched, "a latch cleared without a reset"
+        planned = self.actuator.plan(self.clock.now, seconds)
+        for w in planned:
+            self.actuator.sent(w, self.clock.now)
+        self.writes = planned
+
+    @rule()
+    def reset(self) -> None:
+        rule_ = self.engine.rules["rcd-lockout"]
+        try:
+            self.engine.reset("rcd-lockout", by="test")
+        except InterlockError:
+            assert rule_.latched or not rule_.active
+        else:
+            assert not rule_.latched
+
+    @rule()
+    def restart(self) -> None:
+        latched = self.engine.rules["rcd-lockout"].latched
+        self.image, self.actuator, self.engine = build(self.clock, self.dir / "latches.json")
+        assert self.engine.rules["rcd-lockout"].latched == latched, "latch lost in a restart"
+        assert self.actuator.plan(self.clock.now, 0.05) == [], "wrote before reading back"
+
+    @invariant()
+    def no_current_while_fire_is_active(self) -> None:
+        if not getattr(self, "engine", None) or not self.engine.rules["fire"].active:
+            return
+        for w in self.writes:
+            if w.point == "max_current":
+                assert w.value == 0, w
+            if w.point == "remote_lock":
+                assert w.value == 0, w  # locked
+
+    @invariant()
+    def no_current_while_locked_out(self) -> None:
+        if not getattr(self, "engine", None) or not self.engine.rules["rcd-lockout"].latched:
+            return
+        assert self.actuator.wanted("charger-1", "max_current") == 0
+
+
+TestInterlockMachine = InterlockMachine.TestCase
+TestInterlockMachine.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+
+
+def test_stale_input_counts_as_tripped() -> None:
+    clock = Clock()
+    image, _actuator, engine = build(clock, None)
+    image.update("sio", "fire_alarm_loop", True)
+    engine.tick(clock.now, 0.05)
+    assert not engine.rules["fire"].active
+    clock.now += 2.0  # older than its staleness limit
+    engine.tick(clock.now, 0.05)
+    assert engine.rules["fire"].active
+    alarm = engine.alarms.active["fire/critical"]
+    assert alarm.severity is Severity.CRITICAL
+    assert "sio.fire_alarm_loop stale" in alarm.message
+
+
+def test_latched_lockout_resets_only_after_the_fault_clears_and_the_car_leaves() -> None:
+    clock = Clock()
+    image, _actuator, engine = build(clock, None)
+    image.update("charger-1", "cp_state", 2)  # C: charging
+    image.update("charger-1", "residual_current_status", 2)  # ac trip
+    engine.tick(clock.now, 0.05)
+    assert engine.rules["rcd-lockout"].latched
+    with pytest.raises(InterlockError, match="fault is still present"):
+        engine.reset("rcd-lockout", by="technician")
+    image.update("charger-1", "residual_current_status", 0)
+    engine.tick(clock.now, 0.05)
+    with pytest.raises(InterlockError, match="reset condition is not met"):
+        engine.reset("rcd-lockout", by="technician")
+    image.update("charger-1", "cp_state", 0)  # A: unplugged
+    engine.reset("rcd-lockout", by="technician")
+    assert "rcd-lockout/major" not in engine.alarms.active
+    assert engine.alarms.recent[-1].by == "technician"
+
+
+def test_decreases_are_written_before_increases() -> None:
+    clock = Clock()
+    image, actuator, _engine = build(clock, None)
+    for c in CHARGERS:
+        image.update(c, "max_current", 16.0)
+        image.update(c, "remote_lock", 1)
+    actuator.demand("x", "charger-1", "max_current", 32.0, 8, limit=False)
+    actuator.demand("x", "charger-2", "max_current", 6.0, 8, limit=False)
+    planned = actuator.plan(clock.now, 0.05)
+    assert [(w.device, w.value) for w in planned] == [("charger-2", 6.0), ("charger-1", 32.0)]
+
+
+def test_unknown_interlock_reset_names_the_known_ones() -> None:
+    _, _, engine = build(Clock(), None)
+    with pytest.raises(InterlockError, match=r"no interlock 'smoke'.*fire, charging"):
+        engine.reset("smoke", by="x")
