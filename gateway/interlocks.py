@@ -64,6 +64,7 @@ class RuleRuntime:
         self.latched = False
         self.truth = Truth.FALSE
         self._since: float | None = None  # start of the current run of the opposite truth
+        self.armed_at = 0.0  # before this, UNKNOWN inputs (not read yet) hold the state
         self.device = split_ref(compares(spec.when)[0].point)[0]
         self.inputs = sorted({c.point for c in compares(spec.when)})
 
@@ -72,6 +73,8 @@ class RuleRuntime:
         result = evaluate(self.node, image)
         self.truth = result.truth
         self.untrusted = result.untrusted
+        if result.truth is Truth.UNKNOWN and now < self.armed_at:
+            return None  # inputs not read yet since start: no alarm burst at every start
         tripped = result.truth is not Truth.FALSE  # UNKNOWN counts as tripped
         if tripped == self.active:
             self._since = None
@@ -135,6 +138,11 @@ class InterlockEngine:
                     release = _as_stored(profile, point, action.release)
                     actuator.target(device, point, release=release)
         self._restore()
+
+    def arm(self, at: float) -> None:
+        """Let inputs not read since start count as tripped only from ``at`` on."""
+        for rule in self.rules.values():
+            rule.armed_at = at
 
     def tick(self, now: float, dt: float) -> None:
         for rule in self.rules.values():

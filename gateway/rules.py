@@ -150,6 +150,9 @@ class ControlConfig(Strict):
 
     period_ms: float = Field(default=50.0, ge=5, le=1000)
     unhealthy_after_ms: float = Field(default=500.0, ge=20, le=10000)
+    #: After a start, inputs not read yet hold each interlock as it is for this long; from
+    #: then on an input that has still not been read counts as tripped.
+    startup_grace_s: float = Field(default=3.0, ge=0, le=60)
 
 
 # -- checks against the profiles -----------------------------------------------------------

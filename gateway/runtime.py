@@ -136,6 +136,7 @@ class Gateway:
             self.alarms,
             self.state_dir / "latches.json" if self.state_dir else None,
         )
+        self.engine.arm(time.monotonic() + self.site.control.startup_grace_s)
         for poller in self.pollers.values():
             if poller.profile.watchdog is not None:
                 self.keeper.keep(poller.name, poller.profile.watchdog)

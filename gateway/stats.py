@@ -26,7 +26,8 @@ class LatencyWindow:
         if not self._samples:
             return None
         ordered = sorted(self._samples)
-        rank = max(1, math.ceil(p / 100 * len(ordered)))
+        # p * n before / 100: p / 100 * n rounds 7 / 100 * 100 up to 7.000000000000001 (rank 8)
+        rank = max(1, math.ceil(p * len(ordered) / 100))
         return ordered[rank - 1]
 
     @property

@@ -88,12 +88,11 @@ class SimulatedSite:
             self._plug_in_some_cars()
 
     def _plug_in_some_cars(self) -> None:
-        """A carport in use: every other charger has a car, charging at 16 A. Until the
-        gateway refreshes charger watchdogs (interlock work), the demo switches them off;
-        the HIL tests build their sites with ``lively=False`` and keep the defaults."""
+        """A carport in use: every other charger has a car, charging at 16 A. The gateway
+        keeps the chargers' watchdogs alive; the HIL tests build their sites with
+        ``lively=False`` and keep the defaults."""
         chargers = [u for u in self.units.values() if isinstance(u, Charger)]
         for i, charger in enumerate(chargers):
-            charger.write(Table.HOLDING, 257, [0])
             if i % 2 == 0:
                 charger.plug_in(Car(max_current_a=16 + 8 * (i % 3)))
                 charger.write(Table.HOLDING, 261, [160])
@@ -168,35 +167,32 @@ class SimulatedSite:
 
 
 def to_toml(site: SiteConfig) -> str:
-    """A site config as TOML (the schema is flat enough not to need a TOML writer)."""
-
-    def value(v: object) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (int, float)):
-            return repr(v)
-        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-    def table(header: str, fields: dict[str, object]) -> list[str]:
-        lines = [header]
-        nested = {k: v for k, v in fields.items() if isinstance(v, dict)}
-        lines += [
-            f"{k} = {value(v)}"
-            for k, v in fields.items()
-            if v is not None and not isinstance(v, dict)
-        ]
-        for key, sub in nested.items():
-            inner = ", ".join(f"{k} = {value(v)}" for k, v in sub.items() if v is not None)
-            lines.append(f"{key} = {{ {inner} }}")
-        return [*lines, ""]
-
-    data = site.model_dump(mode="json")
-    out = table("[gateway]", data["gateway"]) + table("[poll]", data["poll"])
-    for bus in data["buses"]:
-        out += table("[[buses]]", bus)
-    for dev in data["devices"]:
-        out += table("[[devices]]", dev)
+    """A site config as TOML: top-level tables and arrays of tables, anything deeper inline."""
+    data = site.model_dump(mode="json", by_alias=True, exclude_none=True)
+    out: list[str] = []
+    for key, section in data.items():
+        if isinstance(section, dict):
+            out += [f"[{key}]", *_fields(section), ""]
+        else:
+            for item in section:
+                out += [f"[[{key}]]", *_fields(item), ""]
     return "\n".join(out)
+
+
+def _fields(fields: dict[str, object]) -> list[str]:
+    return [f"{k} = {_inline(v)}" for k, v in fields.items()]
+
+
+def _inline(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_inline(x)}" for k, x in v.items()) + " }"
+    if isinstance(v, list):
+        return "[" + ", ".join(_inline(x) for x in v) + "]"
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 async def _serve(config: Path, resolved: Path) -> None:
