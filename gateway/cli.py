@@ -7,17 +7,21 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from rich.console import Console
 from rich.live import Live
 
+from gateway import control_socket
+from gateway.alarms import AlarmLog
 from gateway.errors import ConfigError, GatewayError
 from gateway.runtime import Gateway
 from gateway.site import SiteConfig, device_profile, load_site
-from gateway.status import status_view
+from gateway.status import alarm_table, status_view
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -39,7 +43,7 @@ def _check(args: argparse.Namespace, console: Console) -> int:
 
 
 async def _run(site: SiteConfig, args: argparse.Namespace, console: Console) -> int:
-    async with Gateway(site) as gw:
+    async with Gateway(site, state_dir=args.state_dir) as gw:
         deadline = time.monotonic() + args.duration if args.duration else None
         with Live(
             status_view(gw),
@@ -93,6 +97,47 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
+def _reset_latch(args: argparse.Namespace, console: Console) -> int:
+    try:
+        reply = asyncio.run(
+            control_socket.send(
+                args.state_dir / control_socket.SOCKET_NAME,
+                {"cmd": "reset-latch", "name": args.name},
+            )
+        )
+    except GatewayError as exc:
+        console.print(f"[red]✗ {exc}[/red]", markup=False)
+        return EXIT_FAILED
+    if "error" in reply:
+        console.print(f"✗ refused: {reply['error']}", markup=False, highlight=False)
+        return EXIT_FAILED
+    console.print(f"✓ {reply['ok']}", markup=False, highlight=False)
+    return EXIT_OK
+
+
+def _alarms(args: argparse.Namespace, console: Console) -> int:
+    journal = args.state_dir / "alarms.jsonl"
+    if not journal.exists():
+        console.print(f"no alarms recorded in {args.state_dir}", markup=False)
+        return EXIT_OK
+    log = AlarmLog(journal)
+    events = log.recent if args.history else log.by_severity()
+    console.print(alarm_table(events, title="alarm history" if args.history else "active alarms"))
+    return EXIT_OK
+
+
+def default_state_dir() -> Path:
+    """Where latches and the alarm journal live: $DOORSTEP_STATE_DIR, /var/lib/doorstep when
+    it exists (the installed gateway), else ~/.local/state/doorstep."""
+    env = os.environ.get("DOORSTEP_STATE_DIR")
+    if env:
+        return Path(env)
+    system = Path("/var/lib/doorstep")
+    if system.is_dir():
+        return system
+    return Path.home() / ".local" / "state" / "doorstep"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="Doorstep edge gateway")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -103,6 +148,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True, help="site config (TOML)")
     run.add_argument("--duration", type=float, default=None, help="stop after SECONDS")
     run.add_argument("--json", action="store_true", help="print a final snapshot as JSON")
+    reset = sub.add_parser("reset-latch", help="reset a latched interlock of the running gateway")
+    reset.add_argument("name", help="interlock name (see the status table)")
+    alarms = sub.add_parser("alarms", help="show active alarms (or --history)")
+    alarms.add_argument("--history", action="store_true", help="the last 200 events")
+    for p in (run, reset, alarms):
+        p.add_argument(
+            "--state-dir",
+            type=Path,
+            default=default_state_dir(),
+            help="latches, alarm journal and control socket (default: %(default)s)",
+        )
     return parser
 
 
@@ -115,6 +171,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console()
     if args.command == "check":
         return _check(args, console)
+    if args.command == "reset-latch":
+        return _reset_latch(args, console)
+    if args.command == "alarms":
+        return _alarms(args, console)
     with contextlib.suppress(KeyboardInterrupt):
         return _run_command(args, console)
     return EXIT_OK

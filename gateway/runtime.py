@@ -20,6 +20,7 @@ from gateway.actuator import Actuator
 from gateway.alarms import AlarmLog
 from gateway.breaker import BreakerPolicy, CircuitBreaker
 from gateway.coalesce import CostModel
+from gateway.control_socket import SOCKET_NAME, ControlServer
 from gateway.errors import BusError, GatewayError
 from gateway.image import ProcessImage
 from gateway.interlocks import InterlockEngine
@@ -140,6 +141,10 @@ class Gateway:
         for poller in self.pollers.values():
             if poller.profile.watchdog is not None:
                 self.keeper.keep(poller.name, poller.profile.watchdog)
+        if self.state_dir is not None:
+            await self._stack.enter_async_context(
+                ControlServer(self.state_dir / SOCKET_NAME, self.engine)
+            )
         self.supervisor = await self._stack.enter_async_context(
             Supervisor(self.site.control, self.engine, self.actuator, self.keeper, self.write)
         )

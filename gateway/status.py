@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from datetime import datetime
 
-from rich.console import Group
+from rich.console import Group, RenderableType
 from rich.table import Table as RichTable
 from rich.text import Text
 
+from gateway.alarms import AlarmEvent
 from gateway.breaker import BreakerState
 from gateway.codec import Value
 from gateway.image import Quality, Sample
@@ -109,5 +112,40 @@ def bus_table(gw: Gateway, now: float | None = None) -> RichTable:
     return table
 
 
+SEVERITY_STYLE = {"critical": "bold red", "major": "red", "minor": "yellow", "info": "cyan"}
+
+
+def alarm_table(events: Sequence[AlarmEvent], title: str = "active alarms") -> RichTable:
+    table = RichTable(title=title, title_justify="left", expand=False)
+    for column in ("time", "severity", "event", "interlock", "device", "message"):
+        table.add_column(column)
+    for e in events:
+        when = datetime.fromtimestamp(e.at).strftime("%Y-%m-%d %H:%M:%S")
+        message = e.message + (f" (by {e.by})" if e.by else "")
+        table.add_row(
+            when,
+            Text(e.severity.value, style=SEVERITY_STYLE[e.severity.value]),
+            e.kind,
+            e.interlock,
+            e.device or "",
+            message,
+        )
+    return table
+
+
+def loop_line(gw: Gateway) -> Text:
+    snap = gw.supervisor.loop.snapshot()
+    healthy = gw.supervisor.healthy()
+    return Text(
+        f"control loop {snap['period_ms']:.0f} ms: lateness p50 {snap['lateness_p50_ms']} ms, "
+        f"p99 {snap['lateness_p99_ms']} ms, max {snap['lateness_max_ms']} ms"
+        + ("" if healthy else "  UNHEALTHY: heartbeats stopped"),
+        style="" if healthy else "bold red",
+    )
+
+
 def status_view(gw: Gateway) -> Group:
-    return Group(device_table(gw), bus_table(gw))
+    parts: list[RenderableType] = [device_table(gw), bus_table(gw), loop_line(gw)]
+    if gw.alarms.active:
+        parts.append(alarm_table(gw.alarms.by_severity()))
+    return Group(*parts)

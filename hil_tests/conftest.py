@@ -4,10 +4,13 @@ the real gateway runtime polling it over real ptys and loopback TCP."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from gateway import codec
 from gateway.breaker import BreakerPolicy
@@ -59,10 +62,12 @@ class Rig:
 
 
 @asynccontextmanager
-async def running(config: SiteConfig, *, policy: BreakerPolicy | None = None) -> AsyncIterator[Rig]:
+async def running(
+    config: SiteConfig, *, policy: BreakerPolicy | None = None, state_dir: Path | None = None
+) -> AsyncIterator[Rig]:
     async with SimulatedSite(config, lively=False) as site:
         resolved = parse_site(to_toml(site.resolved()), "resolved.toml")
-        async with Gateway(resolved, policy=policy) as gw:
+        async with Gateway(resolved, policy=policy, state_dir=state_dir) as gw:
             yield Rig(site, gw)
 
 
@@ -75,3 +80,19 @@ def truth(unit: SimulatedUnit, name: str) -> codec.Value:
         sf = sf_value if isinstance(sf_value, int) else None
     assert point.address is not None
     return codec.decode(point, unit.regs.get(point.table, point.address, point.width), sf)
+
+
+async def gateway_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The ``gateway`` command in its own process, without blocking the simulator's loop."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway.cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin", "HOME": str(Path.home())},
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return subprocess.CompletedProcess(list(args), proc.returncode, out.decode(), err.decode())

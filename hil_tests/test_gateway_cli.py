@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hil_tests.conftest import rtu_bus, site_config
+from hil_tests.conftest import gateway_cli, rtu_bus, site_config
 from hil_tests.rig.site import SimulatedSite, to_toml
 
 pytestmark = pytest.mark.hil
@@ -27,7 +26,7 @@ async def test_gateway_run_polls_a_site_and_reports_every_point(tmp_path: Path) 
         site.unit("elevator").set("car_position", 5)
         path = tmp_path / "site.toml"
         path.write_text(to_toml(site.resolved()))
-        done = await _gateway("run", "--config", str(path), "--duration", "3", "--json")
+        done = await gateway_cli("run", "--config", str(path), "--duration", "3", "--json")
     assert done.returncode == 0, done.stderr
     snapshot = json.loads(done.stderr[done.stderr.index("{") :])
     assert snapshot["points"]["elevator.car_position"] == {"value": 5, "quality": "good"}
@@ -41,7 +40,7 @@ async def test_gateway_run_on_a_missing_serial_port_says_so_and_exits_1(tmp_path
     config = site_config(rtu_bus("rs485", 9600), [("elevator", "ELV-24476", "rs485", 1)])
     path = tmp_path / "site.toml"
     path.write_text(to_toml(config).replace("/dev/null", "/dev/ttyUSB-nowhere"))
-    done = await _gateway("run", "--config", str(path), "--duration", "1")
+    done = await gateway_cli("run", "--config", str(path), "--duration", "1")
     assert done.returncode == 1
     assert "serial port /dev/ttyUSB-nowhere does not exist" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
@@ -59,19 +58,3 @@ def test_make_demo_starts_the_example_site_and_shows_every_device() -> None:
     for device in ("elevator-1", "lockers-2", "charger-4", "pv", "meter"):
         assert device in done.stdout, device
     assert "Traceback" not in done.stderr
-
-
-async def _gateway(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run the gateway CLI in its own process without blocking the simulator's loop."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway.cli",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return subprocess.CompletedProcess(list(args), proc.returncode, out.decode(), err.decode())
