@@ -86,27 +86,21 @@ class CompareNode(Node):
         return self.held
 
 
-class AllNode(Node):
-    def __init__(self, parts: list[Node]) -> None:
+class JunctionNode(Node):
+    """``all`` (FALSE decides) or ``any`` (TRUE decides); otherwise UNKNOWN wins over the
+    remaining value. Every part is evaluated so hysteresis state and the list of untrusted
+    inputs stay whole."""
+
+    def __init__(self, parts: list[Node], decisive: Truth) -> None:
         self.parts = parts
-
-    def evaluate(self, image: ProcessImage, out: Evaluation) -> Truth:
-        # evaluate every part: hysteresis state and the list of untrusted inputs stay whole
-        results = [p.evaluate(image, out) for p in self.parts]
-        if Truth.FALSE in results:
-            return Truth.FALSE
-        return Truth.UNKNOWN if Truth.UNKNOWN in results else Truth.TRUE
-
-
-class AnyNode(Node):
-    def __init__(self, parts: list[Node]) -> None:
-        self.parts = parts
+        self.decisive = decisive
+        self.otherwise = Truth.TRUE if decisive is Truth.FALSE else Truth.FALSE
 
     def evaluate(self, image: ProcessImage, out: Evaluation) -> Truth:
         results = [p.evaluate(image, out) for p in self.parts]
-        if Truth.TRUE in results:
-            return Truth.TRUE
-        return Truth.UNKNOWN if Truth.UNKNOWN in results else Truth.FALSE
+        if self.decisive in results:
+            return self.decisive
+        return Truth.UNKNOWN if Truth.UNKNOWN in results else self.otherwise
 
 
 class NotNode(Node):
@@ -123,9 +117,9 @@ def compile_condition(condition: Condition, profiles: dict[str, Profile]) -> Nod
     if isinstance(condition, Compare):
         return CompareNode(condition, profiles[split_ref(condition.point)[0]])
     if isinstance(condition, AllOf):
-        return AllNode([compile_condition(c, profiles) for c in condition.all])
+        return JunctionNode([compile_condition(c, profiles) for c in condition.all], Truth.FALSE)
     if isinstance(condition, AnyOf):
-        return AnyNode([compile_condition(c, profiles) for c in condition.any])
+        return JunctionNode([compile_condition(c, profiles) for c in condition.any], Truth.TRUE)
     return NotNode(compile_condition(condition.not_, profiles))
 
 
