@@ -3,13 +3,15 @@
 IEC 61851 states follow a plug-and-car model: A (no car) → B (car connected) → C (car asks
 for current and the box allows it). The advertised current is the setpoint (261), limited by
 the hardware maximum and the car; the car follows a new current within about a second; 0 A
-pauses (C → B) and the contactor opens. The Modbus watchdog (257, ms) counts down between
-*writes* (our convention; ``refresh_on_any_request`` gives Heidelberg's any-traffic mode);
-on expiry the failsafe current (262) applies, and 0 there means the error state. Remote
-lock 259 = 0 forces state F. The box heats with current and derates at 60 °C, trips at 80 °C,
-and recovers below 55 °C. A residual-current trip or a welded contactor opens (or cannot
-open) the contactor and latches a lockout that only a fault reset clears — and only once
-the cause is gone and the car is unplugged. Setpoints are volatile (``power_cycle``).
+pauses (C → B) and the contactor opens — after 6 s if the car ignores the PWM switching off
+(IEC 61851-1 Table A.6 seq 10.2), at once when the box enters F or ERR. The Modbus watchdog
+(257, ms) counts down between *writes* (our convention; ``refresh_on_any_request`` gives
+Heidelberg's any-traffic mode); on expiry the failsafe current (262) applies, and 0 there
+means the error state. Remote lock 259 = 0 forces state F. The box heats with current and
+derates at 60 °C, trips at 80 °C, and recovers below 55 °C. A residual-current trip, a failed
+RCD self-test or a welded contactor opens (or cannot open) the contactor and latches a
+lockout that only a fault reset clears — and only once the cause is gone and the car is
+unplugged. Setpoints are volatile (``power_cycle``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ RESET_MAGIC = 0x00A5
 VOLTS = 230.0
 # Heidelberg charging_state codes
 A1, A2, B1, B2, C1, C2, DERATING, STATE_E, STATE_F, ERR = 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
-CP_A, CP_B, CP_C, CP_E, CP_F = 0, 1, 2, 4, 5
+CP_A, CP_B, CP_C, CP_F = 0, 1, 2, 5
 
 
 @dataclass
@@ -79,24 +81,38 @@ class Charger(SimulatedUnit):
 
     def plug_in(self, car: Car | None = None) -> None:
         self.car = car or Car()
+        self._publish()
 
     def unplug(self) -> None:
+        """Pulling the plug breaks the circuit; the box sees state A and opens at once."""
         self.car = None
+        if self.contactor != 2:
+            self.contactor = 0
+            self.current_a = 0.0
+        self._publish()
 
     def trip_rcd(self, kind: str = "dc") -> None:
         self.rcd_status = 1 if kind == "dc" else 2
-        self.fault_code = 16 if kind == "dc" else 9
-        self.lockout = True
-        self.contactor = 0
-        self.current_a = 0.0
+        self._lock_out(16 if kind == "dc" else 9)
 
     def clear_rcd(self) -> None:
         self.rcd_status = 0
+        self._publish()
 
     def weld_contactor(self) -> None:
         self.contactor = 2
         self.fault_code = 7
         self.lockout = True
+        self._publish()
+
+    def _lock_out(self, fault_code: int) -> None:
+        """Open the contactor immediately and latch until a fault reset (I5)."""
+        self.fault_code = fault_code
+        self.lockout = True
+        if self.contactor != 2:
+            self.contactor = 0
+            self.current_a = 0.0
+        self._publish()
 
     def power_cycle(self) -> None:
         """Volatile settings return to their defaults (Heidelberg: writes do not persist)."""
@@ -170,17 +186,23 @@ class Charger(SimulatedUnit):
             return
         if self._pwm_off_since is None:
             self._pwm_off_since = now
-        ignores = self.car is not None and self.car.ignores_pwm_off
+        ignores = self.car is not None and self.car.ignores_pwm_off and not self._in_error()
         if not ignores or now - self._pwm_off_since >= 6.0:
             self.current_a = 0.0
             self.contactor = 0
+
+    def _in_error(self) -> bool:
+        """F or ERR: the box opens its contactor at once, whatever the car does."""
+        locked = self.regs.get(Table.HOLDING, 259, 1)[0] == 0
+        failsafe_error = self.failsafe and self.setpoint_a() == 0
+        return self.lockout or self.over_temperature or locked or failsafe_error
 
     def _state(self) -> tuple[int, int]:
         """(Heidelberg charging_state, cp_state)."""
         if self.lockout or (self.failsafe and self.setpoint_a() == 0):
             return ERR, CP_F
         if self.over_temperature:
-            return ERR, CP_E
+            return ERR, CP_F
         if self.regs.get(Table.HOLDING, 259, 1)[0] == 0:
             return STATE_F, CP_F
         allowed = self.setpoint_a() >= 6.0
@@ -217,7 +239,7 @@ class Charger(SimulatedUnit):
             "lockout_latched": int(self.lockout),
             "applied_current": self._allowed_current() if self.car else 0.0,
             "failsafe_active": int(self.failsafe),
-            "watchdog_remaining": round(remaining, 1) if timeout_s else 0.0,
+            "watchdog_remaining": round(remaining * 10) if timeout_s else 0,  # 0.1 s
         }.items():
             self.set(name, value)
 
@@ -240,6 +262,8 @@ class Charger(SimulatedUnit):
         self.regs.put(table, address, values)
         self.regs.put(Table.HOLDING, 270, [0, 0])
         self.note_request()
+        if self._in_error() and self.contactor == 1:  # e.g. remote lock: F at once
+            self.contactor, self.current_a = 0, 0.0
         self._publish()
 
     def _check(self, reg: int, value: int) -> None:
@@ -249,8 +273,9 @@ class Charger(SimulatedUnit):
             raise SimModbusError(ExceptionCode.ILLEGAL_DATA_VALUE, f"remote lock {value}")
         if reg == 270 and value != RESET_MAGIC:
             raise SimModbusError(ExceptionCode.ILLEGAL_DATA_VALUE, f"fault reset {value:#x}")
-        if reg == 271 and value == 1:
-            self.rcd_status = 3 if self.fail_self_test else self.rcd_status
+        if reg == 271 and value == 1 and self.fail_self_test:
+            self.rcd_status = 3
+            self._lock_out(9)
 
     def _fault_reset(self) -> None:
         charging = self.car is not None and self.contactor != 0

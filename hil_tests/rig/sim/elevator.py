@@ -2,12 +2,14 @@
 
 The car travels between floors at rated speed, cycles its doors at each stop, carries
 passengers, answers calls, and obeys the service modes of devices.md §1.2: an
-out-of-service request parks it (only from normal service), a fire-recall request — or the
-hard-wired fire panel input, which stays authoritative — sends it non-stop to the recall
-floor and reports "parked" with the doors open. The gateway watchdog drops both remote
-requests when the heartbeat stops; the elevator never strands people because the gateway
-died. Faults of table 1.3 are raised on demand; a trapped-passenger scenario stops the car
-with its doors closed and people inside, and leaves detecting it to the gateway.
+out-of-service request parks it (only from normal service), a fire-recall request — which
+mirrors the fire panel, so it overrides a parked car too — or the hard-wired fire panel
+input, which stays authoritative, sends it non-stop to the recall floor and reports "parked"
+with the doors open. The gateway watchdog drops both remote requests when the heartbeat
+stops; the elevator never strands people because the gateway died. Faults of table 1.3 are
+raised on demand; those that open the safety chain stop the car where it is until they are
+cleared (§5 I7). A trapped-passenger scenario stops the car with its doors closed and people
+inside, and leaves detecting it to the gateway.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ FAULT_BITS = {
 }
 #: most severe first: what Message_Code reports when several are active
 SEVERITY = (1, 5, 94, 95, 92, 91, 2, 3, 4, 6, 7, 8, 93, 96, 90)
+#: faults after which the elevator's own safety chain holds the car: safety circuit open,
+#: unintended movement, run-time limiter, prevent-rerun, over-travel, overspeed, door open
+#: while running
+SAFETY_STOP = frozenset({1, 5, 6, 8, 91, 92, 94, 95})
 NORMAL, STOP_SERVICE, INSPECTION, FIRE_RETURN = 1, 0, 2, 3
 CLOSED, OPENING, OPEN, CLOSING = 2, 3, 4, 1
 
@@ -168,18 +174,21 @@ class Elevator(SimulatedUnit):
     def _service_mode(self) -> None:
         remote_recall = self.regs.get(Table.HOLDING, 103, 1)[0] == 1
         out_of_service = self.regs.get(Table.HOLDING, 102, 1)[0] == 1
-        if self.hardwired_recall or (remote_recall and self.mode in (NORMAL, FIRE_RETURN)):
+        if self.hardwired_recall or (remote_recall and self.mode != INSPECTION):
             if self.mode != FIRE_RETURN:
                 self.mode = FIRE_RETURN
                 self.calls.clear()
-            if self.floor != self.recall_floor or not self.at_floor:
+            if not self._at_recall_floor():
                 self.calls = deque([self.recall_floor])
+            elif self.door == CLOSED and self.velocity == 0.0 and not self.trapped:
+                self._open_doors()  # already there: park with the doors open
             return
         if self.mode == FIRE_RETURN:
             self.mode = NORMAL
         if out_of_service and self.mode == NORMAL and not self.calls and self.velocity == 0:
             self.mode = STOP_SERVICE
-            self.door = CLOSED if self.door == CLOSED else CLOSING
+            if self.door != CLOSED:
+                self.door, self.door_timer = CLOSING, DOOR_MOVE_S
         elif not out_of_service and self.mode == STOP_SERVICE:
             self.mode = NORMAL
 
@@ -191,19 +200,23 @@ class Elevator(SimulatedUnit):
             if self.door == OPENING:
                 self.door, self.door_timer = OPEN, DOOR_DWELL_S
             elif self.door == OPEN:
-                if self.mode == FIRE_RETURN:
+                if self.mode == FIRE_RETURN and self._at_recall_floor():
                     self.door_timer = DOOR_DWELL_S  # parked with doors open
                 else:
                     self.door, self.door_timer = CLOSING, DOOR_MOVE_S
             else:
                 self.door = CLOSED
 
+    def _at_recall_floor(self) -> bool:
+        return self.floor == self.recall_floor and self.at_floor
+
     def _open_doors(self) -> None:
         self.door, self.door_timer = OPENING, DOOR_MOVE_S
         self.door_cycles += 1
 
     def _move(self, dt: float) -> None:
-        if self.mode == STOP_SERVICE or self.door != CLOSED or not self.calls:
+        held = bool(self.faults & SAFETY_STOP)
+        if held or self.mode == STOP_SERVICE or self.door != CLOSED or not self.calls:
             self.velocity = 0.0
             return
         target_m = (self.calls[0] - self.lowest) * FLOOR_HEIGHT_M
@@ -244,7 +257,7 @@ class Elevator(SimulatedUnit):
         load = self.passengers * PERSON_KG * 100 // RATED_KG
         feedback = 0
         if self.mode == FIRE_RETURN:
-            parked = self.floor == self.recall_floor and self.at_floor and self.door == OPEN
+            parked = self._at_recall_floor() and self.door == OPEN
             feedback = 2 if parked else 1
         values: dict[str, int] = {
             "cps_heartbeat": int(self._cps_tick) & 0xFFFF,
@@ -283,3 +296,4 @@ class Elevator(SimulatedUnit):
         self.regs.put(table, address, values)
         if address <= 100 < address + len(values) and self._now is not None:
             self._last_heartbeat = self._now
+            self._watchdog(self._now)  # remaining_watchdog reads full right after a beat

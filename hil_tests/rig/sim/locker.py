@@ -5,7 +5,8 @@ pulses the hook for ``unlock_pulse``; the coil clears itself and the leaf spring
 hook latches again when the leaf is pushed shut. A hook opened without a command is tamper
 (``forced_open``), cleared by the next unlock command of that door. ``unlock_all`` works only
 within 5 s of the two-step arm. Parcel locks are fail-secure: when the gateway watchdog
-expires the board refuses unlocks (exception 04) and never opens anything by itself.
+expires the board refuses unlocks (exception 04), drops the pulses an ``unlock_all`` still
+had queued, and never opens anything by itself.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class LockerBoard(SimulatedUnit):
         self.driver_fault: set[int] = set()
         self.supply_low = False
         self.last_result = 0
-        self._now = 0.0
+        self._now: float | None = None
         self._armed_at: float | None = None
         self._last_heartbeat = 0.0
         self._beat = 0.0
@@ -66,7 +67,7 @@ class LockerBoard(SimulatedUnit):
     def force_open(self, n: int) -> None:
         door = self.doors[n - 1]
         door.hook_locked, door.leaf_open, door.forced = False, True, True
-        door.open_since = self._now
+        door.open_since = self.now
 
     def lock_driver_fault(self, n: int, active: bool = True) -> None:
         (self.driver_fault.add if active else self.driver_fault.discard)(n)
@@ -80,15 +81,22 @@ class LockerBoard(SimulatedUnit):
     # -- physics ----------------------------------------------------------------------------
 
     @property
+    def now(self) -> float:
+        """The time of the last :meth:`advance` (0 before the first)."""
+        return 0.0 if self._now is None else self._now
+
+    @property
     def watchdog_expired(self) -> bool:
         timeout = self.regs.get(Table.HOLDING, 3, 1)[0]
-        return bool(timeout) and self._now - self._last_heartbeat > timeout
+        return bool(timeout) and self.now - self._last_heartbeat > timeout
 
     def advance(self, now: float) -> None:
-        if self._beat == 0.0:
-            self._last_heartbeat = now
-        self._beat += max(0.0, now - self._now) if self._now else 0.0
+        if self._now is None:
+            self._now = self._last_heartbeat = now
+        self._beat += max(0.0, now - self._now)
         self._now = now
+        if self.watchdog_expired:
+            self._queue.clear()  # fail-secure: no unlock goes out without a live gateway
         for door in self.doors:
             if door.pulse_until is not None and now >= door.pulse_until:
                 door.pulse_until = None
@@ -107,9 +115,9 @@ class LockerBoard(SimulatedUnit):
             self.last_result = (n << 8) | 1
             return
         pulse_s = self.regs.get(Table.HOLDING, 1, 1)[0] / 100
-        door.pulse_until = self._now + pulse_s
+        door.pulse_until = self.now + pulse_s
         door.hook_locked, door.leaf_open, door.forced = False, True, False
-        door.open_since = self._now
+        door.open_since = self.now
         self.last_result = n << 8
 
     def _publish(self) -> None:
@@ -120,7 +128,7 @@ class LockerBoard(SimulatedUnit):
             bitmaps["locked"] |= bit if d.hook_locked else 0
             bitmaps["item"] |= bit if d.item else 0
             bitmaps["forced"] |= bit if d.forced else 0
-            too_long = d.open_since is not None and self._now - d.open_since > alarm_s
+            too_long = d.open_since is not None and self.now - d.open_since > alarm_s
             bitmaps["too_long"] |= bit if too_long else 0
             self.regs.put(Table.DISCRETE, i, [int(d.hook_locked)])
             self.regs.put(Table.DISCRETE, 100 + i, [int(d.item)])
@@ -163,7 +171,7 @@ class LockerBoard(SimulatedUnit):
                 self.regs.put(Table.HOLDING, 20, [0])
                 pulse_s = max(0.1, self.regs.get(Table.HOLDING, 1, 1)[0] / 100)
                 self._queue += [
-                    (self._now + i * pulse_s, n) for i, n in enumerate(range(1, DOORS + 1))
+                    (self.now + i * pulse_s, n) for i, n in enumerate(range(1, DOORS + 1))
                 ]
             elif coil < DOORS:
                 self._pulse(coil + 1)
@@ -174,9 +182,9 @@ class LockerBoard(SimulatedUnit):
             if reg == 20:
                 if value != ARM_MAGIC:
                     raise SimModbusError(ExceptionCode.ILLEGAL_DATA_VALUE, f"arm {value:#x}")
-                self._armed_at = self._now
+                self._armed_at = self.now
             elif reg == 1 and value > 6000:
                 raise SimModbusError(ExceptionCode.ILLEGAL_DATA_VALUE, f"pulse {value}")
             elif reg == 4:
-                self._last_heartbeat = self._now
+                self._last_heartbeat = self.now
         self.regs.put(Table.HOLDING, address, values)

@@ -3,7 +3,8 @@
 Output follows an irradiance curve up to the rating, capped by the model-123 power limit
 (WMaxLimPct of WMax while WMaxLim_Ena = 1), reached over a short ramp; the limit reverts to
 "no limit" WMaxLimPct_RvrtTms seconds after it was last written (SunSpec 123 semantics).
-Conn = 0 disconnects from the grid. Ground fault and over-temperature events put the inverter
+Conn = 0 disconnects from the grid, and reconnects Conn_RvrtTms seconds later if that is set.
+With no sun the inverter sleeps. Ground fault and over-temperature events put the inverter
 in FAULT with no output.
 """
 
@@ -18,16 +19,27 @@ from hil_tests.rig.sim.sunspec_device import SunSpecUnit
 
 INVERTER_MODELS = (1, 103, 120, 121, 122, 123)
 RATING_W = 10_000
-OFF, STARTING, MPPT, THROTTLED, FAULT = 1, 3, 4, 5, 7
+OFF, SLEEPING, MPPT, THROTTLED, FAULT = 1, 2, 4, 5, 7
 GROUND_FAULT, OVER_TEMP = 0, 7
 RAMP_S = 1.0
 
 
-def clear_sky(day_s: float = 600.0) -> Callable[[float], float]:
-    """Irradiance 0..1 as a bell over a simulated day of ``day_s`` seconds (night half)."""
+def clear_sky(day_s: float = 1200.0, start_phase: float = 0.125) -> Callable[[float], float]:
+    """Irradiance 0..1 over a simulated day of ``day_s`` seconds: a bell from sunrise (phase
+    0) through noon (0.25) to sunset (0.5), then night.
+
+    The day is anchored at the first time the curve is asked about, which lies
+    ``start_phase`` into it (mid-morning by default): the site's clock is the monotonic
+    clock, whose value says nothing about the time of day, and a demo should not open at
+    night.
+    """
+    sunrise: float | None = None
 
     def curve(now: float) -> float:
-        phase = (now % day_s) / day_s
+        nonlocal sunrise
+        if sunrise is None:
+            sunrise = now - start_phase * day_s
+        phase = ((now - sunrise) % day_s) / day_s
         return max(0.0, math.sin(2 * math.pi * phase)) ** 1.5
 
     return curve
@@ -49,6 +61,7 @@ class PvInverter(SunSpecUnit):
         self.energy_wh = 0.0
         self._now: float | None = None
         self._limit_written_at: float | None = None
+        self._conn_written_at: float | None = None
         self._write_registers_at_start()
 
     def _write_registers_at_start(self) -> None:
@@ -118,25 +131,34 @@ class PvInverter(SunSpecUnit):
         if not connected or faulted:
             self.output_w = 0.0
         self.energy_wh += self.output_w * dt / 3600
-        state = (
-            FAULT
-            if faulted
-            else OFF
-            if not connected
-            else (THROTTLED if self.limit_w() < available - 1 else MPPT)
-        )
-        self._publish(state, connected)
+        self._publish(self._state(available, faulted=bool(faulted), connected=connected), connected)
+
+    def _state(self, available: float, *, faulted: bool, connected: bool) -> int:
+        if faulted:
+            return FAULT
+        if not connected:
+            return OFF
+        if available <= 0:
+            return SLEEPING
+        return THROTTLED if self.limit_w() < available - 1 else MPPT
 
     def _revert(self, now: float) -> None:
-        timeout = self.get("wmaxlimpct_rvrttms")
-        if (
-            isinstance(timeout, int)
-            and timeout > 0
-            and self._limit_written_at is not None
-            and now - self._limit_written_at >= timeout
-        ):
+        """Model-123 revert timers: the limit back to "no limit", Conn back to connected."""
+        if self._expired("wmaxlimpct_rvrttms", self._limit_written_at, now):
             self.set("wmaxlim_ena", 0)
             self._limit_written_at = None
+        if self._expired("conn_rvrttms", self._conn_written_at, now):
+            self.set("conn", 1)
+            self._conn_written_at = None
+
+    def _expired(self, timeout_point: str, written_at: float | None, now: float) -> bool:
+        timeout = self.get(timeout_point)
+        return (
+            isinstance(timeout, int)
+            and timeout > 0
+            and written_at is not None
+            and now - written_at >= timeout
+        )
 
     def _publish(self, state: int, connected: bool) -> None:
         w = round(self.output_w)
@@ -181,6 +203,8 @@ class PvInverter(SunSpecUnit):
         self.regs.put(table, address, values)
         if address <= pct < address + len(values):
             self._limit_written_at = self._now
+        if address <= conn < address + len(values):
+            self._conn_written_at = self._now if values[conn - address] == 0 else None
 
 
 _SF = {
