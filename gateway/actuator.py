@@ -45,6 +45,8 @@ class Target:
     point: str
     release: Value = None
     ramp_per_s: float | None = None
+    #: Written by a device driver of its own (the SIO-1 claim protocol), not by the actuator.
+    owned: bool = False
     demands: dict[str, Demand] = field(default_factory=dict)
     sent: Value = None
     sent_at: float = -1e9
@@ -70,6 +72,7 @@ class Actuator:
         self.image = image
         self.targets: dict[tuple[str, str], Target] = {}
         self.read_back: set[tuple[str, str]] = set()  # targets read GOOD since start
+        self._inhibits: dict[str, set[str]] = {}  # "device.function" → sources holding it
 
     def target(
         self,
@@ -78,10 +81,11 @@ class Actuator:
         *,
         release: Value = None,
         ramp_per_s: float | None = None,
+        owned: bool = False,
     ) -> Target:
         key = (device, point)
         if key not in self.targets:
-            self.targets[key] = Target(device, point, release, ramp_per_s)
+            self.targets[key] = Target(device, point, release, ramp_per_s, owned)
         t = self.targets[key]
         if release is not None:
             t.release = release
@@ -99,6 +103,16 @@ class Actuator:
         if t is not None:
             t.demands.pop(source, None)
 
+    def inhibit(self, source: str, function: str) -> None:
+        self._inhibits.setdefault(function, set()).add(source)
+
+    def allow(self, source: str, function: str) -> None:
+        self._inhibits.get(function, set()).discard(source)
+
+    def inhibited_by(self, function: str) -> list[str]:
+        """The interlocks that hold ``device.function`` suspended now."""
+        return sorted(self._inhibits.get(function, ()))
+
     def wanted(self, device: str, point: str) -> Value:
         return self.targets[(device, point)].wanted()
 
@@ -106,7 +120,7 @@ class Actuator:
         """The writes due now, decreases first. ``dt`` is the time since the last plan."""
         writes = []
         for t in self.targets.values():
-            if not self._has_read_back(t):
+            if t.owned or not self._has_read_back(t):
                 continue
             value = self._ramp(t, t.wanted(), dt)
             if value is None:

@@ -37,7 +37,8 @@ def _check(args: argparse.Namespace, console: Console) -> int:
     points = sum(len(device_profile(d).points) for d in site.devices)
     console.print(
         f"[green]✓ {args.config}[/green]: site {site.gateway.site}, gateway {site.gateway.id}, "
-        f"{len(site.buses)} bus(es), {len(site.devices)} device(s), {points} points"
+        f"{len(site.buses)} bus(es), {len(site.devices)} device(s), {points} points, "
+        f"{len(site.all_interlocks())} interlock(s)"
     )
     return EXIT_OK
 

@@ -63,7 +63,10 @@ class CompareNode(Node):
         self.held = False  # for hysteresis: the comparison was true last time
 
     def evaluate(self, image: ProcessImage, out: Evaluation) -> Truth:
-        sample = image.get(self.device, self.point)
+        sample = image.find(self.device, self.point)
+        if sample is None:
+            out.untrusted.append(f"{self.ref} not read yet")
+            return Truth.UNKNOWN
         if sample.quality is not Quality.GOOD or sample.value is None:
             out.untrusted.append(f"{self.ref} {sample.quality.value}")
             return Truth.UNKNOWN

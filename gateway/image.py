@@ -92,6 +92,18 @@ class ProcessImage:
             return Sample(sample.value, sample.at, Quality.STALE)
         return sample
 
+    def find(self, device: str, point: str) -> Sample | None:
+        """The sample, or None for a point not declared yet (a SunSpec device before its
+        discovery): for the control loop, which must treat that as not read."""
+        if (device, point) not in self._samples:
+            return None
+        return self.get(device, point)
+
+    def reading(self, device: str, point: str) -> Value:
+        """Like :meth:`value`, and None too for a point not declared yet."""
+        sample = self.find(device, point)
+        return sample.value if sample is not None and sample.quality is Quality.GOOD else None
+
     def value(self, device: str, point: str) -> Value:
         """The value if GOOD, else None: for callers that must treat anything else as unknown."""
         sample = self.get(device, point)

@@ -29,7 +29,14 @@ from gateway.conditions import Node, Truth, compile_condition, evaluate
 from gateway.errors import InterlockError
 from gateway.image import ProcessImage
 from gateway.profile import Profile
-from gateway.rules import AlarmAction, Interlock, WriteAction, compares, split_ref
+from gateway.rules import (
+    AlarmAction,
+    InhibitAction,
+    Interlock,
+    WriteAction,
+    compares,
+    split_ref,
+)
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +112,8 @@ class RuleRuntime:
     def describe_inputs(self, image: ProcessImage) -> str:
         parts = []
         for ref in self.inputs:
-            s = image.get(*split_ref(ref))
-            parts.append(f"{ref}={s.value!r} {s.quality.value}")
+            s = image.find(*split_ref(ref))
+            parts.append(f"{ref}={s.value!r} {s.quality.value}" if s else f"{ref} not read yet")
         return ", ".join(parts)
 
 
@@ -177,6 +184,8 @@ class InterlockEngine:
         for action in rule.spec.actions:
             if isinstance(action, AlarmAction):
                 self._raise(rule, action)
+            elif isinstance(action, InhibitAction):
+                self.actuator.inhibit(rule.name, action.inhibit)
         self._save()
 
     def _demand(self, rule: RuleRuntime) -> None:
@@ -194,10 +203,12 @@ class InterlockEngine:
                 self.actuator.withdraw(rule.name, *split_ref(action.write))
             elif isinstance(action, AlarmAction):
                 self.alarms.clear(_alarm_key(rule.name, action), by=by)
+            elif isinstance(action, InhibitAction):
+                self.actuator.allow(rule.name, action.inhibit)
         self._save()
 
     def _raise(self, rule: RuleRuntime, action: AlarmAction) -> None:
-        values = {ref: self.image.get(*split_ref(ref)).value for ref in rule.inputs}
+        values = {ref: self.image.reading(*split_ref(ref)) for ref in rule.inputs}
         message = action.message
         if rule.truth is Truth.UNKNOWN:
             message += f" (inputs not trusted: {', '.join(rule.untrusted)})"

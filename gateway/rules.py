@@ -121,7 +121,14 @@ class AlarmAction(Strict):
     message: str = Field(min_length=1, max_length=200)
 
 
-Action = WriteAction | AlarmAction
+class InhibitAction(Strict):
+    """Suspend a named function of a device while active, e.g. ``lockers-1.deposits``: the
+    gateway refuses the requests it names (a deposit) and keeps the others (pick-ups)."""
+
+    inhibit: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*\.(deposits)$")]
+
+
+Action = WriteAction | AlarmAction | InhibitAction
 
 
 class Interlock(Strict):

@@ -13,15 +13,15 @@ import logging
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Literal, Self
 
-from gateway import codec, sunspec
+from gateway import codec, controllers, sunspec
 from gateway.actuator import Actuator
 from gateway.alarms import AlarmLog
 from gateway.breaker import BreakerPolicy, CircuitBreaker
 from gateway.coalesce import CostModel
 from gateway.control_socket import SOCKET_NAME, ControlServer
-from gateway.errors import BusError, GatewayError
+from gateway.errors import BusError, GatewayError, InterlockError
 from gateway.image import ProcessImage
 from gateway.interlocks import InterlockEngine
 from gateway.modbus.pdu import Read, Write
@@ -29,7 +29,8 @@ from gateway.modbus.rtu import RtuTransport
 from gateway.modbus.tcp import TcpTransport
 from gateway.modbus.transport import Transport
 from gateway.poller import CLASS_PRIORITY, COMMAND_PRIORITY, DevicePoller
-from gateway.profile import PollClass, Table
+from gateway.profile import DeviceKind, PollClass, Table
+from gateway.safety_io import SafetyIo
 from gateway.scheduler import BusScheduler
 from gateway.site import RtuBus, SiteConfig, TcpBus, device_profile
 from gateway.supervisor import Supervisor
@@ -130,7 +131,7 @@ class Gateway:
                     tg.create_task(self._discover(poller), name=f"sunspec:{poller.name}")
                 )
         self.engine = InterlockEngine(
-            self.site.interlocks,
+            self.site.all_interlocks(),
             {name: p.profile for name, p in self.pollers.items()},
             self.image,
             self.actuator,
@@ -145,8 +146,21 @@ class Gateway:
             await self._stack.enter_async_context(
                 ControlServer(self.state_dir / SOCKET_NAME, self.engine)
             )
+        safety_ios = [
+            SafetyIo(name, self.actuator, self.image, self.alarms)
+            for name, p in self.pollers.items()
+            if p.profile.kind is DeviceKind.SAFETY_IO
+        ]
+        self.engine.controllers += controllers.build(self.site, self.engine, self.pollers)
         self.supervisor = await self._stack.enter_async_context(
-            Supervisor(self.site.control, self.engine, self.actuator, self.keeper, self.write)
+            Supervisor(
+                self.site.control,
+                self.engine,
+                self.actuator,
+                self.keeper,
+                self.write,
+                safety_ios,
+            )
         )
 
     async def _discover(self, poller: DevicePoller) -> None:
@@ -207,6 +221,19 @@ class Gateway:
         if cmd.value is None and value is None:
             raise GatewayError(f"{device}: command {name!r} needs a value")
         await self.write(device, cmd.point, cmd.value if cmd.value is not None else value)
+
+    async def open_door(
+        self, device: str, door: int, *, purpose: Literal["pickup", "deposit"]
+    ) -> None:
+        """Pulse a locker door open; deposits are refused while an interlock suspends them
+        (a fire alarm), pick-ups never are."""
+        if purpose == "deposit":
+            holders = self.actuator.inhibited_by(f"{device}.deposits")
+            if holders:
+                raise InterlockError(
+                    f"{device}: deposits are suspended by {', '.join(holders)}; pick-ups only"
+                )
+        await self.write(device, f"unlock_{door}", True)
 
     def _poller(self, device: str) -> DevicePoller:
         try:

@@ -13,9 +13,11 @@ from typing import Annotated, Literal, Self
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from gateway import standard_interlocks
 from gateway.errors import ConfigError, ProfileError
 from gateway.profile import PollClass, Profile, load_profile
 from gateway.rules import ControlConfig, Interlock, reference_problems
+from gateway.standard_interlocks import Safety
 from gateway.validation import Strict, validation_problems
 
 STANDARD_BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
@@ -102,6 +104,7 @@ class SiteConfig(Strict):
     buses: list[Bus]
     devices: list[Device]
     interlocks: list[Interlock] = Field(default_factory=list)
+    safety: Safety = Safety()
 
     @model_validator(mode="after")
     def _check_references(self) -> Self:
@@ -115,6 +118,11 @@ class SiteConfig(Strict):
 
     def devices_on(self, bus: str) -> list[Device]:
         return [d for d in self.devices if d.bus == bus]
+
+    def all_interlocks(self) -> list[Interlock]:
+        """The site's own interlocks and the standard ones it enabled."""
+        profiles = {d.name: load_profile(d.profile) for d in self.devices}
+        return [*standard_interlocks.build(self.safety, profiles), *self.interlocks]
 
     def periods(self, device: Device) -> PollPeriods:
         """The device's poll periods: site defaults with its overrides applied."""
@@ -151,6 +159,22 @@ def _reference_problems(cfg: SiteConfig) -> list[str]:
     profiles = _loadable_profiles(cfg)
     for i, interlock in enumerate(cfg.interlocks):
         problems += reference_problems(f"interlocks[{i}]", interlock, profiles)
+    problems += standard_interlocks.scope_problems(cfg.safety, profiles)
+    if not problems:
+        problems += _standard_problems(cfg, profiles)
+    return problems
+
+
+def _standard_problems(cfg: SiteConfig, profiles: dict[str, Profile]) -> list[str]:
+    """The standard interlocks must check against the profiles like a site's own ones."""
+    problems = []
+    own = {i.name for i in cfg.interlocks}
+    for spec in standard_interlocks.build(cfg.safety, profiles):
+        if spec.name in own:
+            problems.append(f"interlocks: {spec.name!r} is the name of a standard interlock")
+        for problem in reference_problems(f"safety ({spec.name})", spec, profiles):
+            if "is not writable" not in problem:  # SIO-1 relays: written by its driver
+                problems.append(problem)
     return problems
 
 

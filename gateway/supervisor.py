@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -23,6 +23,7 @@ from gateway.codec import Value
 from gateway.errors import GatewayError
 from gateway.interlocks import InterlockEngine
 from gateway.rules import ControlConfig
+from gateway.safety_io import SafetyIo, Step
 from gateway.stats import LatencyWindow
 from gateway.watchdogs import Heartbeat, WatchdogKeeper
 
@@ -90,12 +91,14 @@ class Supervisor:
         actuator: Actuator,
         keeper: WatchdogKeeper,
         writer: Writer,
+        safety_ios: Sequence[SafetyIo] = (),
     ) -> None:
         self.config = config
         self.engine = engine
         self.actuator = actuator
         self.keeper = keeper
         self.writer = writer
+        self.safety_ios = list(safety_ios)
         self.loop = ControlLoop(config.period_ms / 1000, self._step)
         self.write_errors = 0
         self._in_flight: set[tuple[str, str]] = set()
@@ -137,6 +140,13 @@ class Supervisor:
             if key not in self._in_flight:
                 self._in_flight.add(key)
                 self._spawn(self._write(write), f"write:{key[0]}.{key[1]}")
+        for sio in self.safety_ios:
+            key = (sio.device, "claim-protocol")
+            if key not in self._in_flight:
+                steps = sio.tick(now)
+                if steps:
+                    self._in_flight.add(key)
+                    self._spawn(self._sequence(sio, steps), f"sio:{sio.device}")
         if dt <= self.config.unhealthy_after_ms / 1000:
             for beat in self.keeper.due(now):
                 key = (beat.device, beat.point)
@@ -154,6 +164,18 @@ class Supervisor:
             self.actuator.sent(write, time.monotonic())
         finally:
             self._in_flight.discard((write.device, write.point))
+
+    async def _sequence(self, sio: SafetyIo, steps: list[Step]) -> None:
+        """Writes that must land in order (bitmap before claim); a failure restarts it."""
+        try:
+            for step in steps:
+                await self.writer(sio.device, step.point, step.value)
+        except GatewayError as exc:
+            self.write_errors += 1
+            sio.lost()
+            log.warning("%s: claim sequence failed: %s", sio.device, exc)
+        finally:
+            self._in_flight.discard((sio.device, "claim-protocol"))
 
     async def _beat(self, beat: Heartbeat) -> None:
         try:

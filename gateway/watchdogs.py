@@ -48,7 +48,7 @@ class WatchdogKeeper:
         """The device's watchdog timeout as it reports it (its default until read)."""
         kept = self.kept[device]
         wd = kept.watchdog
-        raw = self.image.value(device, wd.timeout)
+        raw = self.image.reading(device, wd.timeout)
         if isinstance(raw, int | float) and raw > 0:
             return float(raw) * wd.timeout_unit_s
         return wd.default_timeout_s
@@ -77,8 +77,12 @@ class WatchdogKeeper:
         wd = self.kept[device].watchdog
         if wd.remaining is None:
             return False
-        sample = self.image.get(device, wd.remaining)
-        if sample.quality is not Quality.GOOD or not isinstance(sample.value, int | float):
+        sample = self.image.find(device, wd.remaining)
+        if (
+            sample is None
+            or sample.quality is not Quality.GOOD
+            or not isinstance(sample.value, int | float)
+        ):
             return False
         return sample.value * wd.remaining_unit_s < self.timeout_s(device) * REFRESH_FRACTION
 
@@ -90,5 +94,5 @@ class WatchdogKeeper:
             return wd.heartbeat_value
         # rewrite the timeout itself (a device without a heartbeat register): only once its
         # value is known, so the gateway never invents a timeout
-        raw = self.image.value(kept.device, wd.timeout)
+        raw = self.image.reading(kept.device, wd.timeout)
         return raw if isinstance(raw, int) and raw > 0 else None
