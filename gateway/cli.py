@@ -45,7 +45,7 @@ def _check(args: argparse.Namespace, console: Console) -> int:
 
 async def _run(site: SiteConfig, args: argparse.Namespace, console: Console) -> int:
     async with Gateway(site, state_dir=args.state_dir) as gw:
-        deadline = time.monotonic() + args.duration if args.duration else None
+        deadline = None if args.duration is None else time.monotonic() + args.duration
         with Live(
             status_view(gw),
             console=console,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import math
 import os
 import time
 from types import TracebackType
@@ -138,7 +139,9 @@ class RtuTransport:
             return
         self.t35_waits += 1
         if remaining > _SPIN_S:
-            await asyncio.sleep(remaining - _SPIN_S)
+            # whole milliseconds: the selector rounds a timeout *up* to the next ms, which
+            # would end the sleep after the target instead of before the spin
+            await asyncio.sleep(math.floor((remaining - _SPIN_S) * 1000) / 1000)
         while time.monotonic() < target:
             pass
 
