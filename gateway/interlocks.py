@@ -83,6 +83,8 @@ class RuleRuntime:
         if result.truth is Truth.UNKNOWN and now < self.armed_at:
             return None  # inputs not read yet since start: no alarm burst at every start
         tripped = result.truth is not Truth.FALSE  # UNKNOWN counts as tripped
+        if self.active and self.spec.latch and result.truth is Truth.TRUE:
+            self.latched = True  # a latch records a known fault, not a lost input
         if tripped == self.active:
             self._since = None
             return None
@@ -95,7 +97,7 @@ class RuleRuntime:
             return None
         self._since = None
         self.active = tripped
-        self.latched = tripped and self.spec.latch
+        self.latched = tripped and self.spec.latch and result.truth is Truth.TRUE
         return tripped
 
     def can_reset(self, image: ProcessImage) -> str | None:
@@ -143,7 +145,7 @@ class InterlockEngine:
                     profile = profiles[device]
                     self._values[(rule.name, i)] = _as_stored(profile, point, action.value)
                     release = _as_stored(profile, point, action.release)
-                    actuator.target(device, point, release=release)
+                    actuator.target(device, point, release=release, ramp_per_s=action.ramp_per_s)
         self._restore()
 
     def arm(self, at: float) -> None:
@@ -152,12 +154,15 @@ class InterlockEngine:
             rule.armed_at = at
 
     def tick(self, now: float, dt: float) -> None:
+        latches_before = [r.latched for r in self.rules.values()]
         for rule in self.rules.values():
             change = rule.step(now, self.image)
             if change is True:
                 self._activate(rule)
             elif change is False:
                 self._release(rule, by=None)
+        if [r.latched for r in self.rules.values()] != latches_before:
+            self._save()
         for controller in self.controllers:
             controller.tick(now, dt)
 

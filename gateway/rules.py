@@ -112,6 +112,8 @@ class WriteAction(Strict):
     release: Literal_ | None = None
     #: The value is a ceiling: the lowest of all ceilings on the point caps whatever wins.
     limit: bool = False
+    #: Increases of the point are ramped at this many units per second (decreases never are).
+    ramp_per_s: float | None = Field(default=None, gt=0)
 
 
 class AlarmAction(Strict):
@@ -139,7 +141,8 @@ class Interlock(Strict):
     on_delay_s: float = Field(default=0.0, ge=0, le=3600)
     off_delay_s: float = Field(default=0.0, ge=0, le=3600)
     #: Stays active once tripped until an authorised reset, accepted only while ``when`` is
-    #: false and ``reset_when`` (if given) is true.
+    #: false and ``reset_when`` (if given) is true. Only a condition known true latches; one
+    #: that is unknown (an input lost) acts like any other trip and stands down by itself.
     latch: bool = False
     reset_when: Condition | None = None
     actions: list[Action] = Field(min_length=1)

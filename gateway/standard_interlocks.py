@@ -183,9 +183,10 @@ def _fire(cfg: FireAlarm, profiles: dict[str, Profile]) -> list[dict[str, Any]]:
             {"write": f"{c}.remote_lock", "value": "locked", "priority": p, "release": "unlocked"},
         ]
     for pv in of_kind(profiles, DeviceKind.PV_INVERTER, cfg):
-        actions.append(
-            {"write": f"{pv}.conn", "value": "DISCONNECT", "priority": p, "release": "CONNECT"}
-        )
+        actions += [
+            {"write": f"{pv}.conn", "value": "DISCONNECT", "priority": p, "release": "CONNECT"},
+            {"write": f"{pv}.wmaxlimpct", "value": 0, "priority": p, "limit": True},
+        ]
     for sio in of_kind(profiles, DeviceKind.SAFETY_IO):
         actions += [
             {"write": f"{sio}.charger_feeder_enable", "value": 0, "priority": p},
