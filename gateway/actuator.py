@@ -47,6 +47,9 @@ class Target:
     ramp_per_s: float | None = None
     #: Written by a device driver of its own (the SIO-1 claim protocol), not by the actuator.
     owned: bool = False
+    #: Re-send the wanted value this often even when the device holds it: a setpoint that
+    #: the device reverts on its own unless refreshed (SunSpec WMaxLimPct_RvrtTms).
+    refresh_s: float | None = None
     demands: dict[str, Demand] = field(default_factory=dict)
     sent: Value = None
     sent_at: float = -1e9
@@ -82,11 +85,14 @@ class Actuator:
         release: Value = None,
         ramp_per_s: float | None = None,
         owned: bool = False,
+        refresh_s: float | None = None,
     ) -> Target:
         key = (device, point)
         if key not in self.targets:
-            self.targets[key] = Target(device, point, release, ramp_per_s, owned)
+            self.targets[key] = Target(device, point, release, ramp_per_s, owned, refresh_s)
         t = self.targets[key]
+        if refresh_s is not None:
+            t.refresh_s = refresh_s
         if release is not None:
             t.release = release
         if ramp_per_s is not None:
@@ -126,10 +132,15 @@ class Actuator:
             if value is None:
                 continue
             reported = self._reported(t)
-            if value == reported:
+            due = t.refresh_s is not None and now - t.sent_at >= t.refresh_s
+            if value == reported and not due:
                 t.sent = value  # the device holds it already
                 continue
-            if value == t.sent and (not self._declared(t) or now - t.sent_at < REASSERT_S):
+            if (
+                value == t.sent
+                and not due
+                and (not self._declared(t) or now - t.sent_at < REASSERT_S)
+            ):
                 continue  # sent and not read back yet; a write-only point is sent once
             before = reported if reported is not None else t.sent
             decrease = (

@@ -135,6 +135,12 @@ class ExportCurtailment(_Periodic):
         self.image, self.actuator = image, actuator
         self.limit = allocation.ExportLimit(cfg.limit_w, cfg.max_step)
         self.pct: float | None = None
+        # The inverter drops the limit RvrtTms after the last write: refreshed at a third of
+        # it while the gateway runs, it reverts on its own when the gateway is gone.
+        actuator.target(pv, "wmaxlimpct", refresh_s=cfg.revert_s / 3)
+        actuator.demand(
+            self.name, pv, "wmaxlimpct_rvrttms", cfg.revert_s, PRIORITY_CONTROL, limit=False
+        )
 
     def step(self, now: float) -> None:
         rated = self.image.reading(self.pv, "wrtg") or self.image.reading(self.pv, "wmax")

@@ -30,6 +30,7 @@ from gateway.modbus.tcp import TcpTransport
 from gateway.modbus.transport import Transport
 from gateway.poller import CLASS_PRIORITY, COMMAND_PRIORITY, DevicePoller
 from gateway.profile import DeviceKind, PollClass, Table
+from gateway.rules import PRIORITY_OPERATOR
 from gateway.safety_io import SafetyIo
 from gateway.scheduler import BusScheduler
 from gateway.site import RtuBus, SiteConfig, TcpBus, device_profile
@@ -140,8 +141,15 @@ class Gateway:
         )
         self.engine.arm(time.monotonic() + self.site.control.startup_grace_s)
         for poller in self.pollers.values():
-            if poller.profile.watchdog is not None:
-                self.keeper.keep(poller.name, poller.profile.watchdog)
+            wd = poller.profile.watchdog
+            if wd is None:
+                continue
+            self.keeper.keep(poller.name, wd)
+            if poller.device.watchdog_timeout_s is not None:
+                raw = round(poller.device.watchdog_timeout_s / wd.timeout_unit_s)
+                self.actuator.demand(
+                    "site-config", poller.name, wd.timeout, raw, PRIORITY_OPERATOR, limit=False
+                )
         if self.state_dir is not None:
             await self._stack.enter_async_context(
                 ControlServer(self.state_dir / SOCKET_NAME, self.engine)

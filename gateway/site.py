@@ -95,6 +95,9 @@ class Device(Strict):
     poll: PollOverrides = PollOverrides()
     #: Where to probe for the SunSpec marker (SunSpec profiles only).
     sunspec_base: int | None = Field(default=None, ge=0, le=65535)
+    #: The device's communication watchdog, written at start (devices with a watchdog only);
+    #: without it the device keeps its own setting. Never 0: some devices then ignore it.
+    watchdog_timeout_s: float | None = Field(default=None, gt=0, le=3600)
 
 
 class SiteConfig(Strict):
@@ -196,6 +199,8 @@ def _profile_problems(where: str, dev: Device) -> list[str]:
         return [f"{where}.profile: {exc}"]
     if dev.sunspec_base is not None and profile.sunspec is None:
         return [f"{where}.sunspec_base: profile {dev.profile} is not a SunSpec device"]
+    if dev.watchdog_timeout_s is not None and profile.watchdog is None:
+        return [f"{where}.watchdog_timeout_s: profile {dev.profile} has no watchdog"]
     return []
 
 

@@ -45,6 +45,8 @@ class ExportLimit(Scope):
     limit_w: float = Field(ge=0)
     max_step: float = Field(default=0.20, gt=0, lt=1)
     period_s: float = Field(default=1.0, ge=0.1, le=60)
+    #: WMaxLimPct_RvrtTms: the inverter drops the limit this long after the gateway is gone.
+    revert_s: int = Field(default=60, ge=3, le=3600)
 
 
 class FeederLimit(Scope):
