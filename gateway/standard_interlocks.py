@@ -163,6 +163,21 @@ def scope_problems(safety: Safety, profiles: dict[str, Profile]) -> list[str]:
 # -- the rules ------------------------------------------------------------------------------
 
 
+def _write(
+    ref: str, value: object, priority: int, *, release: object = None, limit: bool = False
+) -> dict[str, Any]:
+    action: dict[str, Any] = {"write": ref, "value": value, "priority": priority}
+    if release is not None:
+        action["release"] = release
+    if limit:
+        action["limit"] = True
+    return action
+
+
+def _out_of_service(elevator: str) -> dict[str, Any]:
+    return _write(f"{elevator}.req_out_of_service", 1, PRIORITY_LIFE_SAFETY, release=0)
+
+
 def _fire_trigger(cfg: FireAlarm, profiles: dict[str, Profile]) -> dict[str, Any]:
     inputs: list[dict[str, Any]] = [
         {"point": f"{sio}.fire_alarm_loop", "eq": False}
@@ -181,24 +196,27 @@ def _fire(cfg: FireAlarm, profiles: dict[str, Profile]) -> list[dict[str, Any]]:
     actions: list[dict[str, Any]] = [{"alarm": "critical", "message": "FIRE ALARM"}]
     for c in of_kind(profiles, DeviceKind.CHARGER, cfg):
         actions += [
-            {"write": f"{c}.max_current", "value": 0.0, "priority": p, "limit": True},
-            {"write": f"{c}.remote_lock", "value": "locked", "priority": p, "release": "unlocked"},
+            _write(f"{c}.max_current", 0.0, p, limit=True),
+            _write(f"{c}.remote_lock", "locked", p, release="unlocked"),
         ]
     for pv in of_kind(profiles, DeviceKind.PV_INVERTER, cfg):
         actions += [
-            {"write": f"{pv}.conn", "value": "DISCONNECT", "priority": p, "release": "CONNECT"},
-            {"write": f"{pv}.wmaxlimpct", "value": 0, "priority": p, "limit": True},
+            _write(f"{pv}.conn", "DISCONNECT", p, release="CONNECT"),
+            _write(f"{pv}.wmaxlimpct", 0, p, limit=True),
         ]
     for sio in of_kind(profiles, DeviceKind.SAFETY_IO):
+        # feeder off, rapid shutdown, fire-recall request and sounder: the hard-wired path
         actions += [
-            {"write": f"{sio}.charger_feeder_enable", "value": 0, "priority": p},
-            {"write": f"{sio}.pv_rsd_keepalive", "value": 0, "priority": p},
-            {"write": f"{sio}.elv_fire_recall_req", "value": 1, "priority": p},
-            {"write": f"{sio}.alarm_sounder", "value": 1, "priority": p},
+            _write(f"{sio}.{relay}", value, p)
+            for relay, value in (
+                ("charger_feeder_enable", 0),
+                ("pv_rsd_keepalive", 0),
+                ("elv_fire_recall_req", 1),
+                ("alarm_sounder", 1),
+            )
         ]
     elevators = of_kind(profiles, DeviceKind.ELEVATOR, cfg)
-    for e in elevators:
-        actions.append({"write": f"{e}.req_fire_recall", "value": 1, "priority": p, "release": 0})
+    actions += [_write(f"{e}.req_fire_recall", 1, p, release=0) for e in elevators]
     for lk in of_kind(profiles, DeviceKind.LOCKER, cfg):
         actions.append({"inhibit": f"{lk}.deposits"})
     rules: list[dict[str, Any]] = [{"name": "fire-alarm", "when": trigger, "actions": actions}]
@@ -223,12 +241,7 @@ def _temperature(cfg: ChargerTemperature, profiles: dict[str, Profile]) -> list[
                 "name": f"overtemp-derate-{c}",
                 "when": {"point": point, "gt": cfg.warn_c, "hysteresis": cfg.warn_c - cfg.resume_c},
                 "actions": [
-                    {
-                        "write": f"{c}.max_current",
-                        "value": cfg.derate_a,
-                        "limit": True,
-                        "priority": PRIORITY_PROTECTION,
-                    },
+                    _write(f"{c}.max_current", cfg.derate_a, PRIORITY_PROTECTION, limit=True),
                     {"alarm": "minor", "message": f"{c} hot: derated to {cfg.derate_a:g} A"},
                 ],
             },
@@ -236,12 +249,7 @@ def _temperature(cfg: ChargerTemperature, profiles: dict[str, Profile]) -> list[
                 "name": f"overtemp-stop-{c}",
                 "when": {"point": point, "gt": cfg.trip_c, "hysteresis": cfg.trip_c - cfg.resume_c},
                 "actions": [
-                    {
-                        "write": f"{c}.max_current",
-                        "value": 0.0,
-                        "limit": True,
-                        "priority": PRIORITY_PROTECTION,
-                    },
+                    _write(f"{c}.max_current", 0.0, PRIORITY_PROTECTION, limit=True),
                     {"alarm": "major", "message": f"{c} over temperature: stopped"},
                 ],
             },
@@ -265,18 +273,8 @@ def _lockout(cfg: Scope, profiles: dict[str, Profile]) -> list[dict[str, Any]]:
                 # the charger clears its own latch only with the fault gone and the car out
                 "reset_when": {"point": f"{c}.lockout_latched", "eq": 0},
                 "actions": [
-                    {
-                        "write": f"{c}.max_current",
-                        "value": 0.0,
-                        "limit": True,
-                        "priority": PRIORITY_PROTECTION,
-                    },
-                    {
-                        "write": f"{c}.remote_lock",
-                        "value": "locked",
-                        "release": "unlocked",
-                        "priority": PRIORITY_PROTECTION,
-                    },
+                    _write(f"{c}.max_current", 0.0, PRIORITY_PROTECTION, limit=True),
+                    _write(f"{c}.remote_lock", "locked", PRIORITY_PROTECTION, release="unlocked"),
                     {
                         "alarm": "major",
                         "message": f"{c}: residual current or welded contactor, locked out",
@@ -303,12 +301,17 @@ def _trapped(cfg: TrappedPassenger, profiles: dict[str, Profile]) -> list[dict[s
                 "on_delay_s": cfg.occupied_s + cfg.confirm_s,
                 "actions": [
                     {"alarm": "critical", "message": f"{e}: passenger trapped"},
-                    {
-                        "write": f"{e}.req_out_of_service",
-                        "value": 1,
-                        "release": 0,
-                        "priority": PRIORITY_LIFE_SAFETY,
-                    },
+                    _out_of_service(e),
+                ],
+            }
+        )
+        rules.append(
+            {
+                "name": f"alarm-button-{e}",
+                "when": {"point": f"{e}.alarm_button", "eq": 1},
+                "on_delay_s": cfg.confirm_s,
+                "actions": [
+                    {"alarm": "critical", "message": f"{e}: alarm button pressed in the car"}
                 ],
             }
         )
@@ -327,12 +330,7 @@ def _elevator_safety(cfg: Scope, profiles: dict[str, Profile]) -> list[dict[str,
                 "latch": True,
                 "actions": [
                     {"alarm": "critical", "message": f"{e}: safety fault, out of service"},
-                    {
-                        "write": f"{e}.req_out_of_service",
-                        "value": 1,
-                        "release": 0,
-                        "priority": PRIORITY_LIFE_SAFETY,
-                    },
+                    _out_of_service(e),
                 ],
             }
         )
