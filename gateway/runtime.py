@@ -145,7 +145,9 @@ class Gateway:
             if wd is None:
                 continue
             self.keeper.keep(poller.name, wd)
-            if poller.device.watchdog_timeout_s is not None:
+            if poller.device.watchdog_timeout_s is not None and poller.profile.kind is not (
+                DeviceKind.SAFETY_IO  # its timeout is part of its claim sequence
+            ):
                 raw = round(poller.device.watchdog_timeout_s / wd.timeout_unit_s)
                 self.actuator.demand(
                     "site-config", poller.name, wd.timeout, raw, PRIORITY_OPERATOR, limit=False
@@ -155,7 +157,7 @@ class Gateway:
                 ControlServer(self.state_dir / SOCKET_NAME, self.engine)
             )
         safety_ios = [
-            SafetyIo(name, self.actuator, self.image, self.alarms)
+            SafetyIo(name, self.actuator, self.image, self.alarms, _timeout_ms(p))
             for name, p in self.pollers.items()
             if p.profile.kind is DeviceKind.SAFETY_IO
         ]
@@ -249,3 +251,8 @@ class Gateway:
         except KeyError:
             known = ", ".join(self.pollers)
             raise GatewayError(f"unknown device {device!r} (devices: {known})") from None
+
+
+def _timeout_ms(poller: DevicePoller) -> int | None:
+    seconds = poller.device.watchdog_timeout_s
+    return None if seconds is None else round(seconds * 1000)

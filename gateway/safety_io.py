@@ -5,7 +5,8 @@ The board's relays are demanded like any other point — interlocks place demand
 as one bitmap (HR 2), and only inside the claim protocol:
 
 1. before the first write, read back IR 0 (map version 0x0100), IR 4, IR 7 and IR 8;
-2. write HR 2 with the outputs wanted *now* (never a remembered bitmap), then claim (HR 3);
+2. write HR 1 if the site sets a timeout, HR 2 with the outputs wanted *now* (never a
+   remembered bitmap), then claim (HR 3);
 3. heartbeats (HR 0) come from the watchdog keeper, at a third of the timeout, only while the
    control loop is healthy;
 4. alarm when the board is not CLAIMED while the gateway believes it holds the claim, when its
@@ -48,9 +49,15 @@ class SafetyIo:
     """Claims one SIO-1 board and keeps its requested outputs in line with the demands."""
 
     def __init__(
-        self, device: str, actuator: Actuator, image: ProcessImage, alarms: AlarmLog
+        self,
+        device: str,
+        actuator: Actuator,
+        image: ProcessImage,
+        alarms: AlarmLog,
+        timeout_ms: int | None = None,
     ) -> None:
         self.device = device
+        self.timeout_ms = timeout_ms
         self.actuator = actuator
         self.image = image
         self.alarms = alarms
@@ -79,7 +86,10 @@ class SafetyIo:
             self.claimed = True
             self.claims += 1
             self.sent_bitmap = wanted
-            return [Step("requested_outputs", wanted), Step("claim", CLAIM_VALUE)]
+            steps = [Step("requested_outputs", wanted), Step("claim", CLAIM_VALUE)]
+            if self.timeout_ms is not None:
+                steps.insert(0, Step("watchdog_timeout", self.timeout_ms))
+            return steps
         if wanted != self.sent_bitmap:
             self.sent_bitmap = wanted
             return [Step("requested_outputs", wanted)]

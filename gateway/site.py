@@ -15,7 +15,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from gateway import standard_interlocks
 from gateway.errors import ConfigError, ProfileError
-from gateway.profile import PollClass, Profile, load_profile
+from gateway.profile import DeviceKind, PollClass, Profile, load_profile
 from gateway.rules import ControlConfig, Interlock, reference_problems
 from gateway.standard_interlocks import Safety
 from gateway.validation import Strict, validation_problems
@@ -201,6 +201,12 @@ def _profile_problems(where: str, dev: Device) -> list[str]:
         return [f"{where}.sunspec_base: profile {dev.profile} is not a SunSpec device"]
     if dev.watchdog_timeout_s is not None and profile.watchdog is None:
         return [f"{where}.watchdog_timeout_s: profile {dev.profile} has no watchdog"]
+    if (
+        dev.watchdog_timeout_s is not None
+        and profile.kind is DeviceKind.SAFETY_IO
+        and not 0.1 <= dev.watchdog_timeout_s <= 10
+    ):
+        return [f"{where}.watchdog_timeout_s: {dev.watchdog_timeout_s} is outside 0.1..10 (SIO-1)"]
     return []
 
 
