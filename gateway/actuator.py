@@ -93,6 +93,8 @@ class Actuator:
         t = self.targets[key]
         if refresh_s is not None:
             t.refresh_s = refresh_s
+        if owned:
+            t.owned = True
         if release is not None:
             t.release = release
         if ramp_per_s is not None:
@@ -136,11 +138,7 @@ class Actuator:
             if value == reported and not due:
                 t.sent = value  # the device holds it already
                 continue
-            if (
-                value == t.sent
-                and not due
-                and (not self._declared(t) or now - t.sent_at < REASSERT_S)
-            ):
+            if value == t.sent and not due and self._awaiting_read_back(t, now):
                 continue  # sent and not read back yet; a write-only point is sent once
             before = reported if reported is not None else t.sent
             decrease = (
@@ -155,6 +153,15 @@ class Actuator:
     def sent(self, write: PlannedWrite, now: float) -> None:
         t = self.targets[(write.device, write.point)]
         t.sent, t.sent_at = write.value, now
+
+    def _awaiting_read_back(self, t: Target, now: float) -> bool:
+        """The last write may not have been read back yet: no good reading since it was sent
+        (a device that changed since — a reboot, another master — is written again at once),
+        and not longer than ``REASSERT_S`` ago. A write-only point is never read back."""
+        sample = self.image.find(t.device, t.point)
+        if sample is None:
+            return True
+        return sample.at <= t.sent_at and now - t.sent_at < REASSERT_S
 
     def _ramp(self, t: Target, value: Value, dt: float) -> Value:
         if t.ramp_per_s is None or not isinstance(value, int | float):

@@ -5,8 +5,10 @@ The board's relays are demanded like any other point — interlocks place demand
 as one bitmap (HR 2), and only inside the claim protocol:
 
 1. before the first write, read back IR 0 (map version 0x0100), IR 4, IR 7 and IR 8;
-2. write HR 1 if the site sets a timeout, HR 2 with the outputs wanted *now* (never a
-   remembered bitmap), then claim (HR 3);
+2. write HR 1 if the site sets a timeout, claim (HR 3), then HR 2 with the outputs wanted
+   *now* (never a remembered bitmap). devices.md lists HR 2 before the claim, but its decided
+   details refuse HR 2 outside CLAIMED; the claim leaves HR 2 at 0 (all off), so claiming
+   first is the same safe sequence that the board accepts;
 3. heartbeats (HR 0) come from the watchdog keeper, at a third of the timeout, only while the
    control loop is healthy;
 4. alarm when the board is not CLAIMED while the gateway believes it holds the claim, when its
@@ -86,7 +88,9 @@ class SafetyIo:
             self.claimed = True
             self.claims += 1
             self.sent_bitmap = wanted
-            steps = [Step("requested_outputs", wanted), Step("claim", CLAIM_VALUE)]
+            # claim, then the outputs: the board refuses HR 2 outside CLAIMED (exception 04,
+            # devices.md "Decided details"), and after BOOT-SAFE/FAILSAFE HR 2 is 0 already
+            steps = [Step("claim", CLAIM_VALUE), Step("requested_outputs", wanted)]
             if self.timeout_ms is not None:
                 steps.insert(0, Step("watchdog_timeout", self.timeout_ms))
             return steps

@@ -8,6 +8,7 @@ import itertools
 
 import pytest
 
+from gateway.errors import InterlockError
 from gateway.profile import Table
 from gateway.site import SiteConfig, parse_site
 from hil_tests.conftest import Rig, rtu_bus, running, site_config, tcp_bus
@@ -174,3 +175,44 @@ async def test_i8_i10_comm_loss_and_pv_faults_are_alarmed_once_and_cleared() -> 
         assert [e.kind for e in raised] == ["raised", "cleared"]
         rig.site.unit("pv").raise_event(0)  # type: ignore[attr-defined]  # GROUND_FAULT
         await rig.wait_for(lambda: "pv-fault-pv/minor" in rig.gw.alarms.active)
+
+
+async def test_i1_fire_alarm_at_the_sio_stops_chargers_pv_and_recalls_the_elevator() -> None:
+    config = with_safety(
+        site_config(
+            rtu_bus("sio", 115200) + rtu_bus("b1", 115200) + tcp_bus("pv") + tcp_bus("meter"),
+            [
+                ("sio", "SIO-1", "sio", 1),
+                ("lift", "ELV-24476", "b1", 1),
+                ("lockers", "LCK-16", "b1", 2),
+                ("charger", "EVSE-HEC", "b1", 3),
+                ("pv", "SUNSPEC-INV", "pv", 1),
+                ("meter", "SUNSPEC-METER", "meter", 1),
+            ],
+            FAST,
+        ),
+        "[safety.fire_alarm]\nrecall_timeout_s = 60\n",
+    )
+    async with running(config) as rig:
+        board = rig.site.boards["sio"]
+        charger, lift, pv = rig.site.unit("charger"), rig.site.unit("lift"), rig.site.unit("pv")
+        charger.write(Table.HOLDING, 261, [160])
+        await rig.wait_for(lambda: board.state_name == "CLAIMED", what="the SIO-1 claimed")
+        await rig.wait_for(lambda: board.outputs == 0b0011, what="feeder on, keep-alive on")
+        await rig.wait_for(lambda: rig.all_good("lockers"))
+        board.set_input("fire_alarm_loop", False)
+        await rig.wait_for(lambda: board.outputs == 0b1100, what="feeder off, RSD, recall, sounder")
+        await rig.wait_for(lambda: charger.get("max_current") == 0.0, what="chargers 0 A")
+        await rig.wait_for(lambda: charger.get("remote_lock") == 0, what="chargers locked")
+        await rig.wait_for(lambda: pv.get("conn") == 0, what="PV disconnected")
+        await rig.wait_for(lambda: lift.get("req_fire_recall") == 1, what="fire recall requested")
+        assert "fire-alarm/critical" in rig.gw.alarms.active
+        with pytest.raises(InterlockError, match="deposits are suspended by fire-alarm"):
+            await rig.gw.open_door("lockers", 3, purpose="deposit")
+        await rig.gw.open_door("lockers", 3, purpose="pickup")
+        board.set_input("fire_alarm_loop", True)
+        await rig.wait_for(lambda: board.outputs == 0b0011, what="relays back to normal")
+        await rig.wait_for(lambda: lift.get("req_fire_recall") == 0, what="recall cancelled")
+        await rig.wait_for(lambda: charger.get("remote_lock") == 1, what="chargers unlocked")
+        await rig.wait_for(lambda: pv.get("conn") == 1, what="PV reconnected")
+        assert charger.get("max_current") == 0.0, "no setpoint is replayed after the fire"

@@ -34,6 +34,7 @@ from hil_tests.rig.sim.elevator import Elevator
 from hil_tests.rig.sim.locker import LockerBoard
 from hil_tests.rig.sim.meter import SiteMeter
 from hil_tests.rig.sim.pv import PvInverter, clear_sky
+from hil_tests.rig.sim.safety_io import SafetyIoBoard
 from hil_tests.rig.tcp_slave import TcpSlaveServer
 
 TICK_S = 0.02
@@ -47,6 +48,8 @@ class SimulatedSite:
         self.units: dict[str, SimulatedUnit] = {}
         self.faults: dict[str, Faults] = {b.name: Faults() for b in config.buses}
         self.lines: dict[str, RtuLineServer] = {}
+        self.boards: dict[str, SafetyIoBoard] = {}  # SIO-1 devices by name
+        self.board_buses: dict[str, SafetyIoBoard] = {}
         self.tcp: dict[str, TcpSlaveServer] = {}
         self._build_units(lively)
         self._stack = contextlib.AsyncExitStack()
@@ -76,6 +79,8 @@ class SimulatedSite:
                     meter = SiteMeter(dev.unit_id, base=base)
                     meters.append(meter)
                     unit = meter
+                case "SIO-1":
+                    continue  # the real firmware on a line of its own: see _start
                 case other:
                     raise ValueError(f"devices {dev.name!r}: no simulator for profile {other}")
             self.units[dev.name] = unit
@@ -110,7 +115,15 @@ class SimulatedSite:
     async def _start(self) -> None:
         self._advance(time.monotonic())
         for bus in self.config.buses:
-            units = {d.unit_id: self.units[d.name] for d in self.config.devices_on(bus.name)}
+            devices = self.config.devices_on(bus.name)
+            sio = [d for d in devices if d.profile == "SIO-1"]
+            if sio and isinstance(bus, RtuBus):
+                board = SafetyIoBoard(sio[0].unit_id, bus.baudrate)
+                self._stack.callback(board.stop)
+                self.boards[sio[0].name] = board
+                self.board_buses[bus.name] = board
+                continue
+            units = {d.unit_id: self.units[d.name] for d in devices}
             if isinstance(bus, RtuBus):
                 line = RtuLineServer(
                     units, bus.baudrate, faults=self.faults[bus.name], lock=self.lock, name=bus.name
@@ -157,7 +170,9 @@ class SimulatedSite:
         """The site config with every bus pointing at the simulator."""
         buses: list[RtuBus | TcpBus] = []
         for bus in self.config.buses:
-            if isinstance(bus, RtuBus):
+            if bus.name in self.board_buses:
+                buses.append(bus.model_copy(update={"port": self.board_buses[bus.name].path}))
+            elif isinstance(bus, RtuBus):
                 buses.append(bus.model_copy(update={"port": self.lines[bus.name].client_path}))
             else:
                 buses.append(
