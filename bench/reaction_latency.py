@@ -220,9 +220,11 @@ def set_input(rig: Rig, celsius: float) -> float:
         return time.monotonic()
 
 
-def put_back(rig: Rig) -> None:
-    """The simulator as before a trial: a normal temperature, and 16 A at charger-2."""
+async def put_back(rig: Rig) -> None:
+    """The simulator as before a trial: a normal temperature, and — once the interlock has
+    stood down, or the gateway would rightly correct it again — 16 A at charger-2."""
     set_input(rig, NORMAL_C)
+    await wait_until(lambda: not rig.gw.engine.rules["bench"].active, SETTLE_TIMEOUT_S, "release")
     with rig.site.lock:
         charger(rig, TARGET).set("max_current", SETPOINT_A)
 
@@ -253,7 +255,7 @@ async def wait_until(condition: Callable[[], bool], within: float, what: str) ->
 async def prepare(rig: Rig, probe: Probe) -> None:
     """The operator setpoint, the probes, and a site settled and polled for a while."""
     hold_temperatures(rig)
-    put_back(rig)
+    await put_back(rig)
     rig.gw.actuator.demand(
         "operator", TARGET, "max_current", SETPOINT_A, PRIORITY_OPERATOR, limit=False
     )
@@ -272,7 +274,7 @@ async def one_trial(rig: Rig, probe: Probe, rng: random.Random) -> Trial:
     await asyncio.sleep(rng.uniform(0.0, PHASE_S))
     trial = probe.start(set_input(rig, HOT_C))
     await probe.landing()
-    put_back(rig)
+    await put_back(rig)
     await wait_until(lambda: settled(rig), SETTLE_TIMEOUT_S, "the site to settle")
     return trial
 

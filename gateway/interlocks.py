@@ -148,6 +148,13 @@ class InterlockEngine:
                     actuator.target(device, point, release=release, ramp_per_s=action.ramp_per_s)
         self._restore()
 
+    def inputs(self) -> set[tuple[str, str]]:
+        """Every (device, point) a declared interlock reads."""
+        refs = set()
+        for rule in self.rules.values():
+            refs |= {split_ref(ref) for ref in rule.inputs}
+        return refs
+
     def arm(self, at: float) -> None:
         """Let inputs not read since start count as tripped only from ``at`` on."""
         for rule in self.rules.values():

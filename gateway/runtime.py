@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
@@ -22,7 +23,7 @@ from gateway.breaker import BreakerPolicy, CircuitBreaker
 from gateway.coalesce import CostModel
 from gateway.control_socket import SOCKET_NAME, ControlServer
 from gateway.errors import BusError, GatewayError, InterlockError
-from gateway.image import ProcessImage
+from gateway.image import Listener, ProcessImage, Quality, Sample
 from gateway.interlocks import InterlockEngine
 from gateway.modbus.pdu import Read, Write
 from gateway.modbus.rtu import RtuTransport
@@ -162,6 +163,7 @@ class Gateway:
             if p.profile.kind is DeviceKind.SAFETY_IO
         ]
         self.engine.controllers += controllers.build(self.site, self.engine, self.pollers)
+        self.image.subscribe(_on_change(self.engine.inputs(), lambda: self.supervisor.loop.wake()))
         self.supervisor = await self._stack.enter_async_context(
             Supervisor(
                 self.site.control,
@@ -256,3 +258,20 @@ class Gateway:
 def _timeout_ms(poller: DevicePoller) -> int | None:
     seconds = poller.device.watchdog_timeout_s
     return None if seconds is None else round(seconds * 1000)
+
+
+def _on_change(inputs: set[tuple[str, str]], wake: Callable[[], None]) -> Listener:
+    """An image listener that wakes the control loop when an interlock input changes value
+    or quality (not on every poll that reads the same value again)."""
+    last: dict[tuple[str, str], tuple[codec.Value, Quality]] = {}
+
+    def listener(device: str, point: str, sample: Sample) -> None:
+        key = (device, point)
+        if key not in inputs:
+            return
+        seen = (sample.value, sample.quality)
+        if last.get(key) != seen:
+            last[key] = seen
+            wake()
+
+    return listener

@@ -35,9 +35,20 @@ Writer = Callable[[str, str, Value], Awaitable[None]]
 class ControlLoop:
     """Runs ``step(now, dt)`` every period; cancel the task to stop."""
 
-    def __init__(self, period_s: float, step: Callable[[float, float], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        period_s: float,
+        step: Callable[[float, float], Awaitable[None]],
+        react: Callable[[float], None] | None = None,
+    ) -> None:
         self.period_s = period_s
         self.step = step
+        #: Called between cycles as soon as :meth:`wake` is: an input changed and should be
+        #: acted on now rather than at the next cycle. Off the grid, so heartbeats, lateness
+        #: and health stay with the regular cycles.
+        self.react = react
+        self.reactions = 0
+        self._woken = asyncio.Event()
         self.lateness = LatencyWindow(size=4096)
         self.max_lateness_s = 0.0
         self.cycles = 0
@@ -50,9 +61,7 @@ class ControlLoop:
         k = 0
         while True:
             due = start + k * self.period_s
-            delay = due - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            await self._until(due)
             now = time.monotonic()
             late = now - due
             self.lateness.add(late)
@@ -67,6 +76,23 @@ class ControlLoop:
                 self.skipped += behind
                 k += behind
 
+    def wake(self) -> None:
+        """Ask for a reaction before the next cycle (safe to call from any task)."""
+        self._woken.set()
+
+    async def _until(self, due: float) -> None:
+        """Sleep until ``due``, reacting to every wake-up on the way."""
+        while (delay := due - time.monotonic()) > 0:
+            self._woken.clear()
+            try:
+                async with asyncio.timeout(delay):
+                    await self._woken.wait()
+            except TimeoutError:
+                return
+            if self.react is not None:
+                self.reactions += 1
+                self.react(time.monotonic())
+
     def snapshot(self) -> dict[str, float | int | None]:
         def ms(v: float | None) -> float | None:
             return None if v is None else round(v * 1000, 3)
@@ -74,6 +100,7 @@ class ControlLoop:
         return {
             "period_ms": self.period_s * 1000,
             "cycles": self.cycles,
+            "reactions": self.reactions,
             "skipped": self.skipped,
             "lateness_p50_ms": ms(self.lateness.p50),
             "lateness_p99_ms": ms(self.lateness.p99),
@@ -99,7 +126,8 @@ class Supervisor:
         self.keeper = keeper
         self.writer = writer
         self.safety_ios = list(safety_ios)
-        self.loop = ControlLoop(config.period_ms / 1000, self._step)
+        self.loop = ControlLoop(config.period_ms / 1000, self._step, self._react)
+        self._last_plan = 0.0
         self.write_errors = 0
         self._in_flight: set[tuple[str, str]] = set()
         self._tg = asyncio.TaskGroup()
@@ -134,12 +162,7 @@ class Supervisor:
             stall, self._stall_s = self._stall_s, 0.0
             await asyncio.sleep(stall)
             return
-        self.engine.tick(now, dt)
-        for write in self.actuator.plan(now, dt):
-            key = (write.device, write.point)
-            if key not in self._in_flight:
-                self._in_flight.add(key)
-                self._spawn(self._write(write), f"write:{key[0]}.{key[1]}")
+        self._react(now)
         for sio in self.safety_ios:
             key = (sio.device, "claim-protocol")
             if key not in self._in_flight:
@@ -153,6 +176,17 @@ class Supervisor:
                 if key not in self._in_flight:
                     self._in_flight.add(key)
                     self._spawn(self._beat(beat), f"heartbeat:{beat.device}")
+
+    def _react(self, now: float) -> None:
+        """Interlocks evaluated and their writes sent: every cycle, and at once when an input
+        of an interlock changes (the image wakes the loop)."""
+        self.engine.tick(now, now - self._last_plan if self._last_plan else 0.0)
+        for write in self.actuator.plan(now, now - self._last_plan if self._last_plan else 0.0):
+            key = (write.device, write.point)
+            if key not in self._in_flight:
+                self._in_flight.add(key)
+                self._spawn(self._write(write), f"write:{key[0]}.{key[1]}")
+        self._last_plan = now
 
     async def _write(self, write: PlannedWrite) -> None:
         try:

@@ -118,7 +118,7 @@ def test_shipped_example_site_passes_check(capsys: pytest.CaptureFixture[str]) -
     example = resources.files("gateway.examples").joinpath("community.toml")
     assert main(["check", str(example)]) == 0
     out = capsys.readouterr().out
-    assert "5 bus(es), 10 device(s)" in out
+    assert "6 bus(es), 11 device(s)" in out
 
 
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
