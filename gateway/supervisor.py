@@ -22,7 +22,7 @@ from gateway.actuator import Actuator, PlannedWrite
 from gateway.codec import Value
 from gateway.errors import GatewayError
 from gateway.interlocks import InterlockEngine
-from gateway.rules import ControlConfig
+from gateway.rules import ControlConfig, Severity
 from gateway.safety_io import SafetyIo, Step
 from gateway.stats import LatencyWindow
 from gateway.watchdogs import Heartbeat, WatchdogKeeper
@@ -170,12 +170,29 @@ class Supervisor:
                 if steps:
                     self._in_flight.add(key)
                     self._spawn(self._sequence(sio, steps), f"sio:{sio.device}")
+        self._watch_remaining()
         if dt <= self.config.unhealthy_after_ms / 1000:
             for beat in self.keeper.due(now):
                 key = (beat.device, beat.point)
                 if key not in self._in_flight:
                     self._in_flight.add(key)
                     self._spawn(self._beat(beat), f"heartbeat:{beat.device}")
+
+    def _watch_remaining(self) -> None:
+        """Alarm while a device reports less than a third of its watchdog time left: the
+        heartbeats are not arriving as they should (devices.md §7.2)."""
+        for device in self.keeper.kept:
+            key = f"watchdog/{device}"
+            if self.keeper.remaining_low(device):
+                self.engine.alarms.raise_(
+                    key,
+                    Severity.MINOR,
+                    "watchdog",
+                    f"{device}: less than a third of its watchdog time left",
+                    device=device,
+                )
+            else:
+                self.engine.alarms.clear(key)
 
     def _react(self, now: float) -> None:
         """Interlocks evaluated and their writes sent: every cycle, and at once when an input

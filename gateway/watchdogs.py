@@ -9,6 +9,7 @@ devices in "managed" mode.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from gateway.image import ProcessImage, Quality
@@ -33,6 +34,7 @@ class _Kept:
     watchdog: Watchdog
     counter: int = 0
     last_at: float = -1e9
+    first_sent_at: float | None = None
 
 
 class WatchdogKeeper:
@@ -69,14 +71,21 @@ class WatchdogKeeper:
     def sent(self, beat: Heartbeat) -> None:
         """Count a heartbeat that reached the device."""
         kept = self.kept[beat.device]
+        if kept.first_sent_at is None:
+            kept.first_sent_at = time.monotonic()
         if kept.watchdog.heartbeat_mode == "counter":
             kept.counter = (kept.counter + 1) & 0xFFFF
 
     def remaining_low(self, device: str) -> bool:
         """True when the device reports less than a third of its timeout left (§7.2)."""
-        wd = self.kept[device].watchdog
-        if wd.remaining is None:
-            return False
+        kept = self.kept[device]
+        wd = kept.watchdog
+        if wd.remaining is None or self.image.reading(device, wd.timeout) == 0:
+            return False  # no remaining time reported, or the watchdog is off
+        if kept.first_sent_at is None or time.monotonic() - kept.first_sent_at < self.timeout_s(
+            device
+        ):
+            return False  # not kept for a whole timeout yet: what it reports is from before
         sample = self.image.find(device, wd.remaining)
         if (
             sample is None

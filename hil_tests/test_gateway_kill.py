@@ -31,13 +31,14 @@ occupied_s = 0.5
 confirm_s = 0.2
 [safety.charger_lockout]
 """
-WATCHDOGS = {"charger": 2.0, "lift": 3.0}
+WATCHDOGS = {"charger": 2.0, "lift": 3.0, "sio": 0.5}
 
 
 def _config() -> str:
     config = site_config(
-        rtu_bus("b1", 115200) + tcp_bus("pv") + tcp_bus("meter"),
+        rtu_bus("b1", 115200) + rtu_bus("usb", 115200) + tcp_bus("pv") + tcp_bus("meter"),
         [
+            ("sio", "SIO-1", "usb", 1),
             ("charger", "EVSE-HEC", "b1", 1),
             ("lift", "ELV-24476", "b1", 2),
             ("pv", "SUNSPEC-INV", "pv", 1),
@@ -89,14 +90,19 @@ async def test_kill_9_leaves_every_device_to_fall_back_within_its_own_timeout(
             lift.trap_passengers()
             await _until(lambda: lift.get("req_out_of_service") == 1, 10, "out of service")
             await _until(lambda: pv.limit_w() < 9000, 10, "PV curtailed")
+            board = site.boards["sio"]
+            await _until(lambda: board.outputs == 0b0011, 10, "SIO-1 claimed, relays on")
             await asyncio.sleep(3.0)  # longer than every timeout: heartbeats keep them managed
             assert not charger.failsafe
             assert lift.get("req_out_of_service") == 1
             assert pv.limit_w() < 9000
+            assert board.outputs == 0b0011
         finally:
             gw.send_signal(signal.SIGKILL)
             await gw.wait()
         margin = 1.0  # the simulators' own tick and the last heartbeat's age
+        await _until(lambda: board.outputs == 0, 0.5 + 0.1, "SIO-1 relays off (FAILSAFE)")
+        assert board.state_name == "FAILSAFE"
         took = await _until(lambda: charger.failsafe, 2.0 + margin, "charger failsafe")
         assert took <= 2.0 + margin
         await _until(lambda: lift.get("req_out_of_service") == 0, 3.0 + margin, "lift drops it")
