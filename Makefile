@@ -4,7 +4,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: test lint typecheck demo bench clean
+.PHONY: test lint typecheck demo bench clean debian-packages
+
+# Debian packages the tests use as real services. Installed when missing and run as root;
+# otherwise the tests that need them skip and say how to get them (under CI=true they fail).
+DEBIAN_PACKAGES := mosquitto
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,7 +23,19 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-test: $(STAMP) lint typecheck
+debian-packages:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null \
+	      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; }; \
+	  else \
+	    echo "not root: tests needing$$missing will skip (sudo apt-get install$$missing)"; \
+	  fi; \
+	fi
+
+test: $(STAMP) lint typecheck debian-packages
 	$(PY) -m pytest -q
 
 demo: $(STAMP)

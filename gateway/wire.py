@@ -1,0 +1,176 @@
+"""The wire contract between gateways and the fleet: MQTT topics and versioned JSON payloads.
+
+One module, imported by both sides (ARCHITECTURE.md, "Contracts"). Every payload carries its
+schema version ``v``; a reader refuses a version it does not know with an error that says so,
+and refuses anything larger than :data:`MAX_PAYLOAD` before parsing it.
+
+Topics: ``doorstep/v1/{site}/{gateway}/{kind}`` with kind one of ``state`` (retained; the
+last will sets it offline), ``telemetry`` and ``events`` (batches with a per-gateway sequence
+number: the fleet drops duplicates and detects gaps), ``health``, ``config/desired``
+(retained, from the fleet), ``config/reported``, ``ota/command``, ``ota/status``, ``cmd/{id}``
+and ``cmd/{id}/result``.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from typing import Annotated, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gateway.errors import GatewayError
+from gateway.validation import format_validation_error
+
+SCHEMA_VERSION: Literal[1] = 1
+PREFIX = "doorstep/v1"
+MAX_PAYLOAD = 256 * 1024  # bytes; a batch is cut well below this
+Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=48)]
+Scalar = int | float | bool | str | None
+
+
+class WireError(GatewayError):
+    """A payload or topic that does not follow the contract; the message says what and where."""
+
+
+class Kind(StrEnum):
+    STATE = "state"
+    TELEMETRY = "telemetry"
+    EVENTS = "events"
+    HEALTH = "health"
+    CONFIG_DESIRED = "config/desired"
+    CONFIG_REPORTED = "config/reported"
+    OTA_COMMAND = "ota/command"
+    OTA_STATUS = "ota/status"
+
+
+def topic(site: str, gateway: str, kind: Kind) -> str:
+    return f"{PREFIX}/{site}/{gateway}/{kind.value}"
+
+
+def subscription(kind: Kind) -> str:
+    """The fleet's wildcard subscription to one kind of every gateway."""
+    return f"{PREFIX}/+/+/{kind.value}"
+
+
+def parse_topic(name: str) -> tuple[str, str, Kind]:
+    """``doorstep/v1/SITE/GW/KIND`` → (site, gateway, kind); WireError naming the topic."""
+    parts = name.split("/")
+    if len(parts) < 5 or "/".join(parts[:2]) != PREFIX:
+        raise WireError(f"topic {name!r}: expected {PREFIX}/SITE/GATEWAY/KIND")
+    site, gw, rest = parts[2], parts[3], "/".join(parts[4:])
+    try:
+        return site, gw, Kind(rest)
+    except ValueError:
+        known = ", ".join(k.value for k in Kind)
+        raise WireError(f"topic {name!r}: unknown kind {rest!r} (kinds: {known})") from None
+
+
+class Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: Literal[1] = SCHEMA_VERSION
+
+
+class State(Payload):
+    """Retained: is the gateway up. The broker publishes the offline one as its last will."""
+
+    status: Literal["online", "offline"]
+    version: str = ""
+    started_at: float | None = None  # wall clock, s since the epoch
+    at: float | None = None
+
+
+class Reading(BaseModel):
+    """One point's value: device, point, value, quality, and when it was read (wall clock)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    d: str
+    p: str
+    v: Scalar
+    q: Literal["good", "stale", "bad", "offline"]
+    t: float
+
+
+class TelemetryBatch(Payload):
+    """Readings reported by exception, in batches numbered per gateway without gaps."""
+
+    seq: int = Field(ge=1)
+    at: float
+    readings: list[Reading]
+
+
+class Event(BaseModel):
+    """An alarm raised or cleared (gateway.alarms.AlarmEvent on the wire)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: int  # the gateway's alarm sequence number
+    kind: Literal["raised", "cleared"]
+    key: str
+    severity: Literal["critical", "major", "minor", "info"]
+    interlock: str
+    device: str | None
+    message: str
+    values: dict[str, Scalar] = Field(default_factory=dict)
+    at: float
+    by: str | None = None
+
+
+class EventBatch(Payload):
+    seq: int = Field(ge=1)
+    at: float
+    events: list[Event]
+
+
+class Health(Payload):
+    at: float
+    uptime_s: float
+    version: str
+    cpu_percent: float
+    memory_mib: float
+    disk_free_mib: float
+    outbox_depth: int
+    outbox_dropped: int
+    loop: dict[str, Scalar] = Field(default_factory=dict)
+    buses: dict[str, dict[str, Scalar]] = Field(default_factory=dict)
+
+
+P = TypeVar("P", bound=Payload)
+
+
+def encode(payload: Payload) -> bytes:
+    data = payload.model_dump_json(exclude_none=False).encode()
+    if len(data) > MAX_PAYLOAD:
+        raise WireError(f"{type(payload).__name__}: {len(data)} bytes > {MAX_PAYLOAD}")
+    return data
+
+
+def decode(model: type[P], data: bytes) -> P:
+    """Parse and validate one payload; WireError says which rule it broke."""
+    if len(data) > MAX_PAYLOAD:
+        raise WireError(f"payload of {len(data)} bytes is over the {MAX_PAYLOAD}-byte limit")
+    try:
+        raw = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise WireError(f"not JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise WireError(f"{model.__name__}: expected a JSON object")
+    version = raw.get("v")
+    if version != SCHEMA_VERSION:
+        raise WireError(
+            f"{model.__name__}: schema version {version!r}, this side reads {SCHEMA_VERSION}"
+        )
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise WireError(f"{model.__name__}: {format_validation_error(exc)}") from None
+
+
+MODELS: dict[Kind, type[Payload]] = {
+    Kind.STATE: State,
+    Kind.TELEMETRY: TelemetryBatch,
+    Kind.EVENTS: EventBatch,
+    Kind.HEALTH: Health,
+}
