@@ -88,7 +88,11 @@ async def test_i3_charger_setpoints_never_sum_above_the_feeder_limit() -> None:
         held += await sample_until(rig, 2.0, total)
         # the meter's 3 kW base load (4.3 A a phase) comes off the 30 A first
         assert max(held) <= 30.0 - 4.3, f"setpoints summed to {max(held)} A on a 30 A feeder"
-        assert units[1].get("max_current") == units[2].get("max_current") > 12.0, "fair share"
+        # the unplugged car's share goes to the other two, equally (a 3-way share is 8.5 A)
+        await rig.wait_for(
+            lambda: units[1].get("max_current") == units[2].get("max_current") > 10.0,
+            what="the freed current shared fairly",
+        )
         faults, unit_id = rig.site.faults_of("meter")
         faults.of(unit_id).dead = True  # a stale meter counts as an overload
         await rig.wait_for(
