@@ -16,7 +16,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.live import Live
 
-from gateway import control_socket
+from gateway import control_socket, flash
 from gateway.alarms import AlarmLog
 from gateway.errors import ConfigError, GatewayError
 from gateway.runtime import Gateway
@@ -153,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     reset.add_argument("name", help="interlock name (see the status table)")
     alarms = sub.add_parser("alarms", help="show active alarms (or --history)")
     alarms.add_argument("--history", action="store_true", help="the last 200 events")
+    flash.add_parser(sub)
     for p in (run, reset, alarms):
         p.add_argument(
             "--state-dir",
@@ -176,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _reset_latch(args, console)
     if args.command == "alarms":
         return _alarms(args, console)
+    if args.command == "flash":
+        return flash.run(args, console)
     with contextlib.suppress(KeyboardInterrupt):
         return _run_command(args, console)
     return EXIT_OK
