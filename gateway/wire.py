@@ -79,6 +79,7 @@ class State(Payload):
     version: str = ""
     started_at: float | None = None  # wall clock, s since the epoch
     at: float | None = None
+    devices: dict[str, str] = Field(default_factory=dict)  # device name → profile model
 
 
 class Reading(BaseModel):
