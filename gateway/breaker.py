@@ -103,6 +103,15 @@ class CircuitBreaker:
         elif self.state is BreakerState.CLOSED and self.consecutive_failures >= p.failures_to_open:
             self._open(now)
 
+    def abandon(self, now: float) -> None:
+        """A request handed out by :meth:`allow` ended without a verdict (cancelled, or an
+        error that says nothing about the unit): a probe is given back, so the breaker goes
+        back to OPEN with the same back-off and probes again later instead of waiting for an
+        outcome that never comes."""
+        if self.state is BreakerState.HALF_OPEN and self._probe_out:
+            self._open(now)
+        self._probe_out = False
+
     def _open(self, now: float) -> None:
         spread = self._backoff * self.policy.jitter
         self.next_probe_at = now + self._backoff + self._rng.uniform(-spread, spread)

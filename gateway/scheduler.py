@@ -196,7 +196,18 @@ class BusScheduler:
                 job.future.set_result(result)
 
     async def _transact(self, poller: DevicePoller, request: Request, *, probe: bool) -> list[int]:
-        """Send a request with the breaker's timeout and retries; update stats and breaker."""
+        """Send a request with the breaker's timeout and retries; update stats and breaker.
+        Cancelled or failed for a reason that is not the unit's, the request is abandoned, so a
+        probe it carried does not leave the breaker half-open for good."""
+        try:
+            return await self._attempts(poller, request)
+        except BusError:  # the unit's verdict, already given to the breaker
+            raise
+        except BaseException:
+            poller.breaker.abandon(time.monotonic())
+            raise
+
+    async def _attempts(self, poller: DevicePoller, request: Request) -> list[int]:
         pdu = encode_request(request)
         # The wire time of request and response is known; the breaker adapts to the rest
         # (the device's think time and the adapter's latency).

@@ -144,6 +144,15 @@ class BreakerMachine(RuleBasedStateMachine):
         elif was is CLOSED and self.failures >= self.policy.failures_to_open:
             self.expect_open()
 
+    @rule()
+    def the_request_is_abandoned(self) -> None:
+        """Cancelled mid-transaction: no verdict. A probe goes back and is retried after the
+        same back-off; a closed breaker does not count it."""
+        self.breaker.abandon(self.now)
+        if self.state is HALF_OPEN and self.probe_out:
+            self.expect_open()
+        self.probe_out = False
+
     @precondition(lambda self: self.state is OPEN)
     @rule()
     def the_probe_goes_unanswered(self) -> None:
