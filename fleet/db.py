@@ -2,15 +2,19 @@
 
 ``sqlite+aiosqlite:///path`` (the default, WAL mode, foreign keys on) or
 ``postgresql+asyncpg://user@host/db``. A plain ``sqlite:///`` or ``postgresql://`` URL gets
-its async driver added.
+its async driver added. Opening a database runs the alembic migrations in fleet/migrations
+up to the newest one, so a new file and an old one end up with the same schema.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -18,8 +22,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from fleet.models import Base
-
+MIGRATIONS = Path(__file__).parent / "migrations"
 DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 
 
@@ -55,11 +58,29 @@ def create_engine(url: str) -> AsyncEngine:
     return engine
 
 
+def alembic_config(connection: Connection | None = None) -> Config:
+    """Alembic's configuration for the fleet's migrations (no alembic.ini needed); with
+    ``connection``, the migrations run on it (fleet/migrations/env.py)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def upgrade(connection: Connection) -> None:
+    """Bring the schema on ``connection`` to the newest revision (a no-op when it is)."""
+    command.upgrade(alembic_config(connection), "head")
+
+
 async def open_database(url: str) -> AsyncEngine:
-    """An engine whose database holds the current schema."""
+    """An engine whose database holds the current schema (``alembic upgrade head``)."""
     engine = create_engine(url)
-    async with engine.begin() as conn:
-        await conn.run_sync(Base.metadata.create_all)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(upgrade)
+    except BaseException:
+        await engine.dispose()
+        raise
     return engine
 
 
