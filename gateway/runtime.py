@@ -2,7 +2,9 @@
 
 ``async with Gateway(site) as gw:`` opens every port and connection, starts one scheduler
 task per bus (and a SunSpec discovery task per SunSpec device) in a task group it owns, and
-on exit cancels and awaits them and closes every port.
+on exit cancels and awaits them and closes every port. A site with an ``[uplink]`` table
+also runs the uplink to the fleet (:mod:`gateway.uplink`): it hears every image update, every
+alarm event, and reports the buses' and the control loop's statistics in its health message.
 """
 
 from __future__ import annotations
@@ -12,17 +14,19 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
 
 from gateway import codec, controllers, sunspec
 from gateway.actuator import Actuator
-from gateway.alarms import AlarmLog
+from gateway.alarms import AlarmEvent, AlarmLog, read_journal
 from gateway.breaker import BreakerPolicy, CircuitBreaker
 from gateway.coalesce import CostModel
 from gateway.control_socket import SOCKET_NAME, ControlServer
 from gateway.errors import BusError, GatewayError, InterlockError
+from gateway.health import RuntimeStats
 from gateway.image import Listener, ProcessImage, Quality, Sample
 from gateway.interlocks import InterlockEngine
 from gateway.modbus.pdu import Read, Write
@@ -31,11 +35,12 @@ from gateway.modbus.tcp import TcpTransport
 from gateway.modbus.transport import Transport
 from gateway.poller import CLASS_PRIORITY, COMMAND_PRIORITY, DevicePoller
 from gateway.profile import DeviceKind, PollClass, Table
-from gateway.rules import PRIORITY_OPERATOR
+from gateway.rules import PRIORITY_OPERATOR, Severity
 from gateway.safety_io import SafetyIo
 from gateway.scheduler import BusScheduler
 from gateway.site import RtuBus, SiteConfig, TcpBus, device_profile
 from gateway.supervisor import Supervisor
+from gateway.uplink import Uplink
 from gateway.watchdogs import WatchdogKeeper
 
 log = logging.getLogger(__name__)
@@ -60,6 +65,46 @@ def cost_model(bus: RtuBus | TcpBus) -> CostModel:
     return CostModel.for_rtu(bus.baudrate) if isinstance(bus, RtuBus) else CostModel.for_tcp()
 
 
+class ObservedAlarmLog(AlarmLog):
+    """The alarm log that also hands every new event to its listeners (the uplink), after
+    the journal has it."""
+
+    def __init__(self, journal: Path | None = None) -> None:
+        super().__init__(journal)
+        self.listeners: list[Callable[[AlarmEvent], None]] = []
+
+    def raise_(
+        self,
+        key: str,
+        severity: Severity,
+        interlock: str,
+        message: str,
+        *,
+        device: str | None = None,
+        values: dict[str, codec.Value] | None = None,
+    ) -> AlarmEvent | None:
+        event = super().raise_(key, severity, interlock, message, device=device, values=values)
+        self._tell(event)
+        return event
+
+    def clear(self, key: str, *, by: str | None = None) -> AlarmEvent | None:
+        event = super().clear(key, by=by)
+        self._tell(event)
+        return event
+
+    def _tell(self, event: AlarmEvent | None) -> None:
+        if event is not None:
+            for listener in self.listeners:
+                listener(event)
+
+
+def gateway_version() -> str:
+    try:
+        return metadata.version("doorstep")
+    except metadata.PackageNotFoundError:
+        return ""
+
+
 class Gateway:
     """A running site: buses, schedulers, pollers and the process image."""
 
@@ -75,12 +120,13 @@ class Gateway:
         self.state_dir = state_dir
         if state_dir is not None:
             state_dir.mkdir(parents=True, exist_ok=True)
-        self.alarms = AlarmLog(state_dir / "alarms.jsonl" if state_dir else None)
+        self.alarms = ObservedAlarmLog(state_dir / "alarms.jsonl" if state_dir else None)
         self.actuator = Actuator(self.image)
         self.keeper = WatchdogKeeper(self.image)
         self.started_at = time.monotonic()
         self.schedulers: dict[str, BusScheduler] = {}
         self.pollers: dict[str, DevicePoller] = {}
+        self.uplink: Uplink | None = None
         self._policy = policy or BreakerPolicy()
         self._stack = contextlib.AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
@@ -104,6 +150,12 @@ class Gateway:
         await self._stack.__aexit__(exc_type, exc, tb)
 
     async def _start(self) -> None:
+        if self.site.uplink is not None:  # first in, last out: it hears the final values
+            self.uplink = await self._stack.enter_async_context(self._new_uplink())
+            self.image.subscribe(self.uplink.on_sample)
+            self.alarms.listeners.append(self.uplink.alarm)
+            if self.alarms.journal is not None and self.alarms.journal.exists():
+                await self.uplink.replay(read_journal(self.alarms.journal))
         now = time.monotonic()
         transports = {}
         for bus in self.site.buses:
@@ -174,6 +226,32 @@ class Gateway:
                 safety_ios,
             )
         )
+
+    def _new_uplink(self) -> Uplink:
+        assert self.site.uplink is not None
+        if self.state_dir is None:
+            raise GatewayError("the uplink keeps its outbox in the state directory: give one")
+        profiles = {d.name: device_profile(d) for d in self.site.devices}
+        units = {(dev, p.name): p.unit for dev, prof in profiles.items() for p in prof.points}
+        return Uplink(
+            self.site.uplink,
+            site=self.site.gateway.site,
+            gateway=self.site.gateway.id,
+            state_dir=self.state_dir,
+            version=gateway_version(),
+            units=units,
+            devices={name: prof.model for name, prof in profiles.items()},
+            stats=self.stats,
+            started_at=self.started_at,
+        )
+
+    def stats(self) -> RuntimeStats:
+        """Control-loop and bus statistics for the uplink's health message."""
+        now = time.monotonic()
+        supervisor = getattr(self, "supervisor", None)  # not yet during start-up
+        loop = supervisor.loop.snapshot() if supervisor is not None else {}
+        buses = {name: s.stats.snapshot(now) for name, s in self.schedulers.items()}
+        return RuntimeStats(loop, buses)
 
     async def _discover(self, poller: DevicePoller) -> None:
         """Walk the SunSpec model chain until it is found, then start polling the device."""

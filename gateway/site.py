@@ -16,8 +16,10 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from gateway import standard_interlocks
 from gateway.errors import ConfigError, ProfileError
 from gateway.profile import DeviceKind, PollClass, Profile, load_profile
+from gateway.reporting import reference_problems as report_reference_problems
 from gateway.rules import ControlConfig, Interlock, reference_problems
 from gateway.standard_interlocks import Safety
+from gateway.uplink_config import UplinkConfig
 from gateway.validation import Strict, validation_problems
 
 STANDARD_BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
@@ -108,6 +110,8 @@ class SiteConfig(Strict):
     devices: list[Device]
     interlocks: list[Interlock] = Field(default_factory=list)
     safety: Safety = Safety()
+    #: The MQTT uplink to the fleet manager (gateway.uplink_config); none: runs offline.
+    uplink: UplinkConfig | None = None
 
     @model_validator(mode="after")
     def _check_references(self) -> Self:
@@ -163,6 +167,9 @@ def _reference_problems(cfg: SiteConfig) -> list[str]:
     for i, interlock in enumerate(cfg.interlocks):
         problems += reference_problems(f"interlocks[{i}]", interlock, profiles)
     problems += standard_interlocks.scope_problems(cfg.safety, profiles)
+    if cfg.uplink is not None:
+        points = {name: [p.name for p in profile.points] for name, profile in profiles.items()}
+        problems += report_reference_problems("uplink", cfg.uplink, points)
     if not problems:
         problems += _standard_problems(cfg, profiles)
     return problems
