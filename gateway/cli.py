@@ -70,6 +70,13 @@ def _snapshot(gw: Gateway) -> dict[str, object]:
             for dev, point, s in gw.image.points()
         },
         "buses": {name: s.stats.snapshot(now) for name, s in gw.schedulers.items()},
+        "uplink": None
+        if gw.uplink is None
+        else {
+            "connected": gw.uplink.connected,
+            "outbox_depth": gw.uplink.depth,
+            "dropped": gw.uplink.dropped,
+        },
     }
 
 

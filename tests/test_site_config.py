@@ -124,3 +124,45 @@ def test_shipped_example_site_passes_check(capsys: pytest.CaptureFixture[str]) -
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read the file"):
         load_site(tmp_path / "absent.toml")
+
+
+# -- [uplink] ------------------------------------------------------------------------------------
+
+
+def test_a_site_without_uplink_runs_offline_and_one_with_it_gets_the_defaults() -> None:
+    assert parse_site(BASE, "site.toml").uplink is None
+    site = parse_site(BASE + '\n[uplink]\nbroker = "mqtt://127.0.0.1:1883"\n', "site.toml")
+    assert site.uplink is not None
+    assert site.uplink.health_interval_s == 30
+    assert (site.uplink.host, site.uplink.port) == ("127.0.0.1", 1883)
+
+
+def test_uplink_mistakes_name_their_key() -> None:
+    text = BASE + '\n[uplink]\nbroker = "tcp://fleet"\nbatch_interval_s = 0\nhost = "x"\n'
+    found = problems_of(text)
+    assert any(p.startswith("uplink.broker: ") and "mqtt://" in p for p in found)
+    assert any(p.startswith("uplink.batch_interval_s: ") for p in found)
+    assert "uplink.host: unknown key (not part of the schema; check the spelling)" in found
+
+
+def test_uplink_point_overrides_must_name_points_of_the_site() -> None:
+    text = BASE + (
+        '\n[uplink]\nbroker = "mqtt://fleet"\n'
+        '[uplink.points."elevator-1.car_position"]\ndeadband = 1\n'
+        '[uplink.points."elevator-1.no_such_point"]\ndeadband = 1\n'
+        '[uplink.points."lift-9.car_position"]\ndeadband = 1\n'
+    )
+    found = problems_of(text)
+    missing = "uplink.points.elevator-1.no_such_point: device 'elevator-1' has no point"
+    assert f"{missing} 'no_such_point'" in found
+    assert any(p.startswith("uplink.points.lift-9.car_position: no device 'lift-9'") for p in found)
+    assert not any(p.startswith("uplink.points.elevator-1.car_position") for p in found)
+
+
+def test_check_command_reports_a_bad_uplink_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "site.toml"
+    path.write_text(BASE + '\n[uplink]\nbroker = "mqtt://fleet"\nwindow = 0\n', encoding="utf-8")
+    assert main(["check", str(path)]) == 2
+    assert "uplink.window: " in capsys.readouterr().out
