@@ -78,4 +78,4 @@ async def list_gateways(session: AsyncSession) -> list[tuple[str, str]]:
     rows = await session.execute(
         select(Site.name, Gateway.name).join(Gateway.site).order_by(Site.name, Gateway.name)
     )
-    return [(site, gateway) for site, gateway in rows.tuples()]
+    return [(site, gateway) for site, gateway in rows]
