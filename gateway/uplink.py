@@ -272,7 +272,9 @@ class Uplink:
         return len(fresh)
 
     async def flush(self) -> None:
-        """Append every pending reading to the outbox now (normally every batch interval)."""
+        """Append every pending reading to the outbox now (normally every batch interval);
+        on return, alarms handed to :meth:`alarm` before the call are in the outbox too."""
+        await self._db(lambda: None)  # the outbox thread runs calls in submission order
         now = time.monotonic()
         offset = time.time() - now
         while items := self._reporter.take(now):
