@@ -1,0 +1,69 @@
+"""Typed dependencies of the API routes: the request's database session and its actor.
+
+Every request resolves an actor, from ``Authorization: Bearer TOKEN`` or else the
+``doorstep_session`` cookie; a route that needs more than reading asks for a role with
+:func:`role`, which answers 403 with "DOING needs the ROLE role; you are ROLE".
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fleet.auth import Actor, session_actor, token_actor
+from fleet.models import Role
+from fleet.settings import Settings
+
+COOKIE = "doorstep_session"
+NOT_LOGGED_IN = "not logged in"
+BAD_TOKEN = "API token unknown or revoked"  # noqa: S105 (a message)
+
+_bearer = HTTPBearer(auto_error=False, description="an API token (POST /api/tokens)")
+_cookie = APIKeyCookie(name=COOKIE, auto_error=False, description="a login (POST /api/login)")
+
+
+async def _db_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with request.app.state.sessions() as session:
+        yield session
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SessionDep = Annotated[AsyncSession, Depends(_db_session)]
+SettingsDep = Annotated[Settings, Depends(_settings)]
+
+
+async def _actor(
+    session: SessionDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    cookie: Annotated[str | None, Depends(_cookie)],
+) -> Actor:
+    if bearer is not None:
+        actor = await token_actor(session, bearer.credentials)
+        if actor is None:
+            raise HTTPException(401, BAD_TOKEN, headers={"WWW-Authenticate": "Bearer"})
+        return actor
+    actor = None if cookie is None else await session_actor(session, cookie)
+    if actor is None:
+        raise HTTPException(401, NOT_LOGGED_IN)
+    return actor
+
+
+ActorDep = Annotated[Actor, Depends(_actor)]
+
+
+def role(needed: Role, doing: str) -> Any:
+    """A dependency: the actor, if it holds ``needed`` (403 naming ``doing`` otherwise)."""
+
+    async def check(actor: ActorDep) -> Actor:
+        actor.require(needed, doing)
+        return actor
+
+    return Depends(check)

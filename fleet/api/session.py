@@ -1,0 +1,78 @@
+"""Logging in and out with a browser, and who the current actor is."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Cookie, Request, Response
+from pydantic import BaseModel, Field
+
+from fleet import audit
+from fleet.api.deps import COOKIE, ActorDep, SessionDep, SettingsDep
+from fleet.auth import MAX_PASSWORD, LoginFailed, log_in, log_out
+from fleet.models import Role
+
+router = APIRouter(tags=["session"])
+log = logging.getLogger(__name__)
+
+
+class Credentials(BaseModel):
+    name: str = Field(max_length=64)
+    password: str = Field(max_length=MAX_PASSWORD)
+
+
+class Me(BaseModel):
+    name: str
+    role: Role
+
+
+@router.post("/login", responses={401: {"description": "wrong name or password"}})
+async def login(
+    credentials: Credentials,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> Me:
+    """Check the password and set the ``doorstep_session`` cookie (HttpOnly, SameSite=Strict,
+    12 h). The one error message never says whether the user exists."""
+    try:
+        user, secret = await log_in(
+            session, credentials.name, credentials.password, settings.session_lifetime
+        )
+    except LoginFailed:
+        client = request.client.host if request.client else "?"
+        log.warning("failed login as %r from %s", credentials.name, client)
+        raise
+    audit.record(session, f"user:{user.name}", "session.login", f"user:{user.name}")
+    await session.commit()
+    response.set_cookie(
+        COOKIE,
+        secret,
+        max_age=int(settings.session_lifetime.total_seconds()),
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return Me(name=user.name, role=Role(user.role))
+
+
+@router.post("/logout", status_code=204)
+async def logout(
+    actor: ActorDep,
+    session: SessionDep,
+    response: Response,
+    cookie: Annotated[str | None, Cookie(alias=COOKIE, include_in_schema=False)] = None,
+) -> None:
+    """End this browser login (an API token is revoked with DELETE /api/tokens/{id})."""
+    if cookie is not None and actor.token_id is None:
+        await log_out(session, cookie)
+        audit.record(session, actor.label, "session.logout", f"user:{actor.user}")
+        await session.commit()
+    response.delete_cookie(COOKIE, httponly=True, samesite="strict")
+
+
+@router.get("/me")
+async def me(actor: ActorDep) -> Me:
+    return Me(name=actor.user, role=actor.role)

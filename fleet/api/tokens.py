@@ -1,0 +1,70 @@
+"""API tokens for scripts: any logged-in user makes them for themselves, with a role at
+most their own; the secret is in the answer once and never again."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter, HTTPException
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+
+from fleet import audit
+from fleet.api.deps import ActorDep, SessionDep
+from fleet.auth import create_token, revoke_token
+from fleet.models import ApiToken, Role, User
+
+router = APIRouter(tags=["tokens"])
+
+
+class NewToken(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    role: Role
+
+
+class IssuedToken(BaseModel):
+    id: int
+    name: str
+    role: Role
+    token: str = Field(description="the secret: shown this once, only its SHA-256 is kept")
+
+
+class TokenView(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    role: Role
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@router.get("/tokens")
+async def list_tokens(actor: ActorDep, session: SessionDep) -> list[TokenView]:
+    """The actor's own tokens, revoked ones too."""
+    rows = await session.scalars(
+        select(ApiToken).where(ApiToken.user_id == actor.user_id).order_by(ApiToken.id)
+    )
+    return [TokenView.model_validate(t) for t in rows]
+
+
+@router.post("/tokens", status_code=201)
+async def add_token(new: NewToken, actor: ActorDep, session: SessionDep) -> IssuedToken:
+    owner = await session.get(User, actor.user_id)
+    if owner is None:
+        raise HTTPException(401, "not logged in")
+    token, secret = await create_token(session, actor, owner, new.name, new.role)
+    audit.record(
+        session, actor.label, "token.create", f"token:{token.id}",
+        {"name": token.name, "role": token.role, "owner": owner.name},
+    )  # fmt: skip
+    await session.commit()
+    return IssuedToken(id=token.id, name=token.name, role=Role(token.role), token=secret)
+
+
+@router.delete("/tokens/{token_id}", status_code=204)
+async def delete_token(token_id: int, actor: ActorDep, session: SessionDep) -> None:
+    """Revoke a token of one's own (an admin: anyone's); it is refused from then on."""
+    if await revoke_token(session, actor, token_id):
+        audit.record(session, actor.label, "token.revoke", f"token:{token_id}")
+        await session.commit()

@@ -1,0 +1,96 @@
+"""The fleet manager's ASGI application: the REST API, the web UI, and (in its lifespan) the
+database, the MQTT broker connection and the ingest task.
+
+The lifespan owns everything it starts: the engine is disposed, the ingest task cancelled
+and awaited (it lives in a task group) and the embedded broker shut down when the server
+stops. ``app.state`` holds ``settings``, ``sessions`` (an async_sessionmaker), ``ingest``
+(fleet.ingest.Ingest, there with ``Settings.ingest=False`` too, so tests can feed it
+directly) and ``ingest_ready`` (set once subscribed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from fleet import api
+from fleet.broker import BrokerUrl, EmbeddedBroker
+from fleet.db import open_database, sessions
+from fleet.ingest import Ingest, run_ingest
+from fleet.models import User
+from fleet.settings import Settings, default_client_id
+
+WEB = Path(__file__).parent / "web"
+log = logging.getLogger(__name__)
+
+
+async def _broker_url(settings: Settings, stack: AsyncExitStack) -> BrokerUrl:
+    """The external broker's URL, or the embedded broker started on ``stack``."""
+    if settings.mqtt_url is not None:
+        return BrokerUrl.parse(settings.mqtt_url)
+    host, port = settings.mqtt_listen
+    broker = await stack.enter_async_context(EmbeddedBroker(host, port))
+    log.info("embedded MQTT broker listening on %s", broker.url)
+    return BrokerUrl.parse(broker.url)
+
+
+async def _warn_without_users(maker: async_sessionmaker[AsyncSession]) -> None:
+    async with maker() as session:
+        if await session.scalar(select(User.id).limit(1)) is None:
+            log.warning(
+                "no users yet: create the first admin with `fleet user create NAME --role admin`"
+            )
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = await open_database(settings.database_url)
+        async with AsyncExitStack() as stack:
+            stack.push_async_callback(engine.dispose)
+            app.state.sessions = sessions(engine)
+            app.state.ingest = Ingest(app.state.sessions)
+            app.state.ingest_ready = asyncio.Event()
+            await _warn_without_users(app.state.sessions)
+            if not settings.ingest:
+                yield
+                return
+            broker = await _broker_url(settings, stack)
+            async with asyncio.TaskGroup() as tasks:
+                ingesting = tasks.create_task(
+                    run_ingest(
+                        app.state.ingest,
+                        broker,
+                        client_id=settings.mqtt_client_id or default_client_id(),
+                        ready=app.state.ingest_ready,
+                    ),
+                    name="fleet-ingest",
+                )
+                try:
+                    yield
+                finally:
+                    ingesting.cancel()
+
+    app = FastAPI(
+        title="Doorstep fleet manager",
+        summary="Sites, gateways, telemetry history and alarms of the Doorstep fleet.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    api.install(app)
+    app.mount("/static", StaticFiles(directory=WEB, check_dir=False), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(WEB / "index.html", media_type="text/html")
+
+    return app

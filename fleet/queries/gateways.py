@@ -1,0 +1,118 @@
+"""One line per gateway, as the overview and the site page show it: up or down, when last
+heard, its version, its open alarms by severity, unacknowledged alarms, outbox depth (from
+its last health report) and how many devices it has."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from typing import Any, TypeVarTuple
+
+from pydantic import BaseModel
+from sqlalchemy import Select, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fleet.models import Alarm, Device, Gateway, Site
+
+
+class AlarmCounts(BaseModel):
+    critical: int = 0
+    major: int = 0
+    minor: int = 0
+    info: int = 0
+
+
+class GatewayState(BaseModel):
+    """What the overview and the site page both show of a gateway."""
+
+    site: str
+    name: str
+    online: bool
+    last_seen: datetime | None
+    version: str
+    open_alarms: AlarmCounts
+    unacked_alarms: int
+    outbox_depth: int | None
+
+
+class GatewaySummary(GatewayState):
+    devices: int  # how many
+
+
+def _outbox_depth(health: dict[str, Any] | None) -> int | None:
+    depth = None if health is None else health.get("outbox_depth")
+    return depth if isinstance(depth, int) else None
+
+
+def summary(
+    site: str, gateway: Gateway, counts: dict[str, int], unacked: int, devices: int
+) -> GatewaySummary:
+    return GatewaySummary(
+        site=site,
+        name=gateway.name,
+        online=gateway.online,
+        last_seen=gateway.last_seen,
+        version=gateway.version,
+        open_alarms=AlarmCounts.model_validate(counts),
+        unacked_alarms=unacked,
+        outbox_depth=_outbox_depth(gateway.health),
+        devices=devices,
+    )
+
+
+async def summaries(
+    session: AsyncSession, site: str | None = None
+) -> list[tuple[Gateway, GatewaySummary]]:
+    """Every gateway (of ``site``, or all), ordered by site and name, with its summary."""
+    rows: Select[Gateway, str] = (
+        select(Gateway, Site.name).join(Site).order_by(Site.name, Gateway.name)
+    )
+    gateways = (await session.execute(_of_site(rows, site))).all()
+    open_counts, unacked, devices = await _counts(session, site)
+    return [
+        (gw, summary(name, gw, open_counts[gw.id], unacked.get(gw.id, 0), devices.get(gw.id, 0)))
+        for gw, name in gateways
+    ]
+
+
+Ts = TypeVarTuple("Ts")
+
+
+def _of_site(query: Select[*Ts], site: str | None) -> Select[*Ts]:
+    """``query`` (which mentions Gateway) limited to the gateways of ``site`` if given."""
+    if site is None:
+        return query
+    return query.where(
+        Gateway.site_id == select(Site.id).where(Site.name == site).scalar_subquery()
+    )
+
+
+async def _counts(
+    session: AsyncSession, site: str | None
+) -> tuple[dict[int, dict[str, int]], dict[int, int], dict[int, int]]:
+    """Open alarms by severity, unacknowledged alarms and devices, per gateway id."""
+    open_counts: dict[int, dict[str, int]] = defaultdict(dict)
+    by_severity = (
+        select(Alarm.gateway_id, Alarm.severity, func.count())
+        .join(Gateway, Alarm.gateway_id == Gateway.id)
+        .where(Alarm.cleared_at.is_(None))
+        .group_by(Alarm.gateway_id, Alarm.severity)
+    )
+    for gateway_id, severity, n in await session.execute(_of_site(by_severity, site)):
+        open_counts[gateway_id][severity] = n
+    unacked = (
+        select(Alarm.gateway_id, func.count())
+        .join(Gateway, Alarm.gateway_id == Gateway.id)
+        .where(Alarm.acked_at.is_(None))
+        .group_by(Alarm.gateway_id)
+    )
+    devices = (
+        select(Device.gateway_id, func.count())
+        .join(Gateway, Device.gateway_id == Gateway.id)
+        .group_by(Device.gateway_id)
+    )
+    return (
+        open_counts,
+        dict((await session.execute(_of_site(unacked, site))).all()),
+        dict((await session.execute(_of_site(devices, site))).all()),
+    )

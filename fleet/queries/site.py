@@ -1,0 +1,82 @@
+"""One site in detail: each gateway's summary with its last health report, its devices and
+the latest value of every point."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fleet.models import Device, LatestValue
+from fleet.queries.gateways import GatewayState, summaries
+from fleet.registry import find_site
+
+
+class PointValue(BaseModel):
+    value: Any
+    quality: str
+    at: datetime
+
+
+class DeviceView(BaseModel):
+    name: str
+    model: str
+    last_seen: datetime | None
+    points: dict[str, PointValue]
+
+
+class GatewayDetail(GatewayState):
+    health: dict[str, Any] | None  # the last wire.Health report
+    health_at: datetime | None
+    devices: list[DeviceView]
+
+
+class SiteDetail(BaseModel):
+    name: str
+    title: str
+    gateways: list[GatewayDetail]
+
+
+async def site_detail(session: AsyncSession, name: str) -> SiteDetail | None:
+    """None when there is no such site."""
+    site = await find_site(session, name)
+    if site is None:
+        return None
+    lines = await summaries(session, name)
+    devices = (
+        await session.scalars(
+            select(Device)
+            .where(Device.gateway_id.in_([gw.id for gw, _ in lines]))
+            .order_by(Device.name)
+        )
+    ).all()
+    points: dict[int, dict[str, PointValue]] = defaultdict(dict)
+    values = await session.scalars(
+        select(LatestValue)
+        .where(LatestValue.device_id.in_([d.id for d in devices]))
+        .order_by(LatestValue.point)
+    )
+    for v in values:
+        points[v.device_id][v.point] = PointValue(value=v.value, quality=v.quality, at=v.at)
+    by_gateway: dict[int, list[DeviceView]] = defaultdict(list)
+    for d in devices:
+        by_gateway[d.gateway_id].append(
+            DeviceView(name=d.name, model=d.model, last_seen=d.last_seen, points=points[d.id])
+        )
+    return SiteDetail(
+        name=site.name,
+        title=site.title,
+        gateways=[
+            GatewayDetail(
+                **line.model_dump(exclude={"devices"}),
+                health=gw.health,
+                health_at=gw.health_at,
+                devices=by_gateway[gw.id],
+            )
+            for gw, line in lines
+        ],
+    )
