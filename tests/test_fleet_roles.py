@@ -1,0 +1,185 @@
+"""Who may do what: roles by rank (viewer < maintainer < operator < admin), API tokens that act
+with their own role and never above their owner's, revocation."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from fastapi import FastAPI
+from fleet_api_client import PASSWORD, add_user, client, fleet_app, login, raised, send, user
+from sqlalchemy import select
+
+from fleet.auth import digest
+from fleet.models import ApiToken, Role
+from fleet.registry import register_gateway
+from gateway import wire
+
+pytestmark = pytest.mark.fleet
+
+ACK_DENIED = "acknowledging alarms needs the maintainer role; you are viewer"
+
+
+async def an_alarm(app: FastAPI) -> int:
+    """A registered gateway that raised one alarm; its id."""
+    async with app.state.sessions() as session:
+        await register_gateway(session, "north", "gw-1")
+        await session.commit()
+    now = time.time()
+    batch = wire.EventBatch(seq=1, at=now, events=[raised(1, "fire", "critical", now)])
+    await send(app, "north", "gw-1", batch)
+    async with user(app, "root", Role.ADMIN) as admin:
+        [alarm] = (await admin.get("/api/alarms")).json()
+    return int(alarm["id"])
+
+
+async def test_a_viewer_cannot_acknowledge_but_a_maintainer_can(fleet_db_url: str) -> None:
+    async with fleet_app(fleet_db_url) as app:
+        alarm = await an_alarm(app)
+        async with user(app, "vi", Role.VIEWER) as viewer:
+            denied = await viewer.post(f"/api/alarms/{alarm}/ack")
+            still = (await viewer.get("/api/alarms")).json()
+        async with user(app, "ma", Role.MAINTAINER) as maintainer:
+            acked = await maintainer.post(f"/api/alarms/{alarm}/ack")
+    assert (denied.status_code, denied.json()) == (403, {"detail": ACK_DENIED})
+    assert still[0]["acked_at"] is None
+    assert acked.status_code == 200
+    assert acked.json()["acked_by"] == "ma"
+
+
+async def test_only_an_admin_creates_users_and_reads_the_audit_log(fleet_db_url: str) -> None:
+    new = {"name": "newbie", "role": "viewer", "password": PASSWORD}
+    async with fleet_app(fleet_db_url) as app:
+        async with user(app, "op", Role.OPERATOR) as operator:
+            create = await operator.post("/api/users", json=new)
+            audit = await operator.get("/api/audit")
+            listing = await operator.get("/api/users")
+        async with user(app, "ma", Role.MAINTAINER) as maintainer:
+            as_maintainer = await maintainer.post("/api/users", json=new)
+        async with user(app, "root", Role.ADMIN) as admin:
+            created = await admin.post("/api/users", json=new)
+            users = (await admin.get("/api/users")).json()
+    assert (create.status_code, create.json()) == (
+        403, {"detail": "creating users needs the admin role; you are operator"},
+    )  # fmt: skip
+    assert as_maintainer.json() == {
+        "detail": "creating users needs the admin role; you are maintainer"
+    }
+    assert audit.status_code == listing.status_code == 403
+    assert created.status_code == 201
+    assert [(u["name"], u["role"]) for u in users] == [
+        ("ma", "maintainer"), ("newbie", "viewer"), ("op", "operator"), ("root", "admin"),
+    ]  # fmt: skip
+
+
+async def test_an_admin_cannot_make_a_weak_password_or_a_duplicate(fleet_db_url: str) -> None:
+    async with fleet_app(fleet_db_url) as app, user(app, "root", Role.ADMIN) as admin:
+        weak = await admin.post(
+            "/api/users", json={"name": "x", "role": "viewer", "password": "short"}
+        )
+        dup = await admin.post(
+            "/api/users", json={"name": "root", "role": "viewer", "password": PASSWORD}
+        )
+    assert (weak.status_code, weak.json()) == (
+        422, {"detail": "password: at least 12 characters expected"},
+    )  # fmt: skip
+    assert (dup.status_code, dup.json()) == (409, {"detail": "user 'root' exists already"})
+
+
+async def test_only_an_operator_registers_sites_and_gateways(fleet_db_url: str) -> None:
+    async with fleet_app(fleet_db_url) as app:
+        async with user(app, "ma", Role.MAINTAINER) as maintainer:
+            denied = await maintainer.post("/api/sites", json={"name": "east"})
+        async with user(app, "op", Role.OPERATOR) as operator:
+            site = await operator.post("/api/sites", json={"name": "east"})
+            gateway = await operator.post("/api/sites/east/gateways", json={"name": "gw-1"})
+    assert denied.json() == {
+        "detail": "registering sites and gateways needs the operator role; you are maintainer"
+    }
+    assert (site.status_code, gateway.status_code) == (201, 201)
+
+
+async def test_a_viewer_token_of_an_admin_acts_as_a_viewer(fleet_db_url: str) -> None:
+    async with fleet_app(fleet_db_url) as app:
+        alarm = await an_alarm(app)
+        async with login(app, "root") as admin:
+            issued = await admin.post("/api/tokens", json={"name": "wallboard", "role": "viewer"})
+        secret = issued.json()["token"]
+        async with client(app, token=secret) as script:
+            me = (await script.get("/api/me")).json()
+            overview = await script.get("/api/overview")
+            ack = await script.post(f"/api/alarms/{alarm}/ack")
+            create = await script.post(
+                "/api/users", json={"name": "evil", "role": "admin", "password": PASSWORD}
+            )
+            stronger = await script.post("/api/tokens", json={"name": "up", "role": "admin"})
+        async with app.state.sessions() as session:
+            stored = (await session.scalars(select(ApiToken.token_hash))).all()
+    assert issued.status_code == 201
+    assert me == {"name": "root", "role": "viewer"}
+    assert overview.status_code == 200
+    assert (ack.status_code, ack.json()) == (403, {"detail": ACK_DENIED})
+    assert create.json() == {"detail": "creating users needs the admin role; you are viewer"}
+    assert stronger.status_code == 403
+    assert stored == [digest(secret)]  # only the hash is kept
+
+
+async def test_a_token_cannot_have_a_role_above_its_owner(fleet_db_url: str) -> None:
+    async with fleet_app(fleet_db_url) as app, user(app, "ma", Role.MAINTAINER) as maintainer:
+        above = await maintainer.post("/api/tokens", json={"name": "x", "role": "operator"})
+        equal = await maintainer.post("/api/tokens", json={"name": "y", "role": "maintainer"})
+        mine = (await maintainer.get("/api/tokens")).json()
+    assert above.status_code == 403
+    assert above.json() == {
+        "detail": "a token cannot have a role above its owner's: asked for operator, "
+        "at most maintainer allowed"
+    }
+    assert equal.status_code == 201
+    assert [(t["name"], t["role"]) for t in mine] == [("y", "maintainer")]
+
+
+async def test_a_revoked_token_is_refused(fleet_db_url: str) -> None:
+    async with fleet_app(fleet_db_url) as app, user(app, "op", Role.OPERATOR) as operator:
+        issued = (
+            await operator.post("/api/tokens", json={"name": "ci", "role": "operator"})
+        ).json()
+        async with client(app, token=issued["token"]) as script:
+            before = await script.get("/api/overview")
+            assert (await operator.delete(f"/api/tokens/{issued['id']}")).status_code == 204
+            after = await script.get("/api/overview")
+        async with client(app, token="dst_made-up") as guess:
+            made_up = await guess.get("/api/overview")
+        listed = (await operator.get("/api/tokens")).json()
+    assert before.status_code == 200
+    assert (after.status_code, after.json()) == (401, {"detail": "API token unknown or revoked"})
+    assert made_up.status_code == 401
+    assert listed[0]["revoked_at"] is not None
+
+
+async def test_only_the_owner_or_an_admin_revokes_a_token(fleet_db_url: str) -> None:
+    async with fleet_app(fleet_db_url) as app:
+        async with user(app, "op", Role.OPERATOR) as operator:
+            issued = (
+                await operator.post("/api/tokens", json={"name": "ci", "role": "viewer"})
+            ).json()
+        async with user(app, "ma", Role.MAINTAINER) as other:
+            stranger = await other.delete(f"/api/tokens/{issued['id']}")
+        async with client(app, token=issued["token"]) as script:
+            still_works = await script.get("/api/me")
+        async with user(app, "root", Role.ADMIN) as admin:
+            by_admin = await admin.delete(f"/api/tokens/{issued['id']}")
+            log = [(e["actor"], e["action"]) for e in (await admin.get("/api/audit")).json()]
+    assert stranger.status_code == 404
+    assert still_works.status_code == 200
+    assert by_admin.status_code == 204
+    assert ("user:root", "token.revoke") in log
+
+
+async def test_nothing_is_readable_without_logging_in(fleet_db_url: str) -> None:
+    async with fleet_app(fleet_db_url) as app, client(app) as anonymous:
+        await add_user(app, "root", Role.ADMIN)
+        paths = ["/api/overview", "/api/sites", "/api/sites/x", "/api/alarms", "/api/ingest"]
+        answers = [await anonymous.get(p) for p in paths]
+        ack = await anonymous.post("/api/alarms/1/ack")
+    assert {a.status_code for a in [*answers, ack]} == {401}
+    assert ack.json() == {"detail": "not logged in"}
