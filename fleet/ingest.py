@@ -76,6 +76,11 @@ TOPIC_COLUMN = 300
 DETAIL_COLUMN = 2000  # what is kept of a rejection's detail
 RECONNECT_MIN_S = 0.2
 RECONNECT_MAX_S = 10.0
+#: How long connecting (CONNACK) and subscribing (SUBACK) may take.
+MQTT_TIMEOUT_S = 10.0
+#: paho logs every failed attempt at ERROR; run_ingest reports an outage itself, once.
+PAHO_LOG = logging.getLogger(f"{__name__}.paho")
+PAHO_LOG.setLevel(logging.CRITICAL)
 
 
 @dataclass(frozen=True)
@@ -555,6 +560,7 @@ async def run_ingest(
     ready: asyncio.Event | None = None,
     reconnect_min_s: float = RECONNECT_MIN_S,
     reconnect_max_s: float = RECONNECT_MAX_S,
+    timeout_s: float = MQTT_TIMEOUT_S,
 ) -> None:
     """Subscribe (QoS 1) to every gateway's state/telemetry/events/health and feed
     ``ingest.handle``; reconnect with bounded back-off forever until cancelled; sets
@@ -570,6 +576,8 @@ async def run_ingest(
                 identifier=client_id,
                 clean_session=False,  # the broker keeps our QoS 1 messages while we are away
                 keepalive=30,
+                timeout=timeout_s,
+                logger=PAHO_LOG,
                 **broker.client_options(),
             ) as client:
                 await client.subscribe([(wire.subscription(kind), 1) for kind in KINDS])
