@@ -1,0 +1,226 @@
+"""The ``fleet`` command line: the first admin, sites, gateways and tokens made on the server,
+audited as ``cli:UNIXUSER``; option errors that name the option; ``fleet serve`` running the
+API and ingest behind a real socket."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import aiomqtt
+import httpx
+import pytest
+from fleet_api_client import PASSWORD, client, fleet_app, login
+
+from fleet.cli import main
+from gateway import wire
+from hil_tests.broker import free_port
+
+pytestmark = pytest.mark.fleet
+CLI_ACTOR = f"cli:{getpass.getuser()}"
+
+
+def fleet(argv: list[str], capsys: pytest.CaptureFixture[str], stdin: str = "") -> tuple[int, str]:
+    """Run ``fleet ARGV`` in this process: exit code and what it printed (stdout + stderr)."""
+    sys.stdin = io.StringIO(stdin)
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's usage errors
+        code = int(exit_.code or 0)
+    finally:
+        sys.stdin = sys.__stdin__
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+async def audit_log(url: str) -> list[tuple[str, str, str]]:
+    async with fleet_app(url) as app, login(app, "ada") as admin:
+        return [
+            (e["actor"], e["action"], e["target"]) for e in (await admin.get("/api/audit")).json()
+        ]
+
+
+def test_a_user_created_on_the_command_line_logs_in(
+    fleet_db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["user", "create", "ada", "--role", "admin", "--password-stdin", "--db", fleet_db_url]
+    code, out = fleet(argv, capsys, stdin=PASSWORD + "\n")
+    assert (code, out) == (0, "created user ada with role admin\n")
+    log = asyncio.run(audit_log(fleet_db_url))
+    assert log == [
+        ("user:ada", "session.login", "user:ada"),
+        (CLI_ACTOR, "user.create", "user:ada"),
+    ]
+
+
+def test_a_duplicate_user_is_a_clear_error(
+    fleet_db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["user", "create", "ada", "--role", "viewer", "--password-stdin", "--db", fleet_db_url]
+    assert fleet(argv, capsys, stdin=PASSWORD)[0] == 0
+    code, out = fleet(argv, capsys, stdin="another long password")
+    assert (code, out) == (1, "fleet: failed: user 'ada' exists already\n")
+
+
+def test_a_generated_password_is_printed_once_and_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DOORSTEP_FLEET_DIR", str(tmp_path / "state"))
+    code, out = fleet(["user", "create", "ada", "--role", "operator"], capsys)
+    assert code == 0
+    prefix = "created user ada with role operator; password (shown once): "
+    assert out.startswith(prefix)
+    password = out.removeprefix(prefix).strip()
+    assert len(password) >= 12
+
+    async def log_in() -> int:
+        url = f"sqlite:///{tmp_path / 'state' / 'fleet.db'}"  # the default database
+        async with fleet_app(url) as app, client(app) as browser:
+            answer = await browser.post("/api/login", json={"name": "ada", "password": password})
+            return answer.status_code
+
+    assert asyncio.run(log_in()) == 200
+
+
+@pytest.mark.parametrize(
+    ("argv", "stdin", "message"),
+    [
+        (["user", "create", "x", "--role", "boss"], "", "argument --role: invalid choice: 'boss'"),
+        (["user", "create", "x", "--role", "admin", "--password-stdin"], "short\n",
+         "fleet: error: password: at least 12 characters expected"),
+        (["user", "create", "x", "--role", "admin", "--password-stdin"], "",
+         "fleet: error: --password-stdin: expected a password of at least 12 characters"),
+        (["user", "create", "has space", "--role", "admin"], "",
+         "fleet: error: user name 'has space': expected 1-64 letters"),
+        (["site", "add", "North"], "", "fleet: error: site name 'North': expected lower-case"),
+        (["site", "add", "north", "--db", "mysql://db/fleet"], "",
+         "fleet: error: --db: database URL 'mysql://db/fleet': expected sqlite:///PATH"),
+        (["serve", "--mqtt-listen", "1883"], "",
+         "argument --mqtt-listen: '1883': expected HOST:PORT, e.g. 127.0.0.1:1883"),
+        (["serve", "--port", "80000"], "",
+         "argument --port: '80000': expected a TCP port 1..65535"),
+        (["serve", "--mqtt", "http://broker"], "",
+         "fleet: error: --mqtt: broker URL 'http://broker': unknown scheme 'http'"),
+        (["token", "create", "ada", "--name", "ci"], "",
+         "the following arguments are required: --role"),
+    ],
+)  # fmt: skip
+def test_bad_input_names_the_option_and_exits_2(
+    argv: list[str],
+    stdin: str,
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("DOORSTEP_FLEET_DIR", str(tmp_path))
+    code, out = fleet(argv, capsys, stdin=stdin)
+    assert code == 2
+    assert message in out
+
+
+def test_sites_gateways_and_tokens_on_the_command_line(
+    fleet_db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = ["--db", fleet_db_url]
+    create = ["user", "create", "ada", "--role", "maintainer", "--password-stdin", *db]
+    assert fleet(create, capsys, stdin=PASSWORD)[0] == 0
+    assert fleet(["site", "add", "north", "--title", "North depot", *db], capsys) == (
+        0, "added site north\n",
+    )  # fmt: skip
+    assert fleet(["gateway", "add", "north", "gw-1", *db], capsys) == (
+        0, "added gateway north/gw-1\n",
+    )  # fmt: skip
+    assert fleet(["gateway", "add", "north", "gw-1", *db], capsys) == (
+        1, "fleet: failed: gateway 'gw-1' of site 'north' exists already\n",
+    )  # fmt: skip
+    assert fleet(["gateway", "add", "south", "gw-1", *db], capsys) == (
+        1, "fleet: failed: no site 'south': add it first with `fleet site add south`\n",
+    )  # fmt: skip
+    above = fleet(["token", "create", "ada", "--name", "ci", "--role", "admin", *db], capsys)
+    assert above[0] == 2
+    assert "--role: a token cannot have a role above its owner's" in above[1]
+    assert fleet(["token", "create", "bob", "--name", "ci", "--role", "viewer", *db], capsys) == (
+        1, "fleet: failed: no user 'bob'\n",
+    )  # fmt: skip
+    code, out = fleet(["token", "create", "ada", "--name", "ci", "--role", "viewer", *db], capsys)
+    assert code == 0
+    secret = out.rsplit(": ", 1)[1].strip()
+
+    async def use_token() -> tuple[dict[str, str], list[dict[str, object]]]:
+        async with fleet_app(fleet_db_url) as app, client(app, token=secret) as script:
+            return (await script.get("/api/me")).json(), (await script.get("/api/sites")).json()
+
+    me, sites = asyncio.run(use_token())
+    assert me == {"name": "ada", "role": "viewer"}
+    assert sites == [{"name": "north", "title": "North depot", "gateways": 1}]
+
+
+def test_fleet_serve_answers_http_and_ingests_from_its_embedded_broker(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = ["--db", f"sqlite:///{tmp_path / 'fleet.db'}"]
+    assert (
+        fleet(
+            ["user", "create", "ada", "--role", "admin", "--password-stdin", *db], capsys, PASSWORD
+        )[0]
+        == 0
+    )
+    assert fleet(["gateway", "add", "north", "gw-1", *db], capsys)[0] == 1  # no site yet
+    assert fleet(["site", "add", "north", *db], capsys)[0] == 0
+    assert fleet(["gateway", "add", "north", "gw-1", *db], capsys)[0] == 0
+    http, mqtt = free_port(), free_port()
+    argv = [
+        sys.executable, "-m", "fleet.cli", "serve", *db, "--port", str(http),
+        "--mqtt-listen", f"127.0.0.1:{mqtt}", "--mqtt-client-id", f"fleet-test-{os.getpid()}",
+    ]  # fmt: skip
+    server = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        base = f"http://127.0.0.1:{http}"
+        with httpx.Client(base_url=base, timeout=5) as browser:
+            _wait_until(lambda: _answers(browser, "/api/me") == 401, "the API answers")
+            login = browser.post("/api/login", json={"name": "ada", "password": PASSWORD})
+            assert login.status_code == 200
+            asyncio.run(_publish_online(mqtt))
+
+            def online() -> bool:
+                sites = browser.get("/api/overview").json()["sites"]
+                return bool(sites[0]["gateways"][0]["online"])
+
+            _wait_until(online, "ingest stores the gateway's state")
+            assert browser.get("/").status_code == 200
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output, _ = server.communicate(timeout=20)
+    # uvicorn shuts down cleanly, then re-raises the signal it caught (a service manager sees it)
+    assert server.returncode in (0, -signal.SIGTERM), output
+    assert "Application shutdown complete" in output
+
+
+def _answers(browser: httpx.Client, path: str) -> int | None:
+    try:
+        return browser.get(path).status_code
+    except httpx.TransportError:
+        return None
+
+
+def _wait_until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {timeout:.0f} s for: {what}"
+        time.sleep(0.1)
+
+
+async def _publish_online(port: int) -> None:
+    state = wire.State(status="online", version="9.9.9", at=time.time())
+    async with aiomqtt.Client("127.0.0.1", port, identifier="gw-test") as gw:
+        topic = wire.topic("north", "gw-1", wire.Kind.STATE)
+        await gw.publish(topic, wire.encode(state), qos=1, retain=True)
