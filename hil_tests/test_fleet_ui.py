@@ -166,9 +166,11 @@ def seed(fleet: Any) -> None:
             devices={"elv-a": "ELV-24476"},
         ),
     )
-    # an hour of charger current, one reading a minute, then the current state of everything
+    # an hour of charger current, a reading every 10 s (a ramp with ripple, so each plotted
+    # interval has a min-max band), then the current state of everything
     history = [
-        reading("evse-1", "l1_current", 6.0 + (i % 20), at=now - 3600 + i * 60) for i in range(60)
+        reading("evse-1", "l1_current", 6.0 + (i // 6) % 20 + (i % 2) * 0.8, at=now - 3600 + i * 10)
+        for i in range(360)
     ]
     fleet.telemetry(SITE, GW, history)
     fleet.telemetry(
@@ -402,14 +404,22 @@ def test_viewer_cannot_acknowledge_and_a_maintainer_can(page: Any) -> None:
 def test_history_plots_the_min_max_band_and_average(page: Any) -> None:
     from playwright.sync_api import expect
 
-    query = f"site={SITE}&gateway={GW}&device=evse-1&point=l1_current&range=1h"
-    log_in(page, "vera", f"/#/history?{query}")
+    log_in(page, "vera", "/#/history")
+    page.get_by_label("Site", exact=True).select_option(SITE)
+    page.get_by_label("Gateway", exact=True).select_option(GW)
+    page.get_by_label("Device", exact=True).select_option("evse-1")
+    page.get_by_label("Point", exact=True).select_option("l1_current")
     avg = page.locator("svg.chart path.avg")
-    expect(avg).to_have_attribute("d", re.compile(r"^M[\d.]+,[\d.]+( L[\d.]+,[\d.]+){20,}"))
-    expect(page.locator("svg.chart path.band")).to_have_attribute("d", re.compile(r"Z$"))
-    expect(page.locator("figcaption")).to_contain_text("A")
+    expect(avg).to_have_attribute("d", re.compile(r"^M[\d.]+,[\d.]+( L[\d.]+,[\d.]+){100,}$"))
+    expect(page.locator("svg.chart path.band")).to_have_attribute("d", re.compile(r"^M.* Z$"))
+    expect(page.get_by_role("img")).to_contain_text("l1_current of evse-1")
+    # the band spans the readings' minimum and maximum, the line their average
+    expect(page.locator("figcaption")).to_contain_text("Range 6–25.8 A")
+    expect(page.get_by_role("button", name="1 h")).to_have_attribute("aria-pressed", "true")
     page.get_by_role("button", name="6 h").click()
+    expect(page).to_have_url(re.compile(r"range=6h"))
     expect(page.get_by_role("button", name="6 h")).to_have_attribute("aria-pressed", "true")
+    expect(page.get_by_role("button", name="1 h")).to_have_attribute("aria-pressed", "false")
     expect(avg).to_have_attribute("d", re.compile(r"^M"))
 
 

@@ -389,7 +389,8 @@
             },
             h("td", {}, badge(g.online)),
             h("td", {}, h("a", { href: `#/site/${encodeURIComponent(site.name)}` },
-              site.title || site.name)),
+              site.title || site.name), site.title && site.title !== site.name
+              ? h("small", { class: "site-name" }, ` ${site.name}`) : null),
             h("th", { scope: "row" }, g.name),
             h("td", { title: g.last_seen || "" }, ago(g.last_seen)),
             h("td", {}, g.version || "–"),
@@ -499,7 +500,7 @@
         fact(d, "State", "cp_state", `${cp} — ${CP_STATES[cp] || "unknown"}${has(d, "charging_state")
           ? ` (${label(d, "charging_state")})` : ""}`, cp === "E" || cp === "F"),
         phases.length ? fact(d, "Current", phases[0], `${num(Math.max(...amps), 1)} A${amps.length > 1
-          ? ` (${amps.map((a) => num(a, 1)).join(" / ")})` : ""}`) : null,
+          ? ` (${phases.map((p, i) => `L${i + 1} ${num(v(d, p), 1)}`).join(" · ")})` : ""}`) : null,
         fact(d, "Setpoint", "max_current", `${num(v(d, "max_current"), 1)} A`),
         fact(d, "Applied", "applied_current", `${num(v(d, "applied_current"), 1)} A`),
         fact(d, "Power", "power", label(d, "power")),
@@ -670,6 +671,9 @@
               " · open alarms: ", SEVERITIES.map((s) => h("span", {
                 class: a[s] ? `chip sev-${s}` : "chip zero" }, `${a[s] || 0} ${s}`)),
               ` · ${g.unacked_alarms || 0} unacknowledged`),
+            g.online ? null : h("p", { class: "note offline-note" },
+              `▲ This gateway is offline: the values below are as it last reported them (${
+                ago(g.last_seen)}).`),
             healthBlock(g),
             h("div", { class: "devices" },
               [...g.devices].sort((x, y) => x.name.localeCompare(y.name))
@@ -761,7 +765,7 @@
 
   // --- history ---
 
-  function chart(series, sinceMs, untilMs, unit, title) {
+  function chart(series, bucketS, sinceMs, untilMs, unit, title) {
     const W = 800, H = 280, L = 64, R = 16, T = 16, B = 36;
     const pts = series.filter((b) => isNumber(b.avg));
     const lo0 = Math.min(...pts.map((b) => (isNumber(b.min) ? b.min : b.avg)));
@@ -772,12 +776,15 @@
     const y = (val) => T + (1 - (val - lo) / (hi - lo)) * (H - T - B);
     const fx = (n) => n.toFixed(1);
     // split into runs where buckets are adjacent (a gap in the data is a gap in the line)
-    const step = (untilMs - sinceMs) / Math.max(series.length, 1);
+    // Gateways report by exception (a quiet point at least every 5 min), so only a silence
+    // longer than that and three buckets is a gap in the line.
+    const bucketMs = bucketS ? bucketS * 1000 : (untilMs - sinceMs) / Math.max(series.length, 1);
+    const gapMs = Math.max(3 * bucketMs, 10 * 60 * 1000);
     const runs = [];
     let prev = null;
     for (const b of pts) {
       const t = Date.parse(b.t);
-      if (prev === null || t - prev > step * 2.5) runs.push([]);
+      if (prev === null || t - prev > gapMs) runs.push([]);
       runs[runs.length - 1].push({ t, b });
       prev = t;
     }
@@ -789,7 +796,7 @@
     }).join(" ");
     const line = runs.map((run) =>
       `M${run.map(({ t, b }) => `${fx(x(t))},${fx(y(b.avg))}`).join(" L")}`).join(" ");
-    const yTicks = [0, 1, 2, 3, 4].map((i) => lo0 + ((hi0 - lo0) * i) / 4);
+    const yTicks = niceTicks(lo, hi, 5);
     const xTicks = [0, 1, 2, 3, 4].map((i) => sinceMs + ((untilMs - sinceMs) * i) / 4);
     const hm = (ms) => { const d = new Date(ms); return `${pad(d.getHours())}:${pad(d.getMinutes())}`; };
     return h("svg:svg", {
@@ -797,7 +804,7 @@
     },
     h("svg:title", { id: "chart-title" }, title),
     h("svg:rect", { x: L, y: T, width: W - L - R, height: H - T - B, class: "plot-bg" }),
-    [...new Set(yTicks)].map((val) => [
+    yTicks.map((val) => [
       h("svg:line", { x1: L, x2: W - R, y1: fx(y(val)), y2: fx(y(val)), class: "gridline" }),
       h("svg:text", { x: L - 6, y: fx(y(val) + 4), class: "tick", "text-anchor": "end" },
         `${num(val)}${unit ? ` ${unit}` : ""}`),
@@ -806,6 +813,18 @@
       "text-anchor": "middle" }, hm(ms))),
     h("svg:path", { d: band, class: "band" }),
     h("svg:path", { d: line, class: "avg" }));
+  }
+
+  /** Round values between lo and hi, about `count` of them, 1/2/5 × 10^k apart. */
+  function niceTicks(lo, hi, count) {
+    const raw = (hi - lo) / count;
+    const mag = 10 ** Math.floor(Math.log10(raw));
+    const step = [1, 2, 5, 10].map((f) => f * mag).find((s) => s >= raw) || raw;
+    const out = [];
+    for (let t = Math.ceil(lo / step) * step; t <= hi + step * 1e-9; t += step) {
+      out.push(Math.abs(t) < step * 1e-9 ? 0 : Number(t.toPrecision(12)));
+    }
+    return out;
   }
 
   function historyView(params) {
@@ -858,7 +877,7 @@
           const u = unit ? ` ${unit}` : "";
           body = [
             h("figure", { class: "chart-box" },
-              chart(history.series, sinceMs, untilMs, unit, `${what}: min ${num(lo)}${u}, max ${
+              chart(history.series, history.bucket_seconds, sinceMs, untilMs, unit, `${what}: min ${num(lo)}${u}, max ${
                 num(hi)}${u}`),
               h("figcaption", {}, h("span", { class: "key-band" }, "▮"), " min–max per interval  ",
                 h("span", { class: "key-avg" }, "━"), " average.  ",
@@ -873,6 +892,8 @@
                   h("td", {}, num(b.max)), h("td", {}, String(b.n ?? "")))))))
           ];
         }
+        const keyLinks = site ? site.gateways.flatMap((g) => g.devices.flatMap((d) =>
+          (HISTORY_POINTS[d.model] || []).filter((p) => has(d, p)).map((p) => ({ g, d, p })))) : [];
         return [
           h("h1", {}, "History"),
           flashBox(),
@@ -886,6 +907,12 @@
                 type: "button", "data-action": "range", "data-range": r,
                 "aria-pressed": r === range ? "true" : "false",
               }, r.replace("h", " h"))))),
+          keyLinks.length ? h("nav", { class: "key-points", "aria-label": "Key points" },
+            "Key points: ", keyLinks.map(({ g, d, p }, i) => [i ? " · " : "", h("a", {
+              href: historyHref(sel.site, g.name, d.name, p).replace("range=1h", `range=${range}`),
+              "aria-current": sel.gateway === g.name && sel.device === d.name && sel.point === p
+                ? "true" : null,
+            }, `${d.name} ${p}`)])) : null,
           body,
         ];
       },
