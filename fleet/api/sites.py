@@ -56,7 +56,7 @@ async def create_gateway(
     gateway = await register_gateway(session, site, new.name)
     audit.record(session, actor.label, "gateway.create", f"gateway:{site}/{gateway.name}")
     await session.commit()
-    return next(line for gw, line in await summaries(session, site) if gw.id == gateway.id)
+    return next(line.summary for line in await summaries(session, site) if line.id == gateway.id)
 
 
 @router.get("/sites/{site}")

@@ -34,8 +34,8 @@ async def overview(session: AsyncSession) -> Overview:
     """Sites by name (those without gateways too), gateways by name within each."""
     generated_at = utcnow()
     by_site: dict[str, list[GatewaySummary]] = defaultdict(list)
-    for _, line in await summaries(session):
-        by_site[line.site].append(line)
+    for line in await summaries(session):
+        by_site[line.summary.site].append(line.summary)
     sites = await session.execute(select(Site.name, Site.title).order_by(Site.name))
     return Overview(
         generated_at=generated_at,

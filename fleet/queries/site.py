@@ -50,7 +50,7 @@ async def site_detail(session: AsyncSession, name: str) -> SiteDetail | None:
     devices = (
         await session.scalars(
             select(Device)
-            .where(Device.gateway_id.in_([gw.id for gw, _ in lines]))
+            .where(Device.gateway_id.in_([line.id for line in lines]))
             .order_by(Device.name)
         )
     ).all()
@@ -72,11 +72,11 @@ async def site_detail(session: AsyncSession, name: str) -> SiteDetail | None:
         title=site.title,
         gateways=[
             GatewayDetail(
-                **line.model_dump(exclude={"devices"}),
-                health=gw.health,
-                health_at=gw.health_at,
-                devices=by_gateway[gw.id],
+                **line.summary.model_dump(exclude={"devices"}),
+                health=line.health,
+                health_at=line.health_at,
+                devices=by_gateway[line.id],
             )
-            for gw, line in lines
+            for line in lines
         ],
     )
