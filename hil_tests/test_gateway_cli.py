@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from hil_tests.conftest import gateway_cli, rtu_bus, site_config
@@ -46,15 +50,47 @@ async def test_gateway_run_on_a_missing_serial_port_says_so_and_exits_1(tmp_path
     assert "Traceback" not in done.stdout + done.stderr
 
 
-def test_make_demo_starts_the_example_site_and_shows_every_device() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "hil_tests.rig.demo", "--duration", "4"],
-        capture_output=True,
+def test_make_demo_starts_the_site_the_gateway_and_the_fleet_it_reports_to() -> None:
+    """What a newcomer sees: the live table of every device, the fleet's URL and a login
+    that works, and the gateway online in the fleet with its devices."""
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "hil_tests.rig.demo", "--duration", "12",
+         "--http-port", "0", "--mqtt-port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=60,
         env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
-    )
-    assert done.returncode == 0, done.stderr
+    )  # fmt: skip
+    assert demo.stdout is not None
+    found = None
+    for line in demo.stdout:
+        found = re.search(r"fleet manager: (http://\S+)  login: (\S+) / (\S+)", line)
+        if found:
+            break
+    assert found, "the demo printed no fleet URL and login"
+    url, user, password = found.groups()
+    overview = _fleet_overview_once_reported(url, user, password)
+    out, err = demo.communicate(timeout=60)
+    assert demo.returncode == 0, err
     for device in ("elevator-1", "lockers-2", "charger-4", "pv", "meter"):
-        assert device in done.stdout, device
-    assert "Traceback" not in done.stderr
+        assert device in out, device
+    assert "Traceback" not in err
+    [site] = overview["sites"]
+    [gateway] = site["gateways"]
+    assert (site["name"], gateway["name"], gateway["online"]) == ("lianhua-garden", "gw-01", True)
+    assert gateway["devices"] == 11
+
+
+def _fleet_overview_once_reported(url: str, user: str, password: str) -> dict[str, Any]:
+    with httpx.Client(base_url=url, timeout=5) as client:
+        login = client.post("/api/login", json={"name": user, "password": password})
+        assert login.status_code == 200, login.text
+        deadline = time.monotonic() + 30
+        while True:
+            overview: dict[str, Any] = client.get("/api/overview").json()
+            gateways = [g for s in overview["sites"] for g in s["gateways"]]
+            if (gateways and gateways[0]["online"] and gateways[0]["devices"]) or (
+                time.monotonic() > deadline
+            ):
+                return overview
+            time.sleep(0.5)

@@ -1,63 +1,145 @@
-"""``make demo``: the example community site in the simulator and a gateway polling it.
+"""``make demo``: the example community site in the simulator, a gateway polling it, and the
+fleet manager it reports to.
 
 The simulator runs as a process of its own (as the hardware would), serving the site's RTU
-buses on pseudo-terminals and its TCP devices on loopback ports; the gateway is the real
-``gateway run`` with the config the simulator resolved. Needs no hardware, root or services.
+buses on pseudo-terminals and its TCP devices on loopback ports. The fleet manager is the real
+``fleet serve`` with its embedded MQTT broker and a SQLite database in a temporary directory;
+the demo creates its admin user, registers the site's gateway and prints the URL and the
+login. The gateway is the real ``gateway run`` with the config the simulator resolved plus an
+``[uplink]`` to that broker. Needs no hardware, root or services.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import tomllib
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
 READY_TIMEOUT_S = 20.0
+HOST = "127.0.0.1"
+DEMO_USER = "demo-admin"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=None, help="stop after SECONDS")
+    parser.add_argument("--no-fleet", action="store_true", help="the gateway alone")
+    parser.add_argument("--http-port", type=int, default=8080, help="fleet web UI (if free)")
+    parser.add_argument("--mqtt-port", type=int, default=1883, help="embedded broker (if free)")
     args = parser.parse_args(argv)
     example = Path(str(resources.files("gateway.examples").joinpath("community.toml")))
-    with tempfile.TemporaryDirectory(prefix="doorstep-demo-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="doorstep-demo-") as tmp, contextlib.ExitStack() as s:
         resolved = Path(tmp) / "site.toml"
-        sim = subprocess.Popen(
+        s.enter_context(_process(
             [sys.executable, "-m", "hil_tests.rig.site", str(example), "--resolved", str(resolved)],
             stdout=subprocess.PIPE,
-            text=True,
-        )
+        ))  # fmt: skip
+        _wait_for(resolved.exists, "the simulator")
+        print(f"simulated site running; gateway config: {resolved}", flush=True)
+        if not args.no_fleet:
+            broker = _start_fleet(s, Path(tmp), resolved, args.http_port, args.mqtt_port)
+            with resolved.open("a") as f:
+                f.write(f'\n[uplink]\nbroker = "{broker}"\nbatch_interval_s = 1.0\n')
+        command = [sys.executable, "-m", "gateway.cli", "run", "--config", str(resolved)]
+        command += ["--state-dir", str(Path(tmp) / "gateway-state")]
+        if args.duration:
+            command += ["--duration", str(args.duration)]
+        os.environ.setdefault("COLUMNS", "160")
         try:
-            _wait_ready(sim, resolved)
-            print(f"simulated site running (pid {sim.pid}); gateway config: {resolved}")
-            command = [sys.executable, "-m", "gateway.cli", "run", "--config", str(resolved)]
-            if args.duration:
-                command += ["--duration", str(args.duration)]
             return subprocess.call(command)
         except KeyboardInterrupt:
             return 0
-        finally:
-            sim.send_signal(signal.SIGTERM)
-            try:
-                sim.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                sim.kill()
 
 
-def _wait_ready(sim: subprocess.Popen[str], resolved: Path) -> None:
+def _start_fleet(
+    stack: contextlib.ExitStack, tmp: Path, site_config: Path, http_port: int, mqtt_port: int
+) -> str:
+    """Start ``fleet serve``, create the demo admin and register the gateway; the broker URL."""
+    gateway = tomllib.loads(site_config.read_text())["gateway"]
+    db = f"sqlite:///{tmp / 'fleet.db'}"
+    fleet = [sys.executable, "-m", "fleet.cli"]
+    password = secrets.token_urlsafe(12)
+    subprocess.run(
+        [*fleet, "user", "create", DEMO_USER, "--role", "admin", "--password-stdin", "--db", db],
+        input=password + "\n", text=True, check=True, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    subprocess.run([*fleet, "site", "add", gateway["site"], "--db", db], check=True,
+                   stdout=subprocess.DEVNULL)  # fmt: skip
+    subprocess.run([*fleet, "gateway", "add", gateway["site"], gateway["id"], "--db", db],
+                   check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+    http, mqtt = _port_or_free(http_port), _port_or_free(mqtt_port)
+    log = (tmp / "fleet.log").open("w")
+    stack.callback(log.close)
+    stack.enter_context(_process(
+        [*fleet, "serve", "--db", db, "--host", HOST, "--port", str(http),
+         "--mqtt-listen", f"{HOST}:{mqtt}"],
+        stdout=log, stderr=subprocess.STDOUT,
+    ))  # fmt: skip
+    url = f"http://{HOST}:{http}/"
+    _wait_for(
+        lambda: _answers(url + "api/me"),
+        f"the fleet manager (log: {tmp / 'fleet.log'})",
+    )
+    print(f"fleet manager: {url}  login: {DEMO_USER} / {password}", flush=True)
+    print(
+        f"  (its embedded MQTT broker: mqtt://{HOST}:{mqtt}; log: {tmp / 'fleet.log'})", flush=True
+    )
+    return f"mqtt://{HOST}:{mqtt}"
+
+
+@contextlib.contextmanager
+def _process(argv: list[str], **popen: object) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(argv, **popen)  # type: ignore[call-overload]
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _port_or_free(wanted: int) -> int:
+    with socket.socket() as s:
+        try:
+            s.bind((HOST, wanted))
+        except OSError:
+            s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1):
+            return True
+    except urllib.error.HTTPError:
+        return True  # 401: up, and refusing us as it should
+    except OSError:
+        return False
+
+
+def _wait_for(ready: object, what: str) -> None:
+    assert callable(ready)
     deadline = time.monotonic() + READY_TIMEOUT_S
-    while not resolved.exists():
-        if sim.poll() is not None:
-            raise SystemExit(f"the simulator exited with {sim.returncode} before it was ready")
+    while not ready():
         if time.monotonic() > deadline:
-            raise SystemExit(f"the simulator was not ready after {READY_TIMEOUT_S:.0f} s")
+            raise SystemExit(f"{what} was not ready after {READY_TIMEOUT_S:.0f} s")
         time.sleep(0.05)
-    os.environ.setdefault("COLUMNS", "160")
 
 
 if __name__ == "__main__":
