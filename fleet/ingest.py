@@ -36,19 +36,20 @@ import random
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import aiomqtt
-from sqlalchemy import Table, bindparam, func, insert, or_, select, update
+from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DataError, SQLAlchemyError
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleet.broker import BrokerUrl
 from fleet.models import (
     Alarm,
+    Base,
     BatchKind,
     Device,
     Gap,
@@ -191,14 +192,33 @@ def printable(value: str, limit: int | None = None) -> str:
 # -- writing ---------------------------------------------------------------------------------
 
 
-def upsert(session: AsyncSession, table: type[Any]) -> sqlite.Insert | postgresql.Insert:
+def upsert(session: AsyncSession, table: Any) -> sqlite.Insert | postgresql.Insert:
     """The dialect's INSERT, which has ``on_conflict_do_nothing/update``."""
     if session.get_bind().dialect.name == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
 
 
-DEVICES: Table = Device.__table__  # type: ignore[assignment]
+DEVICES = Base.metadata.tables[Device.__tablename__]
+SAMPLES = Base.metadata.tables[Sample.__tablename__]
+LATEST = Base.metadata.tables[LatestValue.__tablename__]
+
+
+@dataclass
+class Known:
+    """Ids and highest sequence numbers ingest has read or written, so that a message costs
+    few statements. Correct while this process is the only writer of batches (ingest handles
+    one message at a time) and forgotten after any message that failed: its transaction was
+    rolled back, and a gateway or device may have been deleted."""
+
+    gateways: dict[tuple[str, str], int] = field(default_factory=dict)
+    devices: dict[tuple[int, str], int] = field(default_factory=dict)
+    highest: dict[tuple[int, str], int] = field(default_factory=dict)
+
+    def forget(self) -> None:
+        self.gateways.clear()
+        self.devices.clear()
+        self.highest.clear()
 
 
 @dataclass
@@ -212,10 +232,11 @@ class Batch:
 class Writer:
     """Stores one decoded message of one gateway inside the caller's transaction."""
 
-    def __init__(self, session: AsyncSession, gateway_id: int, now: datetime) -> None:
+    def __init__(self, session: AsyncSession, gateway_id: int, now: datetime, known: Known) -> None:
         self.session = session
         self.gateway_id = gateway_id
         self.now = now
+        self.known = known
 
     async def store(self, kind: wire.Kind, message: wire.Payload) -> Batch:
         if isinstance(message, wire.State):
@@ -274,15 +295,22 @@ class Writer:
     async def devices(self, names: Iterable[str], models: Mapping[str, str]) -> dict[str, int]:
         """Device ids by name, creating the devices not seen before (model from ``models``,
         else ""); a model in ``models`` replaces a different stored one."""
-        wanted = set(names)
-        if not wanted:
-            return {}
+        known = self.known.devices
+        ids: dict[str, int] = {}
+        unknown: set[str] = set()
+        for name in names:
+            device_id = known.get((self.gateway_id, name))
+            if device_id is None or name in models:
+                unknown.add(name)
+            else:
+                ids[name] = device_id
+        if not unknown:
+            return ids
         rows = await self.session.execute(
             select(Device.name, Device.id, Device.model).where(
-                Device.gateway_id == self.gateway_id, Device.name.in_(wanted)
+                Device.gateway_id == self.gateway_id, Device.name.in_(unknown)
             )
         )
-        ids: dict[str, int] = {}
         for name, device_id, model in rows:
             ids[name] = device_id
             if name in models and models[name] != model:
@@ -291,21 +319,31 @@ class Writer:
                 )
         new = [
             {"gateway_id": self.gateway_id, "name": name, "model": models.get(name, "")}
-            for name in sorted(wanted - ids.keys())
+            for name in sorted(unknown - ids.keys())
         ]
         if new:
             created = await self.session.execute(
-                insert(Device).returning(Device.name, Device.id), new
+                insert(DEVICES).returning(DEVICES.c.name, DEVICES.c.id), new
             )
-            ids.update(created.all())
+            ids.update((name, device_id) for name, device_id in created)
+        known.update(((self.gateway_id, name), device_id) for name, device_id in ids.items())
         return ids
 
     # -- batches -------------------------------------------------------------------------------
 
     async def receive(self, kind: BatchKind, seq: int, sent_at: datetime, size: int) -> Batch:
         """Record batch ``seq``; a duplicate, or the gaps it opened, or the gap it filled."""
-        key = (ReceivedBatch.gateway_id == self.gateway_id, ReceivedBatch.kind == kind.value)
-        highest = await self.session.scalar(select(func.max(ReceivedBatch.seq)).where(*key)) or 0
+        highest = self.known.highest.get((self.gateway_id, kind.value))
+        if highest is None:
+            highest = (
+                await self.session.scalar(
+                    select(func.max(ReceivedBatch.seq)).where(
+                        ReceivedBatch.gateway_id == self.gateway_id,
+                        ReceivedBatch.kind == kind.value,
+                    )
+                )
+                or 0
+            )
         stored = await self.session.execute(
             upsert(self.session, ReceivedBatch)
             .values(
@@ -321,6 +359,7 @@ class Writer:
         )
         if stored.scalar_one_or_none() is None:
             return Batch(duplicate=True)
+        self.known.highest[(self.gateway_id, kind.value)] = max(highest, seq)
         if seq > highest + 1:
             self.session.add(
                 Gap(
@@ -390,7 +429,7 @@ class Writer:
                 latest[(device_id, point)] = row | {"value": reading.v}
             if device_id not in last_seen or last_seen[device_id] < at:
                 last_seen[device_id] = at
-        await self.session.execute(insert(Sample), samples)
+        await self.session.execute(insert(SAMPLES), samples)
         await self.latest(list(latest.values()))
         await self.session.execute(
             update(DEVICES)
@@ -403,17 +442,17 @@ class Writer:
 
     async def latest(self, rows: list[dict[str, Any]]) -> None:
         """Upsert the newest reading per point; a stored one that is newer stays."""
-        statement = upsert(self.session, LatestValue)
+        statement = upsert(self.session, LATEST)
         excluded = statement.excluded
         await self.session.execute(
             statement.on_conflict_do_update(
-                index_elements=[LatestValue.device_id, LatestValue.point],
+                index_elements=[LATEST.c.device_id, LATEST.c.point],
                 set_={
                     "value": excluded["value"],
                     "quality": excluded["quality"],
                     "at": excluded["at"],
                 },
-                where=LatestValue.at < excluded["at"],
+                where=LATEST.c.at < excluded["at"],
             ),
             rows,
         )
@@ -477,6 +516,7 @@ class Ingest:
         self._sessions = sessions
         # One message at a time: gap bookkeeping reads the highest stored sequence number.
         self._lock = asyncio.Lock()
+        self._known = Known()
         self._accepted: Counter[str] = Counter()
         self._rejected: Counter[str] = Counter()
         self._duplicates = 0
@@ -512,19 +552,36 @@ class Ingest:
     async def _store(
         self, site: str, gateway: str, kind: wire.Kind, message: wire.Payload
     ) -> Batch:
+        """In one transaction; once more with nothing cached when the database refused it
+        for a row that is gone (a gateway or device deleted since it was cached)."""
         try:
-            async with self._sessions.begin() as session:
+            try:
+                return await self._transaction(site, gateway, kind, message)
+            except IntegrityError:
+                self._known.forget()
+                return await self._transaction(site, gateway, kind, message)
+        except BaseException as exc:
+            self._known.forget()  # what the rolled-back transaction read or wrote
+            if isinstance(exc, DataError):  # a value the checks missed, the database refused
+                raise Rejected("schema", f"the database refused it: {exc.orig}") from None
+            raise
+
+    async def _transaction(
+        self, site: str, gateway: str, kind: wire.Kind, message: wire.Payload
+    ) -> Batch:
+        async with self._sessions.begin() as session:
+            gateway_id = self._known.gateways.get((site, gateway))
+            if gateway_id is None:
                 gateway_id = await session.scalar(
                     select(Gateway.id).join(Site).where(Site.name == site, Gateway.name == gateway)
                 )
                 if gateway_id is None:
                     raise Rejected(
-                        "unknown-gateway",
-                        f"gateway {gateway!r} of site {site!r} is not registered",
+                        "unknown-gateway", f"gateway {gateway!r} of site {site!r} is not registered"
                     )
-                return await Writer(session, gateway_id, utcnow()).store(kind, message)
-        except DataError as exc:  # a value the checks above missed and the database refused
-            raise Rejected("schema", f"the database refused it: {exc.orig}") from None
+                self._known.gateways[(site, gateway)] = gateway_id
+            writer = Writer(session, gateway_id, utcnow(), self._known)
+            return await writer.store(kind, message)
 
     async def _reject(
         self, topic: str, payload: bytes, kind: wire.Kind | None, rejected: Rejected

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleet.db import create_engine, open_database, sessions
@@ -258,6 +258,22 @@ async def test_gaps_open_and_late_batches_shrink_split_and_close_them(fleet: Fle
 async def test_a_first_batch_beyond_one_opens_a_gap_from_one(fleet: Fleet) -> None:
     await fleet.send(wire.Kind.TELEMETRY, telemetry(4, ("pv", "p", 1, T0)))
     assert await fleet.open_gaps() == [(1, 3)]
+
+
+async def test_a_gateway_removed_after_it_reported_is_refused_then(fleet: Fleet) -> None:
+    assert await fleet.send(wire.Kind.TELEMETRY, telemetry(1, ("pv", "p", 1, T0))) == "stored"
+    async with fleet.sessions.begin() as session:
+        await session.execute(delete(Gateway))
+    outcome = await fleet.ingest.handle(
+        topic(wire.Kind.TELEMETRY), telemetry(2, ("pv", "p", 2, T0 + 1))
+    )
+    assert (outcome.status, outcome.reason) == ("rejected", "unknown-gateway")
+    async with fleet.sessions.begin() as session:
+        await register_gateway(session, SITE, GW)
+    # registered again: a new gateway, its batches counted from 1 again, its devices new
+    assert await fleet.send(wire.Kind.TELEMETRY, telemetry(1, ("pv", "p", 3, T0 + 2))) == "stored"
+    assert await fleet.latest() == {("pv", "p"): (3, at(T0 + 2))}
+    assert await fleet.open_gaps() == []
 
 
 # -- events ------------------------------------------------------------------------------------
