@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -50,10 +50,12 @@ class AlarmEvent:
 
 
 class AlarmLog:
-    """Active alarms and the journal of every change."""
+    """Active alarms and the journal of every change. ``listeners`` (the uplink) get every
+    new event once the journal has it."""
 
     def __init__(self, journal: Path | None = None) -> None:
         self.journal = journal
+        self.listeners: list[Callable[[AlarmEvent], None]] = []
         self.active: dict[str, AlarmEvent] = {}
         self.recent: list[AlarmEvent] = []
         self._seq = 0
@@ -106,6 +108,8 @@ class AlarmLog:
                 f.flush()
                 os.fsync(f.fileno())
         self._apply(event)
+        for listener in self.listeners:
+            listener(event)
         return event
 
     def _apply(self, event: AlarmEvent) -> None:

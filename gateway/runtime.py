@@ -21,7 +21,7 @@ from typing import Literal, Self
 
 from gateway import codec, controllers, sunspec
 from gateway.actuator import Actuator
-from gateway.alarms import AlarmEvent, AlarmLog, read_journal
+from gateway.alarms import AlarmLog, read_journal
 from gateway.breaker import BreakerPolicy, CircuitBreaker
 from gateway.coalesce import CostModel
 from gateway.control_socket import SOCKET_NAME, ControlServer
@@ -35,7 +35,7 @@ from gateway.modbus.tcp import TcpTransport
 from gateway.modbus.transport import Transport
 from gateway.poller import CLASS_PRIORITY, COMMAND_PRIORITY, DevicePoller
 from gateway.profile import DeviceKind, PollClass, Table
-from gateway.rules import PRIORITY_OPERATOR, Severity
+from gateway.rules import PRIORITY_OPERATOR
 from gateway.safety_io import SafetyIo
 from gateway.scheduler import BusScheduler
 from gateway.site import RtuBus, SiteConfig, TcpBus, device_profile
@@ -65,39 +65,6 @@ def cost_model(bus: RtuBus | TcpBus) -> CostModel:
     return CostModel.for_rtu(bus.baudrate) if isinstance(bus, RtuBus) else CostModel.for_tcp()
 
 
-class ObservedAlarmLog(AlarmLog):
-    """The alarm log that also hands every new event to its listeners (the uplink), after
-    the journal has it."""
-
-    def __init__(self, journal: Path | None = None) -> None:
-        super().__init__(journal)
-        self.listeners: list[Callable[[AlarmEvent], None]] = []
-
-    def raise_(
-        self,
-        key: str,
-        severity: Severity,
-        interlock: str,
-        message: str,
-        *,
-        device: str | None = None,
-        values: dict[str, codec.Value] | None = None,
-    ) -> AlarmEvent | None:
-        event = super().raise_(key, severity, interlock, message, device=device, values=values)
-        self._tell(event)
-        return event
-
-    def clear(self, key: str, *, by: str | None = None) -> AlarmEvent | None:
-        event = super().clear(key, by=by)
-        self._tell(event)
-        return event
-
-    def _tell(self, event: AlarmEvent | None) -> None:
-        if event is not None:
-            for listener in self.listeners:
-                listener(event)
-
-
 def gateway_version() -> str:
     try:
         return metadata.version("doorstep")
@@ -120,7 +87,7 @@ class Gateway:
         self.state_dir = state_dir
         if state_dir is not None:
             state_dir.mkdir(parents=True, exist_ok=True)
-        self.alarms = ObservedAlarmLog(state_dir / "alarms.jsonl" if state_dir else None)
+        self.alarms = AlarmLog(state_dir / "alarms.jsonl" if state_dir else None)
         self.actuator = Actuator(self.image)
         self.keeper = WatchdogKeeper(self.image)
         self.started_at = time.monotonic()
