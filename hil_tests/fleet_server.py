@@ -24,10 +24,11 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import uvicorn
+from sqlalchemy import update
 
 from fleet.app import create_app
 from fleet.auth import create_user
-from fleet.models import Role
+from fleet.models import Role, User
 from fleet.registry import register_gateway
 from fleet.settings import Settings
 from gateway import wire
@@ -115,6 +116,15 @@ class FleetServer:
         async def go() -> None:
             async with self.app.state.sessions() as session, session.begin():
                 await create_user(session, name, role, password)
+
+        self.run(go())
+
+    def set_role(self, name: str, role: Role) -> None:
+        """Change a user's role, as an administrator would while the user is logged in."""
+
+        async def go() -> None:
+            async with self.app.state.sessions() as session, session.begin():
+                await session.execute(update(User).where(User.name == name).values(role=role.value))
 
         self.run(go())
 

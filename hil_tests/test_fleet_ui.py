@@ -17,7 +17,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -47,6 +47,7 @@ SITE2, GW2 = "harbour-view", "gw-02"
 PASSWORDS = {
     "vera": "viewer-password-1",
     "mark": "maintainer-password-1",
+    "dora": "demoted-password-1",
 }
 
 
@@ -104,18 +105,25 @@ def chromium_binary() -> str:
     return CHROMIUM
 
 
-def reading(device: str, point: str, value: wire.Scalar, q: str = "good", at: float = 0.0) -> Any:
-    return wire.Reading(d=device, p=point, v=value, q=q, t=at or time.time())  # type: ignore[arg-type]
+Quality = Literal["good", "stale", "bad", "offline"]
+Severity = Literal["critical", "major", "minor", "info"]
+
+
+def reading(
+    device: str, point: str, value: wire.Scalar, q: Quality = "good", at: float = 0.0
+) -> wire.Reading:
+    """One reading as a gateway reports it, read ``at`` (default: now)."""
+    return wire.Reading(d=device, p=point, v=value, q=q, t=at or time.time())
 
 
 def alarm(
-    event_id: int, severity: str, message: str, device: str | None, key: str, at: float
+    event_id: int, severity: Severity, message: str, device: str | None, key: str, at: float
 ) -> wire.Event:
     return wire.Event(
         id=event_id,
         kind="raised",
         key=key,
-        severity=severity,  # type: ignore[arg-type]
+        severity=severity,
         interlock=key.split(":")[0],
         device=device,
         message=message,
@@ -148,6 +156,7 @@ def seed(fleet: Any) -> None:
     fleet.register(SITE2, GW2, title="Harbour View")
     fleet.add_user("vera", Role.VIEWER, PASSWORDS["vera"])
     fleet.add_user("mark", Role.MAINTAINER, PASSWORDS["mark"])
+    fleet.add_user("dora", Role.MAINTAINER, PASSWORDS["dora"])
     fleet.publish(
         SITE,
         GW,
@@ -264,6 +273,7 @@ def log_in(page: Any, name: str, path: str = "/") -> None:
     from playwright.sync_api import expect
 
     page.goto(path)
+    expect(page).to_have_url(re.compile("#/login$"))
     expect(page.get_by_role("heading", name="Log in")).to_be_visible()
     page.get_by_label("Name").fill(name)
     page.get_by_label("Password").fill(PASSWORDS[name])
@@ -373,9 +383,7 @@ def test_site_page_shows_each_device_by_its_model_and_refreshes_live(page: Any, 
     expect(health).to_contain_text("3 queued")
     expect(health).to_contain_text("2 h 0 min")
 
-    fleet.telemetry(
-        SITE, GW, [wire.Reading(d="elv-1", p="car_position", v=5, q="good", t=time.time())]
-    )
+    fleet.telemetry(SITE, GW, [reading("elv-1", "car_position", 5)])
     expect(elevator).to_contain_text("floor 5")
 
 
@@ -399,6 +407,23 @@ def test_viewer_cannot_acknowledge_and_a_maintainer_can(page: Any) -> None:
     expect(row).to_contain_text("acknowledged by mark")
     expect(row.get_by_role("button", name="Acknowledge")).to_have_count(0)
     expect(page.get_by_role("status").filter(has_text="acknowledged")).to_be_visible()
+
+
+def test_a_user_demoted_while_logged_in_sees_the_servers_refusal(page: Any, fleet: Any) -> None:
+    from playwright.sync_api import expect
+
+    log_in(page, "dora", "/#/alarms")
+    row = page.locator("#alarms tbody tr", has_text="door 3 forced open")
+    button = row.get_by_role("button", name="Acknowledge")
+    expect(button).to_be_enabled()
+    fleet.set_role("dora", Role.VIEWER)
+    button.click()
+    expect(page.get_by_role("alert")).to_have_text(
+        "Not acknowledged: acknowledging alarms needs the maintainer role; you are viewer"
+    )
+    expect(page.locator("#who-role")).to_have_text("viewer")
+    expect(button).to_be_disabled()
+    expect(row).to_contain_text("not acknowledged")
 
 
 def test_history_plots_the_min_max_band_and_average(page: Any) -> None:

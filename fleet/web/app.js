@@ -690,12 +690,12 @@
     const filter = ["open", "unacked", "all"].includes(params.get("state"))
       ? params.get("state") : "open";
     const site = params.get("site") || "";
-    const canAck = state.me && rank(state.me.role) >= rank("maintainer");
     return {
       title: "Alarms",
       live: true,
       load: () => get(`/api/alarms?${qs({ state: filter, site, limit: 200 })}`),
       render(alarms) {
+        const canAck = state.me && rank(state.me.role) >= rank("maintainer");
         const rows = [...alarms].sort((x, y) => {
           const xo = x.cleared_at ? 1 : 0, yo = y.cleared_at ? 1 : 0;
           return xo - yo || sevRank(x.severity) - sevRank(y.severity)
@@ -757,6 +757,15 @@
       };
     } catch (e) {
       state.flash = { kind: "error", text: `Not acknowledged: ${e.message}`, page: location.hash };
+      if (e.status === 403) {
+        // the role may have changed since login: show the one the server knows now
+        try {
+          state.me = (await fetchMe()) || state.me;
+          showSession();
+        } catch (ignored) {
+          // the refusal is shown; the role in the header stays as it was
+        }
+      }
     } finally {
       state.pending.delete(id);
       refreshNow();
@@ -1002,6 +1011,7 @@
       return;
     }
     if (state.flash && state.flash.page !== location.hash) state.flash = null;
+    const previous = current;
     current = resolve();
     document.title = `${current.title} · Doorstep fleet`;
     for (const a of document.querySelectorAll("#nav a")) {
@@ -1011,16 +1021,20 @@
       else a.removeAttribute("aria-current");
     }
     const el = view();
-    el.removeAttribute("data-loaded");
-    el.replaceChildren(h("p", { class: "muted" }, "Loading…"));
+    if (!(current === loginView && previous === loginView)) {
+      // a new page starts empty; the login form stays as it is (with what was typed)
+      el.removeAttribute("data-loaded");
+      el.replaceChildren(h("p", { class: "muted" }, "Loading…"));
+    }
     if (!current.live) {
       $("#updated").textContent = "";
       $("#stale").hidden = true;
     }
     await tick(token);
     if (token === state.token) {
-      const focus = el.querySelector("#login-name") || el;
-      focus.focus({ preventScroll: true });
+      if (!el.contains(document.activeElement)) {
+        (el.querySelector("#login-name") || el).focus({ preventScroll: true });
+      }
     }
   }
 
