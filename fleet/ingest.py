@@ -247,7 +247,7 @@ class Writer:
             return await self.events(message)
         if isinstance(message, wire.Health):
             return await self.health(message)
-        raise Rejected("topic", f"the fleet does not ingest {kind.value!r}")  # pragma: no cover
+        raise Rejected("topic", f"the fleet does not ingest {kind.value!r}")
 
     async def seen(self) -> None:
         await self.session.execute(
