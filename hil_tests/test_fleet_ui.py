@@ -236,6 +236,17 @@ def seed(fleet: Any) -> None:
             alarm(1, "critical", "Fire alarm: chargers locked", None, "I1:fire", now - 300),
             alarm(2, "major", "Charger evse-1 over temperature", "evse-1", "I4:evse-1", now - 200),
             alarm(3, "minor", "Locker lck-1 door 3 forced open", "lck-1", "lck:forced", now - 100),
+            alarm(4, "info", "Meter export above 4 kW", "meter", "I2:export", now - 90),
+            wire.Event(
+                id=5,
+                kind="cleared",
+                key="I2:export",
+                severity="info",
+                interlock="I2",
+                device="meter",
+                message="Meter export back below 4 kW",
+                at=now - 30,
+            ),
         ],
     )
 
@@ -333,8 +344,9 @@ def test_overview_puts_the_offline_gateway_first_with_alarm_counts(
     page.screenshot(path=str(tmp_path / "fleet-overview.png"), full_page=True)
     shutil.copyfile(tmp_path / "fleet-overview.png", ARTIFACTS / "fleet-overview.png")
 
-    # live: a new alarm shows up without a reload
+    # live: a new alarm shows up without a reload, in the same row (patched, not redrawn)
     expect(first.locator('[data-severity="critical"]')).to_have_text("critical: 0")
+    first.evaluate("row => { row.seenBeforeTheRefresh = true; }")
     fleet.events(
         SITE2,
         GW2,
@@ -345,6 +357,7 @@ def test_overview_puts_the_offline_gateway_first_with_alarm_counts(
         ],
     )
     expect(first.locator('[data-severity="critical"]')).to_have_text("critical: 1")
+    assert first.evaluate("row => row.seenBeforeTheRefresh === true"), "the row was redrawn"
 
     # a failing refresh says so, and the warning goes once the server answers again
     page.route("**/api/overview", lambda route: route.abort())
@@ -395,8 +408,13 @@ def test_viewer_cannot_acknowledge_and_a_maintainer_can(page: Any) -> None:
     expect(row).to_contain_text("major")
     expect(row.get_by_role("button", name="Acknowledge")).to_be_disabled()
     expect(page.locator("#ack-why")).to_contain_text("needs the maintainer role; you are viewer")
-    # the most severe first
+    # the most severe first; cleared ones only when asked for
     expect(page.locator("#alarms tbody tr").first).to_contain_text("critical")
+    expect(page.locator("#alarms tbody tr", has_text="export above 4 kW")).to_have_count(0)
+    page.get_by_label("Show").select_option("all")
+    cleared = page.locator("#alarms tbody tr", has_text="export above 4 kW")
+    expect(cleared).to_contain_text("✓ cleared")
+    expect(cleared).to_contain_text("info")
 
     page.get_by_role("button", name="Log out").click()
     expect(page.get_by_text("You are logged out.")).to_be_visible()

@@ -78,6 +78,10 @@
       } else if (o.nodeType === Node.ELEMENT_NODE) {
         syncAttributes(o, w);
         patch(o, Array.from(w.childNodes));
+        if (o.nodeName === "SELECT") {
+          const chosen = o.querySelector("option[selected]");
+          o.value = chosen ? chosen.value : o.options.length ? o.options[0].value : "";
+        }
       } else if (o.nodeValue !== w.nodeValue) {
         o.nodeValue = w.nodeValue;
       }
@@ -635,6 +639,7 @@
       ["Reported", hl.at ? ago(new Date(hl.at * 1000).toISOString()) : "–", false],
     ];
     const buses = Object.entries(hl.buses || {});
+    const loop = Object.entries(hl.loop || {});
     return h("div", { class: "health" },
       h("h3", {}, "Gateway health"),
       h("dl", { class: "facts" }, items.map(([k, val, bad]) => [
@@ -646,7 +651,9 @@
           h("tbody", {}, buses.map(([name, stats]) => h("tr", { "data-key": name },
             h("th", { scope: "row" }, name),
             h("td", {}, Object.entries(stats).map(([k, x]) =>
-              `${k} ${isNumber(x) ? num(x) : x}`).join(" · "))))))) : null);
+              `${k} ${isNumber(x) ? num(x) : x}`).join(" · "))))))) : null,
+      loop.length ? h("details", {}, h("summary", {}, "Control loop"),
+        h("p", {}, loop.map(([k, x]) => `${k} ${isNumber(x) ? num(x) : x}`).join(" · "))) : null);
   }
 
   function siteView(name) {
@@ -959,10 +966,16 @@
   }
 
   let current = null;
+  let currentPath = null;
 
   async function tick(token) {
     if (token !== state.token || !current) return;
     clearTimeout(state.timer);
+    if (document.hidden && view().getAttribute("data-loaded") === "yes") {
+      // nobody is looking: no requests until the tab is visible again (visibilitychange)
+      state.timer = setTimeout(() => tick(token), REFRESH_MS);
+      return;
+    }
     try {
       const data = await current.load();
       if (token !== state.token) return;
@@ -1011,7 +1024,8 @@
       return;
     }
     if (state.flash && state.flash.page !== location.hash) state.flash = null;
-    const previous = current;
+    const previousPath = currentPath;
+    currentPath = location.hash.split("?")[0] || "#/";
     current = resolve();
     document.title = `${current.title} · Doorstep fleet`;
     for (const a of document.querySelectorAll("#nav a")) {
@@ -1021,9 +1035,10 @@
       else a.removeAttribute("aria-current");
     }
     const el = view();
-    if (!(current === loginView && previous === loginView)) {
-      // a new page starts empty; the login form stays as it is (with what was typed)
-      el.removeAttribute("data-loaded");
+    el.removeAttribute("data-loaded");
+    if (currentPath !== previousPath) {
+      // a new page starts empty; the same page with other parameters is patched in place
+      // (and the login form keeps what was typed)
       el.replaceChildren(h("p", { class: "muted" }, "Loading…"));
     }
     if (!current.live) {
@@ -1066,6 +1081,9 @@
   });
 
   window.addEventListener("hashchange", route);
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && current && current.live) refreshNow();
+  });
 
   async function start() {
     $("#logout").addEventListener("click", async () => {
