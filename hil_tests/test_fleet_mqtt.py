@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from fleet.broker import BrokerUrl, EmbeddedBroker
+from fleet.broker import BrokerUrl, EmbeddedBroker, EmbeddedBrokerError
 from fleet.db import open_database, sessions
 from fleet.ingest import Ingest, run_ingest
 from fleet.models import Alarm, Device, Gateway, LatestValue, ReceivedBatch, Sample
@@ -303,3 +303,11 @@ async def test_ingest_waits_for_a_broker_logging_the_outage_once(
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
+
+
+async def test_an_embedded_broker_on_a_taken_port_says_which_address() -> None:
+    port = free_port()
+    async with EmbeddedBroker(HOST, port):
+        with pytest.raises(EmbeddedBrokerError, match=f"{HOST}:{port} did not start"):
+            async with EmbeddedBroker(HOST, port):
+                pass

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,8 +29,9 @@ from fleet.models import (
     LatestValue,
     ReceivedBatch,
     Sample,
+    Site,
 )
-from fleet.registry import register_gateway
+from fleet.registry import RegistryError, list_gateways, register_gateway
 from gateway import wire
 
 T0 = 1_700_000_000.0  # Nov 2023: before any time ingest itself stamps
@@ -114,6 +116,35 @@ async def fleet(fleet_db_url: str) -> AsyncIterator[Fleet]:
         await register_gateway(session, SITE, GW, "Site one")
     yield Fleet(Ingest(make), make)
     await engine.dispose()
+
+
+# -- registration ------------------------------------------------------------------------------
+
+
+async def test_registering_a_gateway_again_returns_the_same_one(fleet: Fleet) -> None:
+    async with fleet.sessions.begin() as session:
+        again = await register_gateway(session, SITE, GW, "a later title")
+        other = await register_gateway(session, SITE, "gw2")
+        elsewhere = await register_gateway(session, "s2", GW, "Site two")
+    [first] = await fleet.rows(Gateway, Gateway.name == GW, Gateway.site_id == again.site_id)
+    assert again.id == first.id
+    assert len({again.id, other.id, elsewhere.id}) == 3
+    async with fleet.sessions() as session:
+        assert await list_gateways(session) == [(SITE, GW), (SITE, "gw2"), ("s2", GW)]
+        assert [s.title for s in await session.scalars(select(Site).order_by(Site.name))] == [
+            "Site one",
+            "Site two",
+        ]
+
+
+async def test_a_name_that_cannot_be_a_topic_level_is_refused(fleet: Fleet) -> None:
+    async with fleet.sessions.begin() as session:
+        for name in ["", "Gw1", "gw_1", "-gw", "g" * 49, "gw/1", "gw+", "gw#"]:
+            with pytest.raises(RegistryError, match=re.escape(f"gateway name {name!r}: expected")):
+                await register_gateway(session, SITE, name)
+            with pytest.raises(RegistryError, match=re.escape(f"site name {name!r}: expected")):
+                await register_gateway(session, name, GW)
+    assert await fleet.count(Gateway) == 1
 
 
 # -- state and health --------------------------------------------------------------------------
