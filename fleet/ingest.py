@@ -655,11 +655,13 @@ async def run_ingest(
 
 
 async def feed(ingest: Ingest, message: aiomqtt.Message) -> None:
-    """One message into ingest; a failure that is not the message's (the database is down)
-    is logged and ingest goes on with the next."""
+    """One message into ingest. A failure that is not the message's (the database is down)
+    is logged and ingest goes on with the next: the broker has its acknowledgement already
+    (aiomqtt 2 acknowledges on receipt), so the message is lost, and its batch shows as a gap
+    until the gateway's outbox sends it again."""
     payload = message.payload
     data = bytes(payload) if isinstance(payload, bytes | bytearray) else str(payload).encode()
     try:
         await ingest.handle(message.topic.value, data)
-    except SQLAlchemyError:
+    except Exception:
         log.exception("ingest could not store a message on %r", message.topic.value)
