@@ -451,6 +451,29 @@
     return doors.length ? doors.join(", ") : "none";
   }
 
+  /** The 16 doors of a locker board: number, and in words what is special about each. */
+  function doorGrid(d) {
+    const bit = (value, i) => isNumber(value) && Math.floor(value / 2 ** i) % 2 === 1;
+    const items = v(d, "item_bitmap"), locked = v(d, "locked_bitmap");
+    const forced = v(d, "forced_open_bitmap"), late = v(d, "door_open_too_long_bitmap");
+    if (!isNumber(items) && !isNumber(locked)) return null;
+    return h("ol", { class: "doors", "aria-label": `Doors of ${d.name}` },
+      Array.from({ length: 16 }, (_, i) => {
+        const words = [];
+        if (bit(forced, i)) words.push("forced open");
+        else if (isNumber(locked) && !bit(locked, i)) words.push("open");
+        if (bit(late, i)) words.push("open too long");
+        if (bit(items, i)) words.push("parcel");
+        const cls = bit(forced, i) || bit(late, i) ? "door door-bad"
+          : words.includes("open") ? "door door-open" : bit(items, i) ? "door door-full" : "door";
+        return h("li", { class: cls, title: `door ${i + 1}: ${words.join(", ") || "empty"}` },
+          h("span", { class: "door-n" }, String(i + 1)),
+          h("span", { class: "door-s" }, bit(forced, i) || bit(late, i) ? "⚠"
+            : words.includes("open") ? "○" : bit(items, i) ? "■" : "·"),
+          h("span", { class: "sr-only" }, `: ${words.join(", ") || "empty"}`));
+      }));
+  }
+
   const RENDERERS = {
     "ELV-24476": (d) => {
       const mode = v(d, "service_mode");
@@ -609,6 +632,7 @@
       allOffline ? h("span", { class: "qual q-offline" }, " · ▲ device offline")
         : notGood.length ? h("span", { class: "qual q-stale" },
           ` · ⚠ ${notGood.length} of ${qualities.length} points not good`) : ""),
+    dev.model === "LCK-16" ? doorGrid(dev) : null,
     facts.length ? h("dl", { class: "facts" }, facts.map((f) => [
       h("dt", {}, f.label),
       h("dd", {
@@ -854,6 +878,7 @@
       live: true,
       async load() {
         const overview = await get("/api/overview");
+        state.clockOffsetMs = Date.parse(overview.generated_at) - Date.now();
         const site = sel.site ? await get(`/api/sites/${encodeURIComponent(sel.site)}`) : null;
         let history = null;
         const untilMs = serverNow();
