@@ -112,7 +112,8 @@
     if (!iso) return "";
     const d = new Date(iso);
     const today = new Date().toDateString() === d.toDateString();
-    return today ? clock(d) : `${d.toISOString().slice(0, 10)} ${clock(d)}`;
+    const date = `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+    return today ? clock(d) : `${date} ${clock(d)}`;
   }
 
   function duration(s) {
