@@ -378,7 +378,7 @@
           h("span", { class: total.critical ? "sev-critical-text" : "" },
             `${total.critical} critical`), `, ${total.major} major alarms open, `,
           `${total.unacked} unacknowledged`),
-        h("table", { class: "grid overview", id: "overview" },
+        h("div", { class: "scroll" }, h("table", { class: "grid overview", id: "overview" },
           h("caption", {}, "Gateways, those needing a person first"),
           h("thead", {}, h("tr", {},
             ["Status", "Site", "Gateway", "Last seen", "Version"].map((t) =>
@@ -407,7 +407,7 @@
             h("td", { class: "n" }, g.outbox_depth === null || g.outbox_depth === undefined
               ? "–" : String(g.outbox_depth)),
             h("td", { class: "n" }, String(g.devices ?? "–")));
-          }))),
+          })))),
         rows.length ? null : h("p", {}, "No gateways are registered yet."),
         empty.length
           ? h("p", { class: "muted" }, "Sites without gateways: ",
@@ -745,7 +745,7 @@
             site ? h("a", { href: `#/alarms?${qs({ state: filter })}` }, `all sites`) : null),
           canAck ? null : h("p", { class: "note", id: "ack-why" }, why),
           rows.length === 0 ? h("p", { id: "no-alarms" }, "No alarms to show.") :
-            h("table", { class: "grid alarms", id: "alarms" },
+            h("div", { class: "scroll" }, h("table", { class: "grid alarms", id: "alarms" },
               h("caption", {}, `${rows.length} alarms, most severe first`),
               h("thead", {}, h("tr", {}, ["Severity", "Raised", "Where", "Message", "State",
                 "Action"].map((t) => h("th", { scope: "col" }, t)))),
@@ -773,7 +773,7 @@
                   disabled: !canAck || busy, "aria-describedby": canAck ? null : "ack-why",
                   title: canAck ? null : why,
                 }, busy ? "Acknowledging…" : "Acknowledge")));
-              }))),
+              })))),
         ];
       },
     };
