@@ -320,6 +320,22 @@ def test_login_refuses_a_wrong_password_and_shows_who_is_logged_in(page: Any) ->
     expect(page.get_by_role("heading", name="Log in")).to_be_visible()
 
 
+def test_an_ended_session_asks_to_log_in_again_and_returns_to_the_page(page: Any) -> None:
+    from playwright.sync_api import expect
+
+    log_in(page, "vera", f"/#/site/{SITE}")
+    expect(page.get_by_role("heading", name="Lianhua Garden")).to_be_visible()
+    page.context.clear_cookies()  # as when the session expires: the next refresh gets a 401
+    expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    expect(page.get_by_role("alert").first).to_have_text("Your session ended: please log in again.")
+    expect(page.locator("#who")).to_be_hidden()
+    page.get_by_label("Name").fill("vera")
+    page.get_by_label("Password").fill(PASSWORDS["vera"])
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="Lianhua Garden")).to_be_visible()
+    expect(page).to_have_url(re.compile(f"#/site/{SITE}$"))
+
+
 def test_overview_puts_the_offline_gateway_first_with_alarm_counts(
     page: Any, fleet: Any, tmp_path: Path
 ) -> None:
