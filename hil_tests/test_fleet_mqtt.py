@@ -215,7 +215,7 @@ async def test_ingest_rides_out_a_mosquitto_restart_and_gets_what_came_meanwhile
         # a long first back-off: mosquitto is back, and has our messages, before ingest is
         async with (
             database(f"sqlite:///{tmp_path / 'fleet.db'}") as db,
-            ingesting(db, broker, reconnect_min_s=3.0) as (ingest, task),
+            ingesting(db, broker, reconnect_min_s=3.0, reconnect_max_s=4.0) as (ingest, task),
         ):
             await publish(broker, (topic(wire.Kind.TELEMETRY), telemetry(1), False))
 
