@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, or_, select, update
+from sqlalchemy import bindparam, case, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.expression import ColumnElement
 
 from fleet.models import (
     Alarm,
@@ -169,20 +170,25 @@ class Writer:
 
     async def state(self, state: wire.State) -> Batch:
         """The retained state is applied as it comes: the broker keeps one per topic, in order.
-        The last will carries no ``at``: then it is the time it arrived."""
+        The last will carries no ``at``: it counts from when it first arrived, not from each
+        time the broker hands the retained will out again (at every subscription)."""
         models = {
             text(d, "device"): text(m, f"device {d!r} model") for d, m in state.devices.items()
         }
+        started = None if state.started_at is None else when(state.started_at, "started_at")
+        if state.at is not None:
+            state_at: datetime | ColumnElement[datetime] = when(state.at, "at")
+        else:
+            went_offline = or_(Gateway.online.is_(True), Gateway.state_at.is_(None))
+            state_at = case((went_offline, self.now), else_=Gateway.state_at)
         await self.session.execute(
             update(Gateway)
             .where(Gateway.id == self.gateway_id)
             .values(
                 online=state.status == "online",
                 version=text(state.version, "version"),
-                started_at=None
-                if state.started_at is None
-                else when(state.started_at, "started_at"),
-                state_at=self.now if state.at is None else when(state.at, "at"),
+                started_at=started,
+                state_at=state_at,
                 last_seen=self.now,
             )
         )

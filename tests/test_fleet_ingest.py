@@ -179,7 +179,13 @@ async def test_state_marks_the_gateway_online_and_names_its_devices(fleet: Fleet
     assert gw.state_at > at(T0)
     devices = {d.name: d.model for d in await fleet.rows(Device)}
     assert devices == {"charger-1": "EVSE-HEC", "lift": "ELV-3"}
-    assert fleet.ingest.stats()["accepted"] == {"state": 2}
+
+    # the broker hands the retained will out again at ingest's next subscription
+    offline_since = gw.state_at
+    assert await fleet.send(wire.Kind.STATE, wire.encode(will)) == "stored"
+    [gw] = await fleet.rows(Gateway)
+    assert (gw.online, gw.state_at) == (False, offline_since)
+    assert fleet.ingest.stats()["accepted"] == {"state": 3}
 
 
 def health(t: float, depth: int) -> bytes:
