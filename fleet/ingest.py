@@ -26,13 +26,19 @@ from typing import Any, Literal
 
 import aiomqtt
 from sqlalchemy import select
-from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import (
+    DataError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleet.broker import BrokerUrl
 from fleet.models import Gateway, IngestRejection, Site, utcnow
 from fleet.store import Batch, Known, Rejected, Writer
-from gateway import wire
+from gateway import mqtt_client, wire
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +52,9 @@ RECONNECT_MIN_S = 0.2
 RECONNECT_MAX_S = 10.0
 #: How long connecting (CONNACK) and subscribing (SUBACK) may take.
 MQTT_TIMEOUT_S = 10.0
+#: While the database is away, a message is tried again after this, doubling up to the most.
+HOLD_FIRST_S = 0.2
+HOLD_MAX_S = 5.0
 #: paho logs every failed attempt at ERROR; run_ingest reports an outage itself, once.
 PAHO_LOG = logging.getLogger(f"{__name__}.paho")
 PAHO_LOG.setLevel(logging.CRITICAL)
@@ -233,7 +242,7 @@ async def run_ingest(
     lost_at: float | None = None
     while True:
         try:
-            async with aiomqtt.Client(
+            async with mqtt_client.Client(
                 broker.host,
                 broker.port,
                 identifier=client_id,
@@ -261,13 +270,28 @@ async def run_ingest(
 
 
 async def feed(ingest: Ingest, message: aiomqtt.Message) -> None:
-    """One message into ingest. A failure that is not the message's (the database is down)
-    is logged and ingest goes on with the next: the broker has its acknowledgement already
-    (aiomqtt 2 acknowledges on receipt), so the message is lost, and its batch shows as a gap
-    until the gateway's outbox sends it again."""
+    """One message into ingest. While the database is unreachable the same message is tried
+    again with back-off (logged once when it goes, once when it is back) and nothing behind
+    it is taken: aiomqtt 2 acknowledged it on receipt, so the broker would not send it again,
+    and skipping it would lose the batch for good. Any other failure is logged and ingest goes
+    on with the next message."""
     payload = message.payload
     data = bytes(payload) if isinstance(payload, bytes | bytearray) else str(payload).encode()
-    try:
-        await ingest.handle(message.topic.value, data)
-    except Exception:
-        log.exception("ingest could not store a message on %r", message.topic.value)
+    delay, since = HOLD_FIRST_S, None
+    while True:
+        try:
+            await ingest.handle(message.topic.value, data)
+        except (OperationalError, InterfaceError, OSError) as exc:
+            # The database is away, not the message wrong: hold the stream (order kept, the
+            # broker queues behind us) and try the same message again until it is stored.
+            if since is None:
+                since = time.monotonic()
+                log.warning("ingest: database unavailable (%s); holding messages", exc)
+            await asyncio.sleep(delay)
+            delay = min(HOLD_MAX_S, delay * 2)
+            continue
+        except Exception:
+            log.exception("ingest could not store a message on %r", message.topic.value)
+        if since is not None:
+            log.warning("ingest: database back after %.1f s", time.monotonic() - since)
+        return

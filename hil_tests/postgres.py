@@ -72,12 +72,19 @@ class PostgresServer:
             str(self.bin / "initdb"), "-D", str(self.data), "-U", USER, "--auth=trust",
             "-E", "UTF8", "--no-sync",
         )  # fmt: skip
+        self.start()
+        return self
+
+    def start(self) -> None:
+        """Start the server (again, after :meth:`stop`: an outage), on the same port."""
         self._run(
             str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "-l", str(self.data / "log"),
             "-o", f"-h {HOST} -p {self.port} -k /tmp -c fsync=off -c max_connections=200",
             "start",
         )  # fmt: skip
-        return self
+
+    def stop(self) -> None:
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "-m", "fast", "stop")
 
     def __exit__(
         self,

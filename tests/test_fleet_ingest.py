@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import aiomqtt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,7 +20,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleet.db import create_engine, open_database, sessions
-from fleet.ingest import Ingest
+from fleet.ingest import Ingest, feed
 from fleet.models import (
     Alarm,
     Device,
@@ -33,6 +34,7 @@ from fleet.models import (
 )
 from fleet.registry import RegistryError, list_gateways, register_gateway
 from gateway import wire
+from hil_tests.postgres import PostgresServer
 
 T0 = 1_700_000_000.0  # Nov 2023: before any time ingest itself stamps
 SITE, GW = "s1", "gw1"
@@ -495,3 +497,35 @@ def test_any_order_with_duplicates_stores_each_batch_once(fleet_db_url: str) -> 
 async def _migrate(url: str) -> None:
     engine = await open_database(url)
     await engine.dispose()
+
+
+# -- the database goes away --------------------------------------------------------------------
+
+
+async def test_a_message_arriving_while_the_database_is_down_is_stored_when_it_is_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """aiomqtt has acknowledged the message already: ingest holds it (and everything behind
+    it) and tries again until the database takes it, instead of losing the batch."""
+    with PostgresServer() as server:
+        engine = await open_database(server.fresh_database())
+        make = sessions(engine)
+        async with make.begin() as session:
+            await register_gateway(session, SITE, GW)
+        fleet = Fleet(Ingest(make), make)
+        assert await fleet.send(wire.Kind.TELEMETRY, telemetry(1, ("m", "w", 1.0, T0))) == "stored"
+        await engine.dispose()  # no pooled connection survives the outage
+        server.stop()
+        message = aiomqtt.Message(topic(wire.Kind.TELEMETRY), telemetry(2, ("m", "w", 2.0, T0 + 1)),
+                                  qos=1, retain=False, mid=1, properties=None)  # fmt: skip
+        with caplog.at_level(logging.WARNING, logger="fleet.ingest"):
+            held = asyncio.create_task(feed(fleet.ingest, message))
+            await asyncio.sleep(1.0)
+            assert not held.done(), "ingest moved on while the database was down"
+            server.start()
+            await asyncio.wait_for(held, 30)
+        assert "database unavailable" in caplog.text
+        assert "database back after" in caplog.text
+        assert sorted(b.seq for b in await fleet.rows(ReceivedBatch)) == [1, 2]
+        assert await fleet.latest() == {("m", "w"): (2.0, at(T0 + 1))}
+        await engine.dispose()
