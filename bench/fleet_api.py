@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import os
 import random
-import signal
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from fleet.auth import Actor, create_token, create_user
 from fleet.db import open_database, sessions
 from fleet.models import Alarm, Device, Gateway, LatestValue, Role, Sample, Site, utcnow
 from hil_tests.broker import free_port
+from hil_tests.rig.processes import terminate
 
 NAME = "fleet_api"
 SITES, GATEWAYS_PER_SITE, DEVICES_PER_GATEWAY, POINTS_PER_DEVICE = 100, 10, 5, 8
@@ -129,12 +129,7 @@ def serve(url: str) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def stop(server: subprocess.Popen[bytes]) -> None:
-    server.send_signal(signal.SIGTERM)
-    try:
-        server.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
+    terminate(server, timeout=10)
 
 
 def percentile(values: list[float], q: float) -> float:

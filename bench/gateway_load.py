@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bench.report import write_result
+from hil_tests.rig.processes import terminate
 
 NAME = "gateway_load"
 EXAMPLE = Path(str(resources.files("gateway.examples").joinpath("community.toml")))
@@ -53,12 +53,7 @@ def start_simulator(resolved: Path) -> subprocess.Popen[bytes]:
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    terminate(proc)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -24,6 +23,8 @@ from types import TracebackType
 from typing import Self
 
 import pytest
+
+from hil_tests.rig.processes import terminate
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 10.0
@@ -145,12 +146,7 @@ class Mosquitto:
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, STOP_TIMEOUT_S)
         if proc.stderr is not None:
             proc.stderr.close()
 

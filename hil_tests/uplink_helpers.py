@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.mqtt_client import Client
+from hil_tests.rig.processes import terminate
 
 PREFIX = "doorstep/v1/"
 
@@ -101,13 +102,10 @@ class RunnerProcess:
         proc, self.proc = self.proc, None
         if proc is None:
             return 0
-        proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise AssertionError(f"the runner did not stop within {timeout} s") from None
+        code = terminate(proc, timeout)
+        if code is None:
+            raise AssertionError(f"the runner did not stop within {timeout} s")
+        return code
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""

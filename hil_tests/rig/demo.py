@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -27,6 +26,8 @@ import urllib.request
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
+
+from hil_tests.rig.processes import terminate
 
 READY_TIMEOUT_S = 20.0
 HOST = "127.0.0.1"
@@ -106,12 +107,7 @@ def _process(argv: list[str], **popen: object) -> Iterator[subprocess.Popen[byte
     try:
         yield proc
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc)
 
 
 def _port_or_free(wanted: int) -> int:
