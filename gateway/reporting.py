@@ -17,18 +17,19 @@ feeds it from an image listener and takes a batch every ``batch_interval_s``.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, NamedTuple, TypeGuard
+from typing import Annotated, NamedTuple
 
 from pydantic import Field
 
 from gateway import wire
-from gateway.codec import Value
 from gateway.image import Sample
 from gateway.validation import Strict
 
+NUMBERS = (int, float)  # and bool, an int, which differs() treats as not a number
 PointKey = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*\.[a-z][a-z0-9_]*$")]
 NonNegative = Annotated[float, Field(ge=0)]
 
@@ -109,13 +110,22 @@ class Reporter:
         self._rule = rule
         self._max_batch = max_batch
         self._points: dict[tuple[str, str], _Point] = {}
-        self._pending: dict[tuple[str, str], None] = {}  # insertion-ordered set
+        self._pending: dict[tuple[str, str], _Point] = {}  # points with readings, in order
         self._count = 0
+        # No point is due for its maximum interval before this (monotonic); a lower bound,
+        # so take() looks at every point only when one may be due.
+        self._due = -math.inf
 
     @property
     def pending(self) -> int:
         """Readings waiting for the next batch."""
         return self._count
+
+    @property
+    def due(self) -> float:
+        """No point is due for its maximum interval before this (monotonic): until then,
+        :meth:`take` has nothing to send that was not offered."""
+        return self._due
 
     def offer(self, device: str, point: str, sample: Sample) -> bool:
         """Take a new sample of a point; True when a full batch is pending (send it now)."""
@@ -132,7 +142,7 @@ class Reporter:
                 self._count += 1
         elif p.sent is None or differs(p.rule.deadband, p.sent, sample):
             p.pending.append(sample)
-            self._pending[key] = None
+            self._pending[key] = p
             self._count += 1
         return self._count >= self._max_batch
 
@@ -140,22 +150,42 @@ class Reporter:
         """The readings of the next batch (at most ``max_batch``, more than that only to keep
         one point's readings together), including points due for their maximum interval;
         they count as sent at ``now`` (monotonic). Empty when nothing is due."""
-        for key, p in self._points.items():
-            if not p.pending and p.latest is not None and now - p.sent_at >= p.rule.max_interval_s:
-                p.pending.append(p.latest)
-                self._pending[key] = None
-                self._count += 1
+        if now >= self._due:
+            self._take_due(now)
         out: list[tuple[str, str, Sample]] = []
-        for key in list(self._pending):
-            p = self._points[key]
-            if out and len(out) + len(p.pending) > self._max_batch:
+        taken = 0
+        due = self._due
+        for (device, point), p in self._pending.items():
+            pending = p.pending
+            if out and len(out) + len(pending) > self._max_batch:
                 break
-            out += [(key[0], key[1], s) for s in p.pending]
-            p.sent, p.sent_at = p.pending[-1], now
-            self._count -= len(p.pending)
-            p.pending = []
-            del self._pending[key]
+            for sample in pending:
+                out.append((device, point, sample))
+            p.sent, p.sent_at, p.pending = pending[-1], now, []
+            due = min(due, now + p.rule.max_interval_s)
+            taken += 1
+        self._due = due
+        self._count -= len(out)
+        if taken == len(self._pending):
+            self._pending.clear()
+        else:
+            for key in list(itertools.islice(self._pending, taken)):
+                del self._pending[key]
         return out
+
+    def _take_due(self, now: float) -> None:
+        """Make every point due for its maximum interval pending; note when the next one is."""
+        due = math.inf
+        for key, p in self._points.items():
+            if p.pending or p.latest is None:
+                continue
+            if now - p.sent_at >= p.rule.max_interval_s:
+                p.pending.append(p.latest)
+                self._pending[key] = p
+                self._count += 1
+            else:
+                due = min(due, p.sent_at + p.rule.max_interval_s)
+        self._due = due
 
 
 def differs(deadband: float, old: Sample, new: Sample) -> bool:
@@ -164,23 +194,27 @@ def differs(deadband: float, old: Sample, new: Sample) -> bool:
     if old.quality is not new.quality:
         return True
     a, b = old.value, new.value
-    if _numeric(a) and _numeric(b):
-        if math.isnan(a) or math.isnan(b):
-            return not (math.isnan(a) and math.isnan(b))
-        return abs(b - a) > deadband
+    if isinstance(a, NUMBERS) and isinstance(b, NUMBERS):
+        if isinstance(a, bool) or isinstance(b, bool):
+            return type(a) is not type(b) or a != b
+        change = abs(b - a)
+        if change <= deadband:
+            return False
+        if change > deadband:
+            return True
+        # NaN: one value is NaN (a change unless both are), or the same infinity twice
+        return math.isnan(a) != math.isnan(b)
     return type(a) is not type(b) or a != b
 
 
-def _numeric(v: Value) -> TypeGuard[int | float]:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
-def reading(device: str, point: str, sample: Sample, wall_offset: float) -> wire.Reading:
-    """A sample on the wire; ``wall_offset`` is ``time.time() - time.monotonic()``, taken
-    once per batch, to turn the sample's monotonic time into wall-clock time.
-
-    Built without validation: every field comes from the gateway's own process image (a
-    codec value, a Quality), and thousands of readings a second pass here."""
-    return wire.Reading.model_construct(
-        d=device, p=point, v=sample.value, q=sample.quality.value, t=sample.at + wall_offset
-    )
+def reading(device: str, point: str, sample: Sample, wall_offset: float) -> wire.ReadingFields:
+    """A sample's fields on the wire (for :func:`wire.encode_telemetry`); ``wall_offset`` is
+    ``time.time() - time.monotonic()``, taken once per batch, to turn the sample's monotonic
+    time into wall-clock time."""
+    return {
+        "d": device,
+        "p": point,
+        "v": sample.value,
+        "q": sample.quality.value,
+        "t": sample.at + wall_offset,
+    }

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections import deque
@@ -51,7 +52,7 @@ from gateway.alarms import AlarmEvent
 from gateway.health import HealthProbe, StatsSource
 from gateway.image import Sample
 from gateway.mqtt_client import Client
-from gateway.outbox import Outbox, OutboxError
+from gateway.outbox import Outbox, OutboxError, Row
 from gateway.reporting import Reporter, reading
 from gateway.uplink_config import UplinkConfig
 
@@ -59,6 +60,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 ALARMS = "alarms"  # the outbox's idempotency source for AlarmEvent.seq
+PRUNE_S = 1.0  # how often the outbox's age bound is enforced: it needs no finer grain
 CLOSE_TIMEOUT_S = 2.0  # how long a clean shutdown waits to empty the outbox and say offline
 #: CONNACK codes of refused credentials: MQTT 3.1.1 (4, 5) and MQTT 5 (134, 135)
 REFUSED_CREDENTIALS = (4, 5, 134, 135)
@@ -81,6 +83,13 @@ class Backoff:
 
     def reset(self) -> None:
         self._n = 0
+
+
+async def _wait(event: asyncio.Event, deadline: float) -> None:
+    """Until ``event`` is set or the monotonic ``deadline`` (the loop's clock) has come."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout_at(deadline):
+            await event.wait()
 
 
 def to_event(event: AlarmEvent) -> wire.Event:
@@ -143,6 +152,7 @@ class Uplink:
         self._wake = asyncio.Event()  # rows were appended
         self._idle = asyncio.Event()  # the drain found the outbox empty
         self._full = asyncio.Event()  # a full batch is pending
+        self._offered = asyncio.Event()  # a sample was offered to the reporter
         self._early: list[AlarmEvent] = []  # alarms before the outbox opened
         self._closed = False
         self._lost = 0  # readings that never reached the outbox (too large, disk error)
@@ -229,6 +239,7 @@ class Uplink:
         """The process-image listener: offer every update to report-by-exception."""
         if self._reporter.offer(device, point, sample):
             self._full.set()
+        self._offered.set()
 
     def alarm(self, event: AlarmEvent) -> None:
         """Append an alarm event to the outbox as an event batch of its own, in order.
@@ -274,51 +285,66 @@ class Uplink:
     async def flush(self) -> None:
         """Append every pending reading to the outbox now (normally every batch interval);
         on return, alarms handed to :meth:`alarm` before the call are in the outbox too."""
-        await self._db(lambda: None)  # the outbox thread runs calls in submission order
+        await self._append_pending()
+        # The outbox thread runs calls in submission order: the appends handed to it before
+        # (alarms, a batch the producer took meanwhile) are done when this one is.
+        await self._db(lambda: None)
+
+    async def _append_pending(self) -> None:
+        """Append the readings the reporter has for now, as batches of at most ``max_batch``."""
         now = time.monotonic()
         offset = time.time() - now
         while items := self._reporter.take(now):
-            readings = [reading(d, p, s, offset) for d, p, s in items]
             try:
-                self._lost += await self._db(self._append_telemetry, readings)
+                self._lost += await self._db(self._append_telemetry, items, offset)
             except OutboxError as exc:
-                self._lost += len(readings)
-                log.error("uplink: %d readings lost: %s", len(readings), exc)
+                self._lost += len(items)
+                log.error("uplink: %d readings lost: %s", len(items), exc)
             self._wake.set()
 
     async def _produce(self) -> None:
+        """Append a batch at the next multiple of ``batch_interval_s`` after readings became
+        pending (at once when a full batch is), and prune the outbox every second. Sleeps
+        while nothing is pending: no wake-ups every batch interval on a quiet site."""
         interval = self.config.batch_interval_s
-        due = time.monotonic()
-        pruned = due
+        start = pruned = time.monotonic()
         while True:
-            due = max(due + interval, time.monotonic())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._full.wait(), timeout=due - time.monotonic())
-            self._full.clear()
-            await self.flush()
-            if time.monotonic() - pruned >= 1.0:  # the age bound needs no finer grain
+            now = time.monotonic()
+            if self._reporter.pending or now >= self._reporter.due:
+                tick = start + math.ceil((now - start) / interval) * interval
+                await _wait(self._full, tick)
+                self._full.clear()
+                await self._append_pending()
+            else:
+                self._offered.clear()
+                await _wait(self._offered, min(self._reporter.due, pruned + PRUNE_S))
+            if time.monotonic() - pruned >= PRUNE_S:
                 pruned = time.monotonic()
                 assert self._outbox is not None
                 with contextlib.suppress(OutboxError):
                     await self._db(self._outbox.prune)
 
-    def _append_telemetry(self, readings: list[wire.Reading]) -> int:
+    def _append_telemetry(self, items: list[tuple[str, str, Sample]], offset: float) -> int:
         """(outbox thread) One batch, or two halves if it would exceed the wire's limit;
-        returns how many readings could not be appended (each too large on its own)."""
+        returns how many readings could not be appended (each too large on its own).
+        ``offset`` turns the samples' monotonic times into wall-clock times."""
         assert self._outbox is not None
+        readings = [reading(d, p, s, offset) for d, p, s in items]
 
         def payload(seq: int) -> bytes:
-            return wire.encode(wire.TelemetryBatch(seq=seq, at=time.time(), readings=readings))
+            return wire.encode_telemetry(seq, time.time(), readings)
 
         topic = self._topics[wire.Kind.TELEMETRY]
         try:
             self._outbox.append(wire.Kind.TELEMETRY.value, topic, payload)
         except wire.WireError as exc:
-            if len(readings) == 1:
-                log.error("uplink: reading %s.%s not sent: %s", readings[0].d, readings[0].p, exc)
+            if len(items) == 1:
+                log.error("uplink: reading %s.%s not sent: %s", items[0][0], items[0][1], exc)
                 return 1
-            half = len(readings) // 2
-            return self._append_telemetry(readings[:half]) + self._append_telemetry(readings[half:])
+            half = len(items) // 2
+            return self._append_telemetry(items[:half], offset) + self._append_telemetry(
+                items[half:], offset
+            )
         return 0
 
     def _append_event(self, event: AlarmEvent) -> None:
@@ -433,15 +459,16 @@ class Uplink:
         """Publish outbox rows in id order, ``window`` at a time; delete each acknowledged
         prefix. Starts from the oldest row: whatever was in flight before is sent again."""
         assert self._outbox is not None
-        outbox = self._outbox
         timeout = self.config.publish_timeout_s
         inflight: deque[tuple[int, asyncio.Task[None]]] = deque()
+        acked: list[int] = []
         cursor = 0
         async with asyncio.TaskGroup() as group:
             while True:
                 self._wake.clear()
                 room = self.config.window - len(inflight)
-                rows = await self._db(outbox.peek, room, cursor) if room else []
+                rows = await self._db(self._settle, acked, room, cursor)
+                acked = []
                 for row in rows:
                     publish = client.publish(row.topic, row.payload, qos=1, timeout=timeout)
                     inflight.append((row.id, group.create_task(publish, name=f"publish:{row.id}")))
@@ -449,15 +476,20 @@ class Uplink:
                 if inflight:
                     self._idle.clear()
                     await asyncio.wait([inflight[0][1]])
-                    acked = []
                     while inflight and inflight[0][1].done():
                         row_id, task = inflight.popleft()
                         task.result()  # a failed publish ends the session
                         acked.append(row_id)
-                    await self._db(outbox.ack, *acked)
                 elif not rows:
                     self._idle.set()
                     await self._wake.wait()
+
+    def _settle(self, acked: list[int], room: int, cursor: int) -> list[Row]:
+        """(outbox thread) Delete the acknowledged rows, then up to ``room`` rows after
+        ``cursor``: one trip to the outbox thread per turn of the drain."""
+        assert self._outbox is not None
+        self._outbox.ack(*acked)
+        return self._outbox.peek(room, cursor) if room else []
 
     async def _health(self, client: aiomqtt.Client) -> None:
         while True:

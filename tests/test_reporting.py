@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import sqlite3
 from pathlib import Path
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
@@ -75,6 +76,43 @@ def test_non_numeric_values_are_reported_on_any_change() -> None:
     assert differs(1000.0, Sample(True, 0, GOOD), Sample(False, 0, GOOD))
     assert differs(1000.0, Sample(1, 0, GOOD), Sample(True, 0, GOOD))  # another type
     assert not differs(0.0, Sample(float("nan"), 0, GOOD), Sample(float("nan"), 0, GOOD))
+
+
+def rule_of_differs(deadband: float, old: Sample, new: Sample) -> bool:
+    """differs() as its docstring states it, written plainly: the oracle for the fast one."""
+    if old.quality is not new.quality:
+        return True
+    a, b = old.value, new.value
+    if (
+        isinstance(a, int | float)
+        and isinstance(b, int | float)
+        and not isinstance(a, bool)
+        and not isinstance(b, bool)
+    ):
+        if math.isnan(a) or math.isnan(b):
+            return not (math.isnan(a) and math.isnan(b))
+        return abs(b - a) > deadband
+    return type(a) is not type(b) or a != b
+
+
+any_value = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**63), 2**64), st.floats(), st.text(max_size=3),
+    st.sampled_from([0, 1, 0.0, 1.0, -0.0, True, False, math.inf, -math.inf, math.nan]),
+)  # fmt: skip
+
+
+@given(
+    deadband=st.one_of(st.floats(0, 1e6), st.just(math.inf)),
+    a=any_value,
+    b=any_value,
+    qa=st.sampled_from(Quality),
+    qb=st.sampled_from(Quality),
+)
+def test_differs_follows_its_rule(
+    deadband: float, a: object, b: object, qa: Quality, qb: Quality
+) -> None:
+    old, new = Sample(a, 0.0, qa), Sample(b, 1.0, qb)  # type: ignore[arg-type]
+    assert differs(deadband, old, new) == rule_of_differs(deadband, old, new)
 
 
 def test_a_full_batch_is_signalled_and_batches_never_exceed_the_maximum() -> None:
