@@ -18,7 +18,6 @@ import asyncio
 import json
 import logging
 import math
-import random
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -238,7 +237,7 @@ async def run_ingest(
     ``ingest.handle``; reconnect with bounded back-off forever until cancelled; sets
     ``ready`` after the first SUBACK. A lost connection is logged once, and once more when
     it is back."""
-    ceiling = reconnect_min_s
+    backoff = mqtt_client.Backoff(reconnect_min_s, reconnect_max_s)
     lost_at: float | None = None
     while True:
         try:
@@ -256,7 +255,7 @@ async def run_ingest(
                 if lost_at is not None:
                     log.info("ingest: back on %s after %.1f s", broker, time.monotonic() - lost_at)
                     lost_at = None
-                ceiling = reconnect_min_s
+                backoff.reset()
                 if ready is not None:
                     ready.set()
                 async for message in client.messages:
@@ -265,8 +264,7 @@ async def run_ingest(
             if lost_at is None:
                 lost_at = time.monotonic()
                 log.warning("ingest: MQTT broker %s unavailable (%s); reconnecting", broker, exc)
-        await asyncio.sleep(random.uniform(ceiling / 2, ceiling))  # noqa: S311 (jitter)
-        ceiling = min(reconnect_max_s, ceiling * 2)
+        await asyncio.sleep(backoff.next())
 
 
 async def feed(ingest: Ingest, message: aiomqtt.Message) -> None:

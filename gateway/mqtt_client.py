@@ -1,8 +1,10 @@
 """aiomqtt's client, with one race of aiomqtt 2.5.1 closed; use it wherever aiomqtt.Client
-would be used (the gateway's uplink, the fleet's ingest, tests' subscribers)."""
+would be used (the gateway's uplink, the fleet's ingest, tests' subscribers). aiomqtt 2 has no
+reconnect of its own: :class:`Backoff` paces the reconnect loops around it."""
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import aiomqtt
@@ -41,3 +43,22 @@ class Client(aiomqtt.Client):
                 self._loop.add_writer(current.fileno(), writable)
 
         self._loop.call_soon_threadsafe(register)
+
+
+class Backoff:
+    """Jittered exponential back-off: the n-th delay is uniform in ``[c/2, c]`` with
+    ``c = min(most, first * 2**n)``, so gateways that lost the broker together do not all
+    come back in the same instant."""
+
+    def __init__(self, first: float, most: float) -> None:
+        self._first = first
+        self._most = most
+        self._n = 0
+
+    def next(self) -> float:
+        ceiling = min(self._most, self._first * 2**self._n)
+        self._n = min(self._n + 1, 62)
+        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 (jitter, not secrets)
+
+    def reset(self) -> None:
+        self._n = 0

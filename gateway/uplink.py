@@ -35,7 +35,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -51,7 +50,7 @@ from gateway import wire
 from gateway.alarms import AlarmEvent
 from gateway.health import HealthProbe, StatsSource
 from gateway.image import Sample
-from gateway.mqtt_client import Client
+from gateway.mqtt_client import Backoff, Client
 from gateway.outbox import Outbox, OutboxError, Row
 from gateway.reporting import Reporter, reading
 from gateway.uplink_config import UplinkConfig
@@ -64,25 +63,6 @@ PRUNE_S = 1.0  # how often the outbox's age bound is enforced: it needs no finer
 CLOSE_TIMEOUT_S = 2.0  # how long a clean shutdown waits to empty the outbox and say offline
 #: CONNACK codes of refused credentials: MQTT 3.1.1 (4, 5) and MQTT 5 (134, 135)
 REFUSED_CREDENTIALS = (4, 5, 134, 135)
-
-
-class Backoff:
-    """Jittered exponential back-off: the n-th delay is uniform in ``[c/2, c]`` with
-    ``c = min(most, first * 2**n)``, so gateways that lost the broker together do not all
-    come back in the same instant."""
-
-    def __init__(self, first: float, most: float) -> None:
-        self._first = first
-        self._most = most
-        self._n = 0
-
-    def next(self) -> float:
-        ceiling = min(self._most, self._first * 2**self._n)
-        self._n = min(self._n + 1, 62)
-        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 (jitter, not secrets)
-
-    def reset(self) -> None:
-        self._n = 0
 
 
 async def _wait(event: asyncio.Event, deadline: float) -> None:
