@@ -16,13 +16,14 @@ import asyncio
 import hashlib
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import cache
+from typing import Any, cast
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, select
+from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -63,6 +64,14 @@ class AccessDenied(AuthError):
 
 class TokenNotFound(AuthError):
     """No such API token, or not one the actor may revoke."""
+
+
+class UserNotFound(AuthError):
+    """No user of that name."""
+
+
+class LastAdmin(AuthError):
+    """The change would leave no enabled admin, and nobody could manage users any more."""
 
 
 @dataclass(frozen=True)
@@ -252,3 +261,85 @@ async def revoke_token(session: AsyncSession, actor: Actor, token_id: int) -> bo
         return False
     token.revoked_at = utcnow()
     return True
+
+
+@dataclass(frozen=True)
+class UserChange:
+    """What :func:`update_user` did: the user's role and disabled flag before and after, and
+    the login sessions ended and API tokens revoked by disabling."""
+
+    user: User
+    before: dict[str, Any]
+    after: dict[str, Any]
+    sessions_ended: int = 0
+    tokens_revoked: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+    def detail(self) -> dict[str, Any]:
+        """The audit entry's detail."""
+        detail: dict[str, Any] = {"before": self.before, "after": self.after}
+        if self.sessions_ended or self.tokens_revoked:
+            detail |= {"sessions_ended": self.sessions_ended, "tokens_revoked": self.tokens_revoked}
+        return detail
+
+
+def _standing(user: User) -> dict[str, Any]:
+    return {"role": user.role, "disabled": user.disabled}
+
+
+async def update_user(
+    session: AsyncSession, name: str, role: Role | str | None = None, disabled: bool | None = None
+) -> UserChange:
+    """Change a user's role and/or disable or enable them, in the caller's transaction.
+
+    Disabling ends all their login sessions and revokes all their API tokens (enabling again
+    brings neither back). UserNotFound for an unknown name; LastAdmin when the change would
+    leave no enabled admin (the enabled admins are locked for the rest of the transaction,
+    so two admins demoting each other at once cannot both succeed)."""
+    new_role = None if role is None else role_of(role)
+    user = await session.scalar(select(User).where(User.name == name))
+    if user is None:
+        raise UserNotFound(f"no user {name!r}")
+    before = _standing(user)
+    stays_admin = (new_role or Role(user.role)) is Role.ADMIN and not (
+        user.disabled if disabled is None else disabled
+    )
+    if user.role == Role.ADMIN and not user.disabled and not stays_admin:
+        others = await session.scalars(
+            select(User.id)
+            .where(User.role == Role.ADMIN.value, User.disabled.is_(False), User.id != user.id)
+            .with_for_update()
+        )
+        if not others.all():
+            raise LastAdmin(
+                f"user {name!r} is the last enabled admin: make another user admin first "
+                "(nobody could manage users otherwise)"
+            )
+    if new_role is not None:
+        user.role = new_role.value
+    if disabled is not None:
+        user.disabled = disabled
+    change = UserChange(user=user, before=before, after=_standing(user))
+    if disabled and not before["disabled"]:
+        change = await _cut_off(session, change)
+    await session.flush()
+    return change
+
+
+async def _cut_off(session: AsyncSession, change: UserChange) -> UserChange:
+    """End every login session of a user being disabled and revoke every API token of theirs."""
+    user_id = change.user.id
+    ended = await session.execute(delete(LoginSession).where(LoginSession.user_id == user_id))
+    revoked = await session.execute(
+        update(ApiToken)
+        .where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    return replace(
+        change,
+        sessions_ended=cast(CursorResult[Any], ended).rowcount,
+        tokens_revoked=cast(CursorResult[Any], revoked).rowcount,
+    )

@@ -3,6 +3,7 @@ in (the first admin) or by a service account on the server itself.
 
     fleet serve [--db URL] [--mqtt URL] [--mqtt-listen HOST:PORT] [--host H] [--port N]
     fleet user create NAME --role ROLE [--password-stdin] [--db URL]
+    fleet user disable NAME | enable NAME | set-role NAME ROLE [--db URL]
     fleet site add NAME [--title TITLE] [--db URL]
     fleet gateway add SITE NAME [--db URL]
     fleet token create USER --name NAME --role ROLE [--db URL]
@@ -32,10 +33,13 @@ from fleet.auth import (
     MIN_PASSWORD,
     AccessDenied,
     Actor,
+    LastAdmin,
     UserError,
     UserExists,
+    UserNotFound,
     create_token,
     create_user,
+    update_user,
 )
 from fleet.broker import BrokerUrl, BrokerUrlError
 from fleet.db import DatabaseUrlError, async_url, open_database, sessions
@@ -129,6 +133,32 @@ def _user_create(args: argparse.Namespace) -> str:
     user = asyncio.run(_in_transaction(_database(args.db), change))
     done = f"created user {user.name} with role {user.role}"
     return f"{done}; password (shown once): {password}" if generated else done
+
+
+def _user_update(args: argparse.Namespace) -> str:
+    """``user disable``, ``user enable`` and ``user set-role``: audited as "user.update"."""
+    actor = cli_actor()
+    disabled = {"disable": True, "enable": False}.get(args.action)
+    role = getattr(args, "role", None)
+
+    async def change(session: AsyncSession) -> str:
+        try:
+            done = await update_user(session, args.name, role, disabled)
+        except (UserNotFound, LastAdmin) as exc:
+            raise Failed(str(exc)) from None
+        if done.changed:
+            audit.record(session, actor.label, "user.update", f"user:{args.name}", done.detail())
+        user = done.user
+        if args.action == "set-role":
+            return f"user {user.name} has role {user.role}"
+        if not user.disabled:
+            return f"enabled user {user.name}"
+        return (
+            f"disabled user {user.name}: ended {done.sessions_ended} login session(s), "
+            f"revoked {done.tokens_revoked} API token(s)"
+        )
+
+    return asyncio.run(_in_transaction(_database(args.db), change))
 
 
 def _site_add(args: argparse.Namespace) -> str:
@@ -245,6 +275,15 @@ def _parser() -> argparse.ArgumentParser:
         help="read the password from standard input (else one is generated and printed once)",
     )  # fmt: skip
 
+    for action, what in (
+        ("disable", "disable a user: ends their login sessions, revokes their API tokens"),
+        ("enable", "enable a disabled user again (their old tokens stay revoked)"),
+    ):
+        user.add_parser(action, parents=[db], help=what).add_argument("name", metavar="NAME")
+    set_role = user.add_parser("set-role", parents=[db], help="change a user's role")
+    set_role.add_argument("name", metavar="NAME")
+    set_role.add_argument("role", metavar="ROLE", choices=ROLES, help=", ".join(ROLES))
+
     site = commands.add_parser("site", help="sites").add_subparsers(
         dest="action", required=True, metavar="ACTION"
     )
@@ -271,6 +310,9 @@ def _parser() -> argparse.ArgumentParser:
 
 CHANGES: dict[tuple[str, str], Callable[[argparse.Namespace], str]] = {
     ("user", "create"): _user_create,
+    ("user", "disable"): _user_update,
+    ("user", "enable"): _user_update,
+    ("user", "set-role"): _user_update,
     ("site", "add"): _site_add,
     ("gateway", "add"): _gateway_add,
     ("token", "create"): _token_create,

@@ -224,3 +224,59 @@ async def _publish_online(port: int) -> None:
     async with aiomqtt.Client("127.0.0.1", port, identifier="gw-test") as gw:
         topic = wire.topic("north", "gw-1", wire.Kind.STATE)
         await gw.publish(topic, wire.encode(state), qos=1, retain=True)
+
+
+def test_disabling_enabling_and_changing_a_role_on_the_command_line(
+    fleet_db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = ["--db", fleet_db_url]
+    for name, role in (("ada", "admin"), ("bob", "viewer")):
+        create = ["user", "create", name, "--role", role, "--password-stdin", *db]
+        assert fleet(create, capsys, stdin=PASSWORD)[0] == 0
+    code, out = fleet(["token", "create", "bob", "--name", "ci", "--role", "viewer", *db], capsys)
+    secret = out.rsplit(": ", 1)[1].strip()
+
+    assert fleet(["user", "disable", "bob", *db], capsys) == (
+        0, "disabled user bob: ended 0 login session(s), revoked 1 API token(s)\n",
+    )  # fmt: skip
+    assert asyncio.run(_me_with(fleet_db_url, secret)) == 401
+    assert fleet(["user", "enable", "bob", *db], capsys) == (0, "enabled user bob\n")
+    assert fleet(["user", "set-role", "bob", "operator", *db], capsys) == (
+        0, "user bob has role operator\n",
+    )  # fmt: skip
+    assert fleet(["user", "disable", "ada", *db], capsys) == (
+        1, "fleet: failed: user 'ada' is the last enabled admin: make another user admin first "
+        "(nobody could manage users otherwise)\n",
+    )  # fmt: skip
+    assert fleet(["user", "set-role", "nobody", "viewer", *db], capsys) == (
+        1, "fleet: failed: no user 'nobody'\n",
+    )  # fmt: skip
+    code, out = fleet(["user", "set-role", "bob", "boss", *db], capsys)
+    assert code == 2
+    assert "argument ROLE: invalid choice: 'boss'" in out
+
+    async def updates() -> list[tuple[str, str, dict[str, object]]]:
+        async with fleet_app(fleet_db_url) as app, login(app, "ada") as admin:
+            log = (await admin.get("/api/audit")).json()
+        return [(e["actor"], e["target"], e["detail"]) for e in log if e["action"] == "user.update"]
+
+    assert asyncio.run(updates()) == [
+        (CLI_ACTOR, "user:bob", {
+            "before": {"role": "viewer", "disabled": False},
+            "after": {"role": "operator", "disabled": False},
+        }),
+        (CLI_ACTOR, "user:bob", {
+            "before": {"role": "viewer", "disabled": True},
+            "after": {"role": "viewer", "disabled": False},
+        }),
+        (CLI_ACTOR, "user:bob", {
+            "before": {"role": "viewer", "disabled": False},
+            "after": {"role": "viewer", "disabled": True},
+            "sessions_ended": 0, "tokens_revoked": 1,
+        }),
+    ]  # fmt: skip
+
+
+async def _me_with(url: str, token: str) -> int:
+    async with fleet_app(url) as app, client(app, token=token) as script:
+        return (await script.get("/api/me")).status_code

@@ -10,8 +10,8 @@ from fastapi import FastAPI
 from fleet_api_client import PASSWORD, add_user, client, fleet_app, login, raised, send, user
 from sqlalchemy import select
 
-from fleet.auth import digest
-from fleet.models import ApiToken, Role
+from fleet.auth import LOGIN_FAILED, digest
+from fleet.models import ApiToken, LoginSession, Role, User
 from fleet.registry import register_gateway
 from gateway import wire
 
@@ -183,3 +183,110 @@ async def test_nothing_is_readable_without_logging_in(fleet_db_url: str) -> None
         ack = await anonymous.post("/api/alarms/1/ack")
     assert {a.status_code for a in [*answers, ack]} == {401}
     assert ack.json() == {"detail": "not logged in"}
+
+
+async def test_a_disabled_user_is_refused_at_once_and_an_admin_can_enable_them(
+    fleet_db_url: str,
+) -> None:
+    async with fleet_app(fleet_db_url) as app, user(app, "root", Role.ADMIN) as admin:
+        async with user(app, "op", Role.OPERATOR) as operator:
+            issued = (
+                await operator.post("/api/tokens", json={"name": "ci", "role": "viewer"})
+            ).json()
+            async with client(app, token=issued["token"]) as script:
+                assert (await script.get("/api/me")).status_code == 200
+                disabled = await admin.patch("/api/users/op", json={"disabled": True})
+                cookie_after = await operator.get("/api/me")
+                token_after = await script.get("/api/me")
+        async with client(app) as browser:
+            relogin = await browser.post("/api/login", json={"name": "op", "password": PASSWORD})
+        async with app.state.sessions() as session:
+            op_sessions = (
+                await session.scalars(
+                    select(LoginSession.token_hash).join(User).where(User.name == "op")
+                )
+            ).all()
+            revoked_at = await session.scalar(
+                select(ApiToken.revoked_at).where(ApiToken.id == issued["id"])
+            )
+        enabled = await admin.patch("/api/users/op", json={"disabled": False})
+        async with login(app, "op") as again:
+            me = (await again.get("/api/me")).json()
+        async with client(app, token=issued["token"]) as script:
+            old_token = await script.get("/api/me")
+        updates = [
+            e for e in (await admin.get("/api/audit")).json() if e["action"] == "user.update"
+        ]
+    assert disabled.status_code == 200, disabled.text
+    assert disabled.json()["disabled"] is True
+    assert (cookie_after.status_code, cookie_after.json()) == (401, {"detail": "not logged in"})
+    assert token_after.status_code == 401
+    assert (relogin.status_code, relogin.json()) == (401, {"detail": LOGIN_FAILED})
+    assert op_sessions == []
+    assert revoked_at is not None
+    assert (enabled.status_code, enabled.json()["disabled"]) == (200, False)
+    assert me == {"name": "op", "role": "operator"}
+    assert old_token.status_code == 401  # enabling brings no token back
+    assert [(e["actor"], e["target"], e["detail"]) for e in updates] == [
+        ("user:root", "user:op", {
+            "before": {"role": "operator", "disabled": True},
+            "after": {"role": "operator", "disabled": False},
+        }),
+        ("user:root", "user:op", {
+            "before": {"role": "operator", "disabled": False},
+            "after": {"role": "operator", "disabled": True},
+            "sessions_ended": 1, "tokens_revoked": 1,
+        }),
+    ]  # fmt: skip
+
+
+async def test_a_role_change_takes_effect_on_the_next_request(fleet_db_url: str) -> None:
+    async with fleet_app(fleet_db_url) as app:
+        alarm = await an_alarm(app)
+        async with login(app, "root") as admin, user(app, "vi", Role.VIEWER) as viewer:
+            denied = await viewer.post(f"/api/alarms/{alarm}/ack")
+            promoted = await admin.patch("/api/users/vi", json={"role": "maintainer"})
+            me = (await viewer.get("/api/me")).json()
+            acked = await viewer.post(f"/api/alarms/{alarm}/ack")
+            await admin.patch("/api/users/vi", json={"role": "viewer"})
+            demoted = await viewer.post(f"/api/alarms/{alarm}/ack")
+            [update, *_] = [
+                e for e in (await admin.get("/api/audit")).json() if e["action"] == "user.update"
+            ]
+    assert denied.status_code == 403
+    assert promoted.json()["role"] == "maintainer"
+    assert me == {"name": "vi", "role": "maintainer"}
+    assert acked.status_code == 200
+    assert (demoted.status_code, demoted.json()) == (403, {"detail": ACK_DENIED})
+    assert update["detail"] == {
+        "before": {"role": "maintainer", "disabled": False},
+        "after": {"role": "viewer", "disabled": False},
+    }
+
+
+async def test_the_last_enabled_admin_cannot_be_disabled_or_demoted(fleet_db_url: str) -> None:
+    last = (
+        "user 'root' is the last enabled admin: make another user admin first "
+        "(nobody could manage users otherwise)"
+    )
+    async with fleet_app(fleet_db_url) as app, user(app, "root", Role.ADMIN) as admin:
+        disable_self = await admin.patch("/api/users/root", json={"disabled": True})
+        demote_self = await admin.patch("/api/users/root", json={"role": "operator"})
+        async with user(app, "op", Role.OPERATOR) as operator:
+            by_operator = await operator.patch("/api/users/op", json={"role": "admin"})
+        unknown = await admin.patch("/api/users/nobody", json={"disabled": True})
+        empty = await admin.patch("/api/users/op", json={})
+        await add_user(app, "ada", Role.ADMIN)
+        await admin.patch("/api/users/ada", json={"disabled": True})
+        ada_disabled = await admin.patch("/api/users/root", json={"role": "viewer"})
+        await admin.patch("/api/users/ada", json={"disabled": False})
+        demoted = await admin.patch("/api/users/root", json={"role": "viewer"})
+        as_viewer = await admin.get("/api/users")
+    for refused in (disable_self, demote_self, ada_disabled):
+        assert (refused.status_code, refused.json()) == (409, {"detail": last})
+    assert by_operator.json() == {"detail": "changing users needs the admin role; you are operator"}
+    assert (unknown.status_code, unknown.json()) == (404, {"detail": "no user 'nobody'"})
+    assert empty.status_code == 422
+    assert "expected at least one of role, disabled" in empty.text
+    assert (demoted.status_code, demoted.json()["role"]) == (200, "viewer")
+    assert as_viewer.status_code == 403

@@ -7,14 +7,25 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from fleet.api import alarms, audit, history, ingest, overview, session, sites, tokens, users
-from fleet.auth import AccessDenied, AuthError, LoginFailed, TokenNotFound, UserError, UserExists
+from fleet.auth import (
+    AccessDenied,
+    AuthError,
+    LastAdmin,
+    LoginFailed,
+    TokenNotFound,
+    UserError,
+    UserExists,
+    UserNotFound,
+)
 from fleet.registry import RegistryError
 
 STATUS: dict[type[Exception], int] = {
     LoginFailed: 401,
     AccessDenied: 403,
     TokenNotFound: 404,
+    UserNotFound: 404,
     UserExists: 409,
+    LastAdmin: 409,
     UserError: 422,
     RegistryError: 422,
 }

@@ -1,4 +1,5 @@
-"""Users (admin only): list them, create one with a role and a password."""
+"""Users (admin only): list them, create one with a role and a password, change a role,
+disable (which ends their sessions and revokes their tokens at once) or enable one."""
 
 from __future__ import annotations
 
@@ -6,12 +7,12 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 
 from fleet import audit
 from fleet.api.deps import SessionDep, role
-from fleet.auth import MAX_PASSWORD, Actor, create_user
+from fleet.auth import MAX_PASSWORD, Actor, create_user, update_user
 from fleet.models import Role, User
 
 router = APIRouter(tags=["users"])
@@ -32,6 +33,24 @@ class NewUser(BaseModel):
     password: str = Field(max_length=MAX_PASSWORD, description="at least 12 characters")
 
 
+class UserUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Role | None = None
+    disabled: bool | None = Field(
+        default=None, description="true ends their login sessions and revokes their API tokens"
+    )
+
+    @model_validator(mode="after")
+    def _something(self) -> UserUpdate:
+        if self.role is None and self.disabled is None:
+            raise ValueError("expected at least one of role, disabled")
+        return self
+
+
+Admin = Annotated[Actor, role(Role.ADMIN, "changing users")]
+
+
 @router.get("/users")
 async def list_users(
     _actor: Annotated[Actor, role(Role.ADMIN, "listing users")], session: SessionDep
@@ -50,3 +69,17 @@ async def add_user(
     audit.record(session, actor.label, "user.create", f"user:{user.name}", {"role": user.role})
     await session.commit()
     return UserView.model_validate(user)
+
+
+@router.patch(
+    "/users/{name}",
+    responses={404: {"description": "no such user"}, 409: {"description": "the last admin"}},
+)
+async def change_user(name: str, change: UserUpdate, actor: Admin, session: SessionDep) -> UserView:
+    """Change a user's role or disable/enable them; takes effect on their next request.
+    Refused (409) when it would leave no enabled admin."""
+    done = await update_user(session, name, change.role, change.disabled)
+    if done.changed:
+        audit.record(session, actor.label, "user.update", f"user:{name}", done.detail())
+    await session.commit()
+    return UserView.model_validate(done.user)
