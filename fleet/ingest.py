@@ -9,7 +9,10 @@ WARNING with the topic and stored as an :class:`IngestRejection`, and ingest goe
 
 :func:`run_ingest` feeds ``handle`` from the broker: a persistent session (fixed client id,
 ``clean_session=False``) subscribed with QoS 1, so mosquitto keeps what gateways publish while
-ingest is briefly away; it reconnects with bounded, jittered exponential back-off.
+ingest is briefly away; it reconnects with bounded, jittered exponential back-off. Each message
+is acknowledged (PUBACK) only once ``handle`` is done with it (stored, duplicate or rejected):
+while the database is away, what gateways send waits on the broker (its in-flight window and
+queue), not in fleet memory, and a restarted fleet is handed every unacknowledged message again.
 """
 
 from __future__ import annotations
@@ -241,7 +244,7 @@ async def run_ingest(
     lost_at: float | None = None
     while True:
         try:
-            async with mqtt_client.Client(
+            client = mqtt_client.Client(
                 broker.host,
                 broker.port,
                 identifier=client_id,
@@ -250,7 +253,11 @@ async def run_ingest(
                 timeout=timeout_s,
                 logger=PAHO_LOG,
                 **broker.client_options(),
-            ) as client:
+            )
+            # before connecting (a persistent session's messages come right after CONNACK);
+            # aiomqtt 2.5.1 has no option for it: paho acknowledges only when told (below)
+            client._client.manual_ack_set(True)
+            async with client:
                 await client.subscribe([(wire.subscription(kind), 1) for kind in KINDS])
                 if lost_at is not None:
                     log.info("ingest: back on %s after %.1f s", broker, time.monotonic() - lost_at)
@@ -260,6 +267,7 @@ async def run_ingest(
                     ready.set()
                 async for message in client.messages:
                     await feed(ingest, message)
+                    client._client.ack(message.mid, message.qos)
         except aiomqtt.MqttError as exc:
             if lost_at is None:
                 lost_at = time.monotonic()
@@ -268,11 +276,12 @@ async def run_ingest(
 
 
 async def feed(ingest: Ingest, message: aiomqtt.Message) -> None:
-    """One message into ingest. While the database is unreachable the same message is tried
-    again with back-off (logged once when it goes, once when it is back) and nothing behind
-    it is taken: aiomqtt 2 acknowledged it on receipt, so the broker would not send it again,
-    and skipping it would lose the batch for good. Any other failure is logged and ingest goes
-    on with the next message."""
+    """One message into ingest; returns once it is stored, a duplicate or rejected, and only
+    then does run_ingest acknowledge it. While the database is unreachable the same message is
+    tried again with back-off (logged once when it goes, once when it is back) and nothing
+    behind it is taken: skipping it would lose the batch for good, while holding it leaves it
+    and everything behind it unacknowledged on the broker (kept for a restarted fleet too).
+    Any other failure is logged and ingest goes on with the next message."""
     payload = message.payload
     data = bytes(payload) if isinstance(payload, bytes | bytearray) else str(payload).encode()
     delay, since = HOLD_FIRST_S, None
@@ -280,8 +289,8 @@ async def feed(ingest: Ingest, message: aiomqtt.Message) -> None:
         try:
             await ingest.handle(message.topic.value, data)
         except (OperationalError, InterfaceError, OSError) as exc:
-            # The database is away, not the message wrong: hold the stream (order kept, the
-            # broker queues behind us) and try the same message again until it is stored.
+            # The database is away, not the message wrong: hold the stream (order kept; what
+            # is behind it stays unacknowledged on the broker) and try the same message again.
             if since is None:
                 since = time.monotonic()
                 log.warning("ingest: database unavailable (%s); holding messages", exc)

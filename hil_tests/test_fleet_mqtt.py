@@ -1,7 +1,8 @@
 """Ingest through a real broker: a gateway-like publisher (aiomqtt) sends state, telemetry,
 events and health, and they land in the fleet database. On the embedded amqtt broker and on
 a real mosquitto (SQLite), and once on PostgreSQL; and ingest rides out a mosquitto restart,
-receiving what was published while it was away (QoS 1, persistent session)."""
+receiving what was published while it was away (QoS 1, persistent session), and a fleet
+restart while its database was away, losing nothing it had not stored."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleet.broker import BrokerUrl, EmbeddedBroker, EmbeddedBrokerError
-from fleet.db import open_database, sessions
+from fleet.db import create_engine, open_database, sessions
 from fleet.ingest import Ingest, run_ingest
 from fleet.models import Alarm, Device, Gateway, LatestValue, ReceivedBatch, Sample
 from fleet.registry import register_gateway
@@ -122,10 +123,10 @@ async def database(url: str) -> AsyncIterator[Database]:
 
 @asynccontextmanager
 async def ingesting(
-    db: Database, broker: BrokerUrl, **options: float
+    db: Database, broker: BrokerUrl, ingest: Ingest | None = None, **options: float
 ) -> AsyncIterator[tuple[Ingest, asyncio.Task[None]]]:
     """run_ingest as a task this test owns, ready (subscribed) on entry, cancelled on exit."""
-    ingest = Ingest(db.sessions)
+    ingest = Ingest(db.sessions) if ingest is None else ingest
     ready = asyncio.Event()
     task = asyncio.create_task(
         run_ingest(ingest, broker, client_id="fleet-ingest-test", ready=ready, **options)
@@ -246,6 +247,43 @@ async def test_ingest_rides_out_a_mosquitto_restart_and_gets_what_came_meanwhile
             assert ingest.stats()["gaps_opened"] == 0
             assert any("back on" in r.getMessage() for r in caplog.records)
     finally:
+        await asyncio.to_thread(mosquitto.stop)
+
+
+async def test_a_fleet_restarted_while_its_database_was_away_loses_no_message(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ingest holds a message it cannot store (its database is unreachable) with the ones
+    behind it; the fleet is restarted: the new ingest (same client id) is handed them all by
+    the broker, because none was acknowledged before it was stored."""
+    caplog.set_level(logging.WARNING, logger="fleet.ingest")
+    mosquitto = Mosquitto(tmp_path / "mosquitto")
+    await asyncio.to_thread(mosquitto.start)
+    broker = BrokerUrl(HOST, mosquitto.port)
+    nowhere = create_engine(f"postgresql://fleet@{HOST}:{free_port()}/fleet")  # nothing listens
+    try:
+        async with database(f"sqlite:///{tmp_path / 'fleet.db'}") as db:
+            async with ingesting(db, broker, Ingest(sessions(nowhere))):
+                await publish(
+                    broker, *[(topic(wire.Kind.TELEMETRY), telemetry(n), False) for n in (1, 2, 3)]
+                )
+
+                async def holding() -> bool:
+                    return "holding messages" in str(caplog.text)
+
+                await eventually(holding, "ingest holds the first message")
+            # the fleet restarts, its database reachable now; gateways went on publishing
+            await publish(broker, (topic(wire.Kind.TELEMETRY), telemetry(4), False))
+            async with ingesting(db, broker) as (ingest, _):
+
+                async def all_stored() -> bool:
+                    return await db.count(ReceivedBatch) == 4
+
+                await eventually(all_stored, "batches 1-4 stored after the restart")
+                assert await db.count(Sample) == 4
+                assert ingest.stats()["gaps_opened"] == 0
+    finally:
+        await nowhere.dispose()
         await asyncio.to_thread(mosquitto.stop)
 
 

@@ -505,8 +505,8 @@ async def _migrate(url: str) -> None:
 async def test_a_message_arriving_while_the_database_is_down_is_stored_when_it_is_back(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """aiomqtt has acknowledged the message already: ingest holds it (and everything behind
-    it) and tries again until the database takes it, instead of losing the batch."""
+    """Ingest holds the message (and everything behind it, unacknowledged on the broker) and
+    tries again until the database takes it, instead of losing the batch."""
     with PostgresServer() as server:
         engine = await open_database(server.fresh_database())
         make = sessions(engine)
