@@ -290,3 +290,21 @@ async def test_the_last_enabled_admin_cannot_be_disabled_or_demoted(fleet_db_url
     assert "expected at least one of role, disabled" in empty.text
     assert (demoted.status_code, demoted.json()["role"]) == (200, "viewer")
     assert as_viewer.status_code == 403
+
+
+async def test_an_api_token_cannot_make_or_revoke_tokens(fleet_db_url: str) -> None:
+    async with fleet_app(fleet_db_url) as app, user(app, "root", Role.ADMIN) as admin:
+        leaked = (await admin.post("/api/tokens", json={"name": "wall", "role": "viewer"})).json()
+        other = (await admin.post("/api/tokens", json={"name": "ci", "role": "admin"})).json()
+        async with client(app, token=leaked["token"]) as thief:
+            minted = await thief.post("/api/tokens", json={"name": "mine", "role": "viewer"})
+            revoked = await thief.delete(f"/api/tokens/{other['id']}")
+            own = await thief.delete(f"/api/tokens/{leaked['id']}")
+        async with client(app, token=other["token"]) as script:
+            still = await script.get("/api/me")
+        listed = (await admin.get("/api/tokens")).json()
+    refused = {"detail": "managing API tokens needs a login session"}
+    for answer in (minted, revoked, own):
+        assert (answer.status_code, answer.json()) == (403, refused)
+    assert still.status_code == 200
+    assert [(t["name"], t["revoked_at"]) for t in listed] == [("wall", None), ("ci", None)]

@@ -21,6 +21,7 @@ from fleet.settings import Settings
 COOKIE = "doorstep_session"
 NOT_LOGGED_IN = "not logged in"
 BAD_TOKEN = "API token unknown or revoked"  # noqa: S105 (a message)
+NEEDS_LOGIN_SESSION = "managing API tokens needs a login session"
 
 _bearer = HTTPBearer(auto_error=False, description="an API token (POST /api/tokens)")
 _cookie = APIKeyCookie(name=COOKIE, auto_error=False, description="a login (POST /api/login)")
@@ -57,6 +58,16 @@ async def _actor(
 
 
 ActorDep = Annotated[Actor, Depends(_actor)]
+
+
+async def _logged_in_actor(actor: ActorDep) -> Actor:
+    if actor.token_id is not None:  # a leaked token must not mint or revoke tokens
+        raise HTTPException(403, NEEDS_LOGIN_SESSION)
+    return actor
+
+
+#: the actor of a browser login (403 for an API token): for managing API tokens
+LoggedInActorDep = Annotated[Actor, Depends(_logged_in_actor)]
 
 
 def role(needed: Role, doing: str) -> Any:

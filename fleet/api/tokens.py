@@ -1,5 +1,6 @@
 """API tokens for scripts: any logged-in user makes them for themselves, with a role at
-most their own; the secret is in the answer once and never again."""
+most their own; the secret is in the answer once and never again. Making and revoking
+tokens needs a browser login: a token cannot mint or revoke tokens."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from fleet import audit
-from fleet.api.deps import ActorDep, SessionDep
+from fleet.api.deps import ActorDep, LoggedInActorDep, SessionDep
 from fleet.auth import create_token, revoke_token
 from fleet.models import ApiToken, Role, User
 
@@ -49,7 +50,7 @@ async def list_tokens(actor: ActorDep, session: SessionDep) -> list[TokenView]:
 
 
 @router.post("/tokens", status_code=201)
-async def add_token(new: NewToken, actor: ActorDep, session: SessionDep) -> IssuedToken:
+async def add_token(new: NewToken, actor: LoggedInActorDep, session: SessionDep) -> IssuedToken:
     owner = await session.get(User, actor.user_id)
     if owner is None:
         raise HTTPException(401, "not logged in")
@@ -63,7 +64,7 @@ async def add_token(new: NewToken, actor: ActorDep, session: SessionDep) -> Issu
 
 
 @router.delete("/tokens/{token_id}", status_code=204)
-async def delete_token(token_id: int, actor: ActorDep, session: SessionDep) -> None:
+async def delete_token(token_id: int, actor: LoggedInActorDep, session: SessionDep) -> None:
     """Revoke a token of one's own (an admin: anyone's); it is refused from then on."""
     if await revoke_token(session, actor, token_id):
         audit.record(session, actor.label, "token.revoke", f"token:{token_id}")
