@@ -35,6 +35,7 @@ from sqlalchemy.exc import (
     OperationalError,
     SQLAlchemyError,
 )
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleet.broker import BrokerUrl
@@ -119,7 +120,7 @@ def _check_finite(value: Any, where: str) -> None:
 
 def printable(value: str, limit: int | None = None) -> str:
     """``value`` safe to store in a text column (for rejections: what was refused)."""
-    cleaned = value.replace("\x00", "\\x00")
+    cleaned = value.replace("\x00", "\\x00").encode(errors="backslashreplace").decode()
     return cleaned if limit is None else cleaned[:limit]
 
 
@@ -159,6 +160,11 @@ class Ingest:
                 batch = await self._store(site, gateway, kind, message)
         except Rejected as rejected:
             return await self._reject(topic, payload, kind, rejected)
+        except (SQLAlchemyError, OSError):
+            raise  # the database's trouble, not the message's: feed holds or logs it
+        except Exception as exc:  # a value the checks missed that the driver could not take
+            refused = Rejected("schema", f"could not be stored: {type(exc).__name__}: {exc}")
+            return await self._reject(topic, payload, kind, refused)
         if batch.duplicate:
             self._duplicates += 1
             return Outcome("duplicate", kind.value)
@@ -288,9 +294,10 @@ async def feed(ingest: Ingest, message: aiomqtt.Message) -> None:
     while True:
         try:
             await ingest.handle(message.topic.value, data)
-        except (OperationalError, InterfaceError, OSError) as exc:
-            # The database is away, not the message wrong: hold the stream (order kept; what
-            # is behind it stays unacknowledged on the broker) and try the same message again.
+        except (OperationalError, InterfaceError, PoolTimeout, OSError) as exc:
+            # The database is away (or its pool exhausted), not the message wrong: hold the
+            # stream (order kept; what is behind it stays unacknowledged on the broker) and
+            # try the same message again.
             if since is None:
                 since = time.monotonic()
                 log.warning("ingest: database unavailable (%s); holding messages", exc)

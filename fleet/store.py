@@ -16,8 +16,9 @@ Sequence numbers per gateway and kind start at 1 and have no holes. A number bey
 highest stored + 1 opens a :class:`Gap` of the missing ones; a later arrival inside an open gap
 shrinks it, splits it in two, or closes it (``closed_at``) when it was the last one missing.
 
-A value the database would refuse (a string longer than its column or holding NUL, a time
-out of range, a number beyond BIGINT) raises :class:`Rejected` ("schema") naming it.
+A value the database would refuse (a string longer than its column, holding NUL or a lone
+surrogate that UTF-8 cannot carry, a time out of range, a number beyond BIGINT) raises
+:class:`Rejected` ("schema") naming it.
 Written for throughput: a telemetry batch is five statements (its number, the gateway's
 ``last_seen``, the samples and the latest values as executemany, the devices' ``last_seen``),
 with ids and the highest sequence numbers remembered between messages (:class:`Known`).
@@ -49,6 +50,7 @@ from fleet.models import (
 from gateway import wire
 
 BIGINT_MAX = 2**63 - 1
+BIGINT_MIN = -(2**63)
 #: Column widths of fleet.models that a gateway's strings must fit.
 SHORT = 64  # device, point, version, model, interlock, cleared_by
 KEY = 200  # alarm key
@@ -75,9 +77,16 @@ def when(t: float, what: str) -> datetime:
 
 
 def text(value: str, what: str, limit: int | None = SHORT) -> str:
-    """A gateway's string that fits its column (PostgreSQL refuses NUL and overlong text)."""
+    """A gateway's string that fits its column (PostgreSQL refuses NUL and overlong text;
+    neither database takes a lone surrogate, which JSON's "\\ud800" escape can carry)."""
     if "\x00" in value:
         raise Rejected("schema", f"{what} {value[:40]!r}: contains a NUL character")
+    try:
+        value.encode()
+    except UnicodeEncodeError as exc:
+        raise Rejected(
+            "schema", f"{what} {value[:40]!r}: {exc.reason} at character {exc.start}"
+        ) from None
     if limit is not None and len(value) > limit:
         raise Rejected(
             "schema", f"{what} {value[:40]!r}…: {len(value)} characters, at most {limit}"
@@ -86,8 +95,11 @@ def text(value: str, what: str, limit: int | None = SHORT) -> str:
 
 
 def sequence(seq: int, what: str) -> int:
+    """A gateway's number that fits a BIGINT column."""
     if seq > BIGINT_MAX:
         raise Rejected("schema", f"{what} {seq}: above {BIGINT_MAX}")
+    if seq < BIGINT_MIN:
+        raise Rejected("schema", f"{what} {seq}: below {BIGINT_MIN}")
     return seq
 
 

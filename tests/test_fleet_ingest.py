@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -17,9 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
-from fleet.db import create_engine, open_database, sessions
+from fleet.db import async_url, create_engine, open_database, sessions
 from fleet.ingest import Ingest, feed
 from fleet.models import (
     Alarm,
@@ -367,6 +368,15 @@ async def test_a_batch_failing_halfway_stores_nothing_of_it(fleet: Fleet) -> Non
 # -- bad input ---------------------------------------------------------------------------------
 
 GOOD_TOPIC = topic(wire.Kind.TELEMETRY)
+SURROGATE_READING = json.dumps(  # JSON's escape carries a lone surrogate; UTF-8 cannot
+    {"v": 1, "seq": 10_000, "at": T0, "readings": [
+        {"d": "pv\ud800", "p": "power", "v": 1, "q": "good", "t": T0}]}
+).encode()  # fmt: skip
+SURROGATE_KEY = json.dumps(
+    {"v": 1, "seq": 1, "at": T0, "events": [
+        event(1, "raised").model_dump() | {"key": "fire\udfff"}]}
+).encode()  # fmt: skip
+LOW_EVENT_ID = events(1, event(1, "raised").model_copy(update={"id": -(2**63) - 1}))
 NAN_READING = (
     b'{"v": 1, "seq": 1, "at": 0, "readings": '
     b'[{"d": "pv", "p": "power", "v": NaN, "q": "good", "t": 0}]}'
@@ -381,6 +391,9 @@ BAD_INPUT = [
     ("schema", GOOD_TOPIC, NAN_READING),
     ("schema", GOOD_TOPIC, telemetry(1, ("pv", "p", 1, 1e300))),
     ("schema", GOOD_TOPIC, telemetry(2**63, ("pv", "p", 1, T0))),
+    ("schema", GOOD_TOPIC, SURROGATE_READING),
+    ("schema", topic(wire.Kind.EVENTS), SURROGATE_KEY),
+    ("schema", topic(wire.Kind.EVENTS), LOW_EVENT_ID),
     ("unknown-gateway", topic(wire.Kind.TELEMETRY, "gw-stranger"), telemetry(1)),
     ("oversized", GOOD_TOPIC, b" " * (wire.MAX_PAYLOAD + 1)),
     ("topic", "doorstep/v1/s1/gw1", telemetry(1)),
@@ -529,3 +542,32 @@ async def test_a_message_arriving_while_the_database_is_down_is_stored_when_it_i
         assert sorted(b.seq for b in await fleet.rows(ReceivedBatch)) == [1, 2]
         assert await fleet.latest() == {("m", "w"): (2.0, at(T0 + 1))}
         await engine.dispose()
+
+
+async def test_a_message_waiting_for_a_pooled_connection_is_held_not_dropped(
+    fleet_db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every connection of the pool is busy (pool timeout): the database is as good as away
+    for this message, which is held and stored once a connection is free."""
+    engine = await open_database(fleet_db_url)
+    async with sessions(engine).begin() as session:
+        await register_gateway(session, SITE, GW)
+    await engine.dispose()
+    small = create_async_engine(
+        async_url(fleet_db_url), pool_size=1, max_overflow=0, pool_timeout=0.05
+    )
+    try:
+        fleet = Fleet(Ingest(sessions(small)), sessions(small))
+        message = aiomqtt.Message(topic(wire.Kind.TELEMETRY), telemetry(1, ("m", "w", 1.0, T0)),
+                                  qos=1, retain=False, mid=1, properties=None)  # fmt: skip
+        with caplog.at_level(logging.WARNING, logger="fleet.ingest"):
+            async with small.connect():  # the pool's only connection
+                held = asyncio.create_task(feed(fleet.ingest, message))
+                await asyncio.sleep(0.5)
+                assert not held.done(), "ingest dropped the message while the pool was busy"
+            await asyncio.wait_for(held, 30)
+        assert "holding messages" in caplog.text
+        assert [b.seq for b in await fleet.rows(ReceivedBatch)] == [1]
+        assert fleet.ingest.stats()["accepted"] == {"telemetry": 1}
+    finally:
+        await small.dispose()
