@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import re
 import secrets
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import cache
@@ -56,6 +57,14 @@ class LoginFailed(AuthError):
 
     def __init__(self) -> None:
         super().__init__(LOGIN_FAILED)
+
+
+class TooManyLogins(AuthError):
+    """Logging in refused for a while after failed logins (fleet.api.login_throttle)."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class AccessDenied(AuthError):
@@ -125,19 +134,21 @@ async def hash_password(password: str) -> str:
     return await asyncio.to_thread(_hasher.hash, password)
 
 
-async def _verify(password_hash: str, password: str) -> bool:
+async def _verify(password_hash: str | None, password: str) -> bool:
+    """Whether ``password`` matches; ``None`` (no such user) checks against a decoy hash, so
+    that answer takes as long. In a worker thread: argon2 costs tens of ms of CPU."""
+
     def verify() -> bool:
         try:
-            return _hasher.verify(password_hash, password)
+            return _hasher.verify(password_hash or _decoy_hash(), password)
         except (VerificationError, InvalidHashError):
             return False
 
-    return await asyncio.to_thread(verify)
+    return await asyncio.to_thread(verify) and password_hash is not None
 
 
 @cache
 def _decoy_hash() -> str:
-    """Verified against when the user does not exist, so that answer takes as long."""
     return _hasher.hash(secrets.token_urlsafe(16))
 
 
@@ -163,15 +174,28 @@ def user_actor(user: User) -> Actor:
 
 
 async def log_in(
-    session: AsyncSession, name: str, password: str, lifetime: timedelta
+    session: AsyncSession,
+    name: str,
+    password: str,
+    lifetime: timedelta,
+    password_check: AbstractAsyncContextManager[object],
 ) -> tuple[User, str]:
     """The user and a new session secret for the cookie; LoginFailed otherwise (one message
-    whether the name is unknown, the password wrong or the user disabled)."""
-    user = await session.scalar(select(User).where(User.name == name))
-    if user is None:
-        await _verify(_decoy_hash(), password)
+    whether the name is unknown, the password wrong or the user disabled).
+
+    The password hash is read and the transaction ended before the slow argon2 check, so a
+    burst of logins holds no database connection while it waits; the check runs inside
+    ``password_check`` (fleet.api.login_throttle: a limited slot, the throttle checked)."""
+    found = (
+        await session.execute(select(User.id, User.password_hash).where(User.name == name))
+    ).one_or_none()
+    await session.rollback()  # hand the connection back to the pool
+    async with password_check:
+        matches = await _verify(None if found is None else found.password_hash, password)
+    if found is None or not matches:
         raise LoginFailed()
-    if not await _verify(user.password_hash, password) or user.disabled:
+    user = await session.get(User, found.id)  # disabled or deleted meanwhile?
+    if user is None or user.disabled:
         raise LoginFailed()
     now = utcnow()
     await session.execute(

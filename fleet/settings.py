@@ -34,6 +34,14 @@ class Settings:
     mqtt_client_id: str | None = None
     #: how long a browser login lasts
     session_lifetime: timedelta = timedelta(hours=12)
+    #: failed logins in a row, per user name (known or not) and per client address, after
+    #: which logging in is refused (429) until ``login_failure_window`` has passed since the
+    #: last one; each failure less than the window after the previous one counts on
+    login_failures_per_name: int = 5
+    login_failures_per_address: int = 20
+    login_failure_window: timedelta = timedelta(minutes=5)
+    #: argon2 password checks at once (each costs tens of ms of CPU and 64 MiB of memory)
+    password_checks: int = 4
 
 
 def default_client_id() -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -22,8 +23,9 @@ BASE = "http://fleet.test"
 
 
 @asynccontextmanager
-async def fleet_app(database_url: str) -> AsyncIterator[FastAPI]:
-    app = create_app(Settings(database_url=database_url, ingest=False))
+async def fleet_app(database_url: str, **settings: Any) -> AsyncIterator[FastAPI]:
+    """The app on ``database_url``; ``settings`` override other fields of Settings."""
+    app = create_app(Settings(database_url=database_url, ingest=False, **settings))
     async with app.router.lifespan_context(app):
         yield app
 

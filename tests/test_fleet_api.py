@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fleet_api_client import PASSWORD, add_user, client, fleet_app, login, raised, send, user
@@ -372,3 +373,63 @@ async def test_the_web_ui_and_the_api_documentation_are_served(tmp_path: Path) -
     assert {"GatewaySummary", "SiteDetail", "History", "AlarmView"} <= set(
         schema["components"]["schemas"]
     )
+
+
+async def test_failed_logins_for_a_name_are_refused_for_a_while_known_name_or_not(
+    fleet_db_url: str,
+) -> None:
+    window = {"login_failure_window": timedelta(seconds=1)}
+    async with fleet_app(fleet_db_url, **window) as app, client(app) as browser:
+        await add_user(app, "ada", Role.OPERATOR)
+
+        async def log_in(name: str, password: str) -> httpx.Response:
+            return await browser.post("/api/login", json={"name": name, "password": password})
+
+        wrong = [await log_in("ada", "x" * 20) for _ in range(5)]
+        right_too_soon = await log_in("ada", PASSWORD)
+        unknown = [await log_in("nobody", "x" * 20) for _ in range(6)]
+        await asyncio.sleep(1.1)  # the window since the last failure
+        right_later = await log_in("ada", PASSWORD)
+    assert [a.status_code for a in wrong] == [401] * 5
+    assert (right_too_soon.status_code, right_too_soon.json()) == (
+        429, {"detail": "too many failed logins for ada; try again in 1 s"},
+    )  # fmt: skip
+    assert right_too_soon.headers["retry-after"] == "1"
+    assert "set-cookie" not in right_too_soon.headers
+    assert [a.status_code for a in unknown] == [401] * 5 + [429]
+    assert unknown[-1].json() == {"detail": "too many failed logins for nobody; try again in 1 s"}
+    assert right_later.status_code == 200
+
+
+async def test_failed_logins_from_one_address_are_refused_for_a_while(fleet_db_url: str) -> None:
+    limits = {"login_failures_per_address": 3, "login_failure_window": timedelta(seconds=1)}
+    async with fleet_app(fleet_db_url, **limits) as app:
+        await add_user(app, "ada", Role.OPERATOR)
+        elsewhere = httpx.ASGITransport(app=app, client=("192.0.2.7", 4242))
+        async with httpx.AsyncClient(transport=elsewhere, base_url="http://fleet.test") as guesser:
+            guesses = [
+                await guesser.post("/api/login", json={"name": n, "password": "x" * 20})
+                for n in ("a", "b", "c", "ada")
+            ]
+        async with login(app, "ada") as browser:  # from another address
+            me = await browser.get("/api/me")
+    assert [a.status_code for a in guesses] == [401, 401, 401, 429]
+    assert guesses[-1].json() == {
+        "detail": "too many failed logins from 192.0.2.7; try again in 1 s"
+    }
+    assert me.status_code == 200
+
+
+async def test_more_logins_at_once_than_password_checks_all_succeed(fleet_db_url: str) -> None:
+    async with fleet_app(fleet_db_url) as app:
+        await add_user(app, "ada", Role.OPERATOR)
+
+        async def one() -> int:
+            async with client(app) as browser:
+                answer = await browser.post(
+                    "/api/login", json={"name": "ada", "password": PASSWORD}
+                )
+                return answer.status_code
+
+        codes = await asyncio.gather(*(one() for _ in range(6)))
+    assert codes == [200] * 6  # more than the 4 password checks at once

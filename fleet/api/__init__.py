@@ -13,6 +13,7 @@ from fleet.auth import (
     LastAdmin,
     LoginFailed,
     TokenNotFound,
+    TooManyLogins,
     UserError,
     UserExists,
     UserNotFound,
@@ -26,6 +27,7 @@ STATUS: dict[type[Exception], int] = {
     UserNotFound: 404,
     UserExists: 409,
     LastAdmin: 409,
+    TooManyLogins: 429,
     UserError: 422,
     RegistryError: 422,
 }
@@ -37,7 +39,8 @@ for module in (session, overview, sites, history, alarms, users, tokens, audit, 
 
 async def _error(request: Request, exc: Exception) -> JSONResponse:
     status = next(code for kind, code in STATUS.items() if isinstance(exc, kind))
-    return JSONResponse({"detail": str(exc)}, status_code=status)
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyLogins) else None
+    return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
 
 def install(app: FastAPI) -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Cookie, Request, Response
+from fastapi import APIRouter, Cookie, Depends, Request, Response
 from pydantic import BaseModel, Field
 
 from fleet import audit
 from fleet.api.deps import COOKIE, ActorDep, SessionDep, SettingsDep
-from fleet.auth import MAX_PASSWORD, LoginFailed, log_in, log_out
+from fleet.api.login_throttle import LoginGuard
+from fleet.auth import MAX_PASSWORD, LoginFailed, TooManyLogins, log_in, log_out
 from fleet.models import Role
 
 router = APIRouter(tags=["session"])
@@ -27,24 +28,51 @@ class Me(BaseModel):
     role: Role
 
 
-@router.post("/login", responses={401: {"description": "wrong name or password"}})
+async def _login_guard(request: Request) -> LoginGuard:
+    """The app's one LoginGuard, made on first use (async: no two threads make one each)."""
+    state = request.app.state
+    guard: LoginGuard | None = getattr(state, "login_guard", None)
+    if guard is None:
+        guard = state.login_guard = LoginGuard.from_settings(state.settings)
+    return guard
+
+
+@router.post(
+    "/login",
+    responses={
+        401: {"description": "wrong name or password"},
+        429: {"description": "too many failed logins for that name or from that address"},
+    },
+)
 async def login(
     credentials: Credentials,
     request: Request,
     response: Response,
     session: SessionDep,
     settings: SettingsDep,
+    guard: Annotated[LoginGuard, Depends(_login_guard)],
 ) -> Me:
     """Check the password and set the ``doorstep_session`` cookie (HttpOnly, SameSite=Strict,
-    12 h). The one error message never says whether the user exists."""
+    12 h). The one error message never says whether the user exists. After 5 failed logins
+    in a row for a name, or 20 from an address, 429 until 5 minutes after the last one."""
+    client = request.client.host if request.client else "?"
     try:
+        guard.throttle.check(credentials.name, client)
         user, secret = await log_in(
-            session, credentials.name, credentials.password, settings.session_lifetime
+            session,
+            credentials.name,
+            credentials.password,
+            settings.session_lifetime,
+            guard.password_check(credentials.name, client),
         )
     except LoginFailed:
-        client = request.client.host if request.client else "?"
+        guard.throttle.failed(credentials.name, client)
         log.warning("failed login as %r from %s", credentials.name, client)
         raise
+    except TooManyLogins as exc:
+        log.warning("refused login as %r from %s: %s", credentials.name, client, exc)
+        raise
+    guard.throttle.succeeded(credentials.name)
     audit.record(session, f"user:{user.name}", "session.login", f"user:{user.name}")
     await session.commit()
     response.set_cookie(
