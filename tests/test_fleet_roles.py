@@ -308,3 +308,15 @@ async def test_an_api_token_cannot_make_or_revoke_tokens(fleet_db_url: str) -> N
         assert (answer.status_code, answer.json()) == (403, refused)
     assert still.status_code == 200
     assert [(t["name"], t["revoked_at"]) for t in listed] == [("wall", None), ("ci", None)]
+
+
+async def test_an_id_out_of_range_is_bad_input_not_a_server_error(fleet_db_url: str) -> None:
+    too_large = (2**64, 2**63, 2**31)
+    async with fleet_app(fleet_db_url) as app, user(app, "root", Role.ADMIN) as admin:
+        acks = [await admin.post(f"/api/alarms/{bad}/ack") for bad in (*too_large, 0, -1)]
+        revokes = [await admin.delete(f"/api/tokens/{bad}") for bad in (*too_large, 0)]
+        largest_alarm = await admin.post(f"/api/alarms/{2**31 - 1}/ack")
+        largest_token = await admin.delete(f"/api/tokens/{2**31 - 1}")
+    assert [a.status_code for a in acks + revokes] == [422] * 9
+    assert "less than or equal to 2147483647" in acks[0].text
+    assert (largest_alarm.status_code, largest_token.status_code) == (404, 404)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import CursorResult, update
 
 from fleet import audit
-from fleet.api.deps import ActorDep, SessionDep, role
+from fleet.api.deps import ActorDep, RowId, SessionDep, role
 from fleet.auth import Actor
 from fleet.models import Alarm, Role, utcnow
 from fleet.queries.alarms import AlarmState, AlarmView, alarm, alarms, view
@@ -30,7 +30,7 @@ async def list_alarms(
 
 
 @router.post("/alarms/{alarm_id}/ack")
-async def acknowledge(alarm_id: int, actor: Maintainer, session: SessionDep) -> AlarmView:
+async def acknowledge(alarm_id: RowId, actor: Maintainer, session: SessionDep) -> AlarmView:
     """Acknowledge an alarm (again: no change, the first acknowledgement stands)."""
     found = await alarm(session, alarm_id)
     if found is None:

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from fleet import audit
-from fleet.api.deps import ActorDep, LoggedInActorDep, SessionDep
+from fleet.api.deps import ActorDep, LoggedInActorDep, RowId, SessionDep
 from fleet.auth import create_token, revoke_token
 from fleet.models import ApiToken, Role, User
 
@@ -64,7 +64,7 @@ async def add_token(new: NewToken, actor: LoggedInActorDep, session: SessionDep)
 
 
 @router.delete("/tokens/{token_id}", status_code=204)
-async def delete_token(token_id: int, actor: LoggedInActorDep, session: SessionDep) -> None:
+async def delete_token(token_id: RowId, actor: LoggedInActorDep, session: SessionDep) -> None:
     """Revoke a token of one's own (an admin: anyone's); it is refused from then on."""
     if await revoke_token(session, actor, token_id):
         audit.record(session, actor.label, "token.revoke", f"token:{token_id}")
