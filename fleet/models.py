@@ -6,7 +6,8 @@ SQLite would hand back naive second-resolution values (tooling.md). Alembic migr
 
 Ingest keeps, per gateway and batch kind (telemetry, events), every sequence number it
 stored (:class:`ReceivedBatch`): a duplicate is refused by the primary key, and a number
-beyond the next expected one opens a :class:`Gap` that later arrivals close.
+beyond the next expected one opens a :class:`Gap` that later arrivals close. A gateway
+replaced under the same name starts again at 1: its numbers go in the next ``epoch``.
 """
 
 from __future__ import annotations
@@ -161,7 +162,8 @@ class Sample(Base):
 
 
 class ReceivedBatch(Base):
-    """Every stored batch's sequence number; the primary key refuses a duplicate."""
+    """Every stored batch's sequence number; the primary key refuses a duplicate. ``epoch``
+    counts the gateway's sequence restarts (a new outbox numbering from 1 again)."""
 
     __tablename__ = "received_batches"
 
@@ -169,6 +171,7 @@ class ReceivedBatch(Base):
         ForeignKey("gateways.id", ondelete="CASCADE"), primary_key=True
     )
     kind: Mapped[str] = mapped_column(String(16), primary_key=True)  # BatchKind
+    epoch: Mapped[int] = mapped_column(Integer, primary_key=True, default=0, server_default="0")
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     received_at: Mapped[datetime] = mapped_column()
     sent_at: Mapped[datetime] = mapped_column()  # the batch's own ``at``
@@ -183,6 +186,7 @@ class Gap(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     gateway_id: Mapped[int] = mapped_column(ForeignKey("gateways.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(16))
+    epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     first: Mapped[int] = mapped_column(BigInteger)
     last: Mapped[int] = mapped_column(BigInteger)
     detected_at: Mapped[datetime] = mapped_column()
@@ -191,11 +195,12 @@ class Gap(Base):
 
 class Alarm(Base):
     """An alarm a gateway raised (wire.Event kind "raised"), closed by its "cleared" event and
-    acknowledged by a person (maintainer or above)."""
+    acknowledged by a person (maintainer or above). A raise is one alarm per event id and
+    time: a replay is refused, a restarted journal's reused id (at another time) is not."""
 
     __tablename__ = "alarms"
     __table_args__ = (
-        UniqueConstraint("gateway_id", "raised_event"),
+        UniqueConstraint("gateway_id", "raised_event", "raised_at"),
         Index("ix_alarms_open", "gateway_id", "key", "cleared_at"),
     )
 

@@ -8,24 +8,32 @@
   reading per point (:class:`LatestValue`, replaced only by a newer one) and the devices'
   ``last_seen``;
 * ``events``: the same sequence bookkeeping; a "raised" event opens an :class:`Alarm` (one per
-  gateway and event id, so a replay never duplicates it), a "cleared" one closes the open
-  alarms with its key raised before it;
+  gateway, event id and time, so a replay never duplicates it), a "cleared" one closes the
+  open alarms with its key raised at or before it;
 * ``health``: the last report as JSON, unless the stored one is newer.
 
 Sequence numbers per gateway and kind start at 1 and have no holes. A number beyond the
 highest stored + 1 opens a :class:`Gap` of the missing ones; a later arrival inside an open gap
 shrinks it, splits it in two, or closes it (``closed_at``) when it was the last one missing.
 
+A gateway replaced or re-imaged under the same name (a new outbox) starts again at 1. A number
+already stored with another ``sent_at`` or size is such a restart, not a duplicate: logged at
+WARNING, the old numbering's open gaps are closed and the batch starts the next ``epoch`` (its
+gaps counted from 1 again). The same number with the same ``sent_at`` and size, in any epoch,
+is a duplicate.
+
 A value the database would refuse (a string longer than its column, holding NUL or a lone
 surrogate that UTF-8 cannot carry, a time out of range, a number beyond BIGINT) raises
 :class:`Rejected` ("schema") naming it.
 Written for throughput: a telemetry batch is five statements (its number, the gateway's
 ``last_seen``, the samples and the latest values as executemany, the devices' ``last_seen``),
-with ids and the highest sequence numbers remembered between messages (:class:`Known`).
+with ids and the highest sequence numbers remembered between messages (:class:`Known`); one
+more (is it a replay of an older epoch?) once a gateway's numbering restarted.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,6 +56,8 @@ from fleet.models import (
     Sample,
 )
 from gateway import wire
+
+log = logging.getLogger(__name__)
 
 BIGINT_MAX = 2**63 - 1
 BIGINT_MIN = -(2**63)
@@ -137,11 +147,15 @@ class Known:
 
     gateways: dict[tuple[str, str], int] = field(default_factory=dict)
     devices: dict[tuple[int, str], int] = field(default_factory=dict)
-    highest: dict[tuple[int, str], int] = field(default_factory=dict)
+    #: (gateway id, kind) -> the current epoch
+    epochs: dict[tuple[int, str], int] = field(default_factory=dict)
+    #: (gateway id, kind, epoch) -> the highest sequence number stored in it
+    highest: dict[tuple[int, str, int], int] = field(default_factory=dict)
 
     def forget(self) -> None:
         self.gateways.clear()
         self.devices.clear()
+        self.epochs.clear()
         self.highest.clear()
 
 
@@ -261,23 +275,86 @@ class Writer:
     # -- batches -------------------------------------------------------------------------------
 
     async def receive(self, kind: BatchKind, seq: int, sent_at: datetime, size: int) -> Batch:
-        """Record batch ``seq``; a duplicate, or the gaps it opened, or the gap it filled."""
-        highest = self.known.highest.get((self.gateway_id, kind.value))
-        if highest is None:
-            highest = (
-                await self.session.scalar(
-                    select(func.max(ReceivedBatch.seq)).where(
+        """Record batch ``seq``; a duplicate, or the gaps it opened, or the gap it filled; or
+        the first of a restarted numbering (the next epoch)."""
+        epoch, highest = await self.current(kind)
+        if epoch > 0 and await self.replayed(kind, seq, sent_at, size):
+            return Batch(duplicate=True)
+        if not await self.insert(kind, epoch, seq, sent_at, size):
+            stored = (
+                await self.session.execute(
+                    select(ReceivedBatch.sent_at, ReceivedBatch.size).where(
                         ReceivedBatch.gateway_id == self.gateway_id,
                         ReceivedBatch.kind == kind.value,
+                        ReceivedBatch.epoch == epoch,
+                        ReceivedBatch.seq == seq,
                     )
                 )
-                or 0
+            ).one()
+            if tuple(stored) == (sent_at, size):
+                return Batch(duplicate=True)
+            epoch, highest = await self.restart(kind, epoch, seq), 0
+            await self.insert(kind, epoch, seq, sent_at, size)
+        self.known.epochs[(self.gateway_id, kind.value)] = epoch
+        self.known.highest[(self.gateway_id, kind.value, epoch)] = max(highest, seq)
+        if seq > highest + 1:
+            self.session.add(
+                Gap(
+                    gateway_id=self.gateway_id,
+                    kind=kind.value,
+                    epoch=epoch,
+                    first=highest + 1,
+                    last=seq - 1,
+                    detected_at=self.now,
+                )
             )
+            return Batch(gaps_opened=1)
+        if seq < highest:
+            await self.fill(kind, epoch, seq)
+        return Batch()
+
+    async def current(self, kind: BatchKind) -> tuple[int, int]:
+        """The gateway's current epoch for ``kind`` and the highest number stored in it."""
+        epoch = self.known.epochs.get((self.gateway_id, kind.value))
+        if epoch is not None:
+            highest = self.known.highest.get((self.gateway_id, kind.value, epoch))
+            if highest is not None:
+                return epoch, highest
+        row = (
+            await self.session.execute(
+                select(ReceivedBatch.epoch, func.max(ReceivedBatch.seq))
+                .where(
+                    ReceivedBatch.gateway_id == self.gateway_id,
+                    ReceivedBatch.kind == kind.value,
+                )
+                .group_by(ReceivedBatch.epoch)
+                .order_by(ReceivedBatch.epoch.desc())
+                .limit(1)
+            )
+        ).first()
+        return (0, 0) if row is None else (row[0], row[1])
+
+    async def replayed(self, kind: BatchKind, seq: int, sent_at: datetime, size: int) -> bool:
+        """Whether this very batch (number, time and size) is stored in any epoch."""
+        rows = await self.session.execute(
+            select(ReceivedBatch.sent_at, ReceivedBatch.size).where(
+                ReceivedBatch.gateway_id == self.gateway_id,
+                ReceivedBatch.kind == kind.value,
+                ReceivedBatch.seq == seq,
+            )
+        )
+        return any(tuple(row) == (sent_at, size) for row in rows)
+
+    async def insert(
+        self, kind: BatchKind, epoch: int, seq: int, sent_at: datetime, size: int
+    ) -> bool:
+        """Record the batch's number; False when it is taken in ``epoch`` already."""
         stored = await self.session.execute(
             upsert(self.session, ReceivedBatch)
             .values(
                 gateway_id=self.gateway_id,
                 kind=kind.value,
+                epoch=epoch,
                 seq=seq,
                 received_at=self.now,
                 sent_at=sent_at,
@@ -286,30 +363,40 @@ class Writer:
             .on_conflict_do_nothing()
             .returning(ReceivedBatch.seq)
         )
-        if stored.scalar_one_or_none() is None:
-            return Batch(duplicate=True)
-        self.known.highest[(self.gateway_id, kind.value)] = max(highest, seq)
-        if seq > highest + 1:
-            self.session.add(
-                Gap(
-                    gateway_id=self.gateway_id,
-                    kind=kind.value,
-                    first=highest + 1,
-                    last=seq - 1,
-                    detected_at=self.now,
-                )
-            )
-            return Batch(gaps_opened=1)
-        if seq < highest:
-            await self.fill(kind, seq)
-        return Batch()
+        return stored.scalar_one_or_none() is not None
 
-    async def fill(self, kind: BatchKind, seq: int) -> None:
+    async def restart(self, kind: BatchKind, epoch: int, seq: int) -> int:
+        """The gateway numbers its batches from 1 again (a new outbox): what was missing of
+        the old numbering will not come any more. The new epoch."""
+        gateway = await self.session.scalar(
+            select(Gateway.name).where(Gateway.id == self.gateway_id)
+        )
+        log.warning(
+            "gateway %r (id %d) %s: sequence restarted at %d: new outbox? "
+            "Open gaps of the old numbering closed",
+            gateway,
+            self.gateway_id,
+            kind.value,
+            seq,
+        )
+        await self.session.execute(
+            update(Gap)
+            .where(
+                Gap.gateway_id == self.gateway_id,
+                Gap.kind == kind.value,
+                Gap.closed_at.is_(None),
+            )
+            .values(closed_at=self.now)
+        )
+        return epoch + 1
+
+    async def fill(self, kind: BatchKind, epoch: int, seq: int) -> None:
         """A late batch arrived: shrink, split or close the open gap it was missing from."""
         gap = await self.session.scalar(
             select(Gap).where(
                 Gap.gateway_id == self.gateway_id,
                 Gap.kind == kind.value,
+                Gap.epoch == epoch,
                 Gap.closed_at.is_(None),
                 Gap.first <= seq,
                 Gap.last >= seq,
@@ -328,6 +415,7 @@ class Writer:
                 Gap(
                     gateway_id=self.gateway_id,
                     kind=kind.value,
+                    epoch=epoch,
                     first=seq + 1,
                     last=gap.last,
                     detected_at=gap.detected_at,
@@ -399,7 +487,7 @@ class Writer:
             if event.kind == "raised":
                 await self.raised(event_id, event, at)
             else:
-                await self.cleared(event_id, event, at)
+                await self.cleared(event, at)
         return received
 
     async def raised(self, event_id: int, event: wire.Event, at: datetime) -> None:
@@ -416,18 +504,21 @@ class Writer:
                 values=dict(event.values),
                 raised_at=at,
             )
-            .on_conflict_do_nothing(index_elements=[Alarm.gateway_id, Alarm.raised_event])
+            .on_conflict_do_nothing(
+                index_elements=[Alarm.gateway_id, Alarm.raised_event, Alarm.raised_at]
+            )
         )
 
-    async def cleared(self, event_id: int, event: wire.Event, at: datetime) -> None:
-        """Close the open alarms with this key raised before this event."""
+    async def cleared(self, event: wire.Event, at: datetime) -> None:
+        """Close the open alarms with this key raised at or before this event (by time: a
+        restarted journal numbers its events from 1 again)."""
         await self.session.execute(
             update(Alarm)
             .where(
                 Alarm.gateway_id == self.gateway_id,
                 Alarm.key == text(event.key, "alarm key", KEY),
                 Alarm.cleared_at.is_(None),
-                Alarm.raised_event < event_id,
+                Alarm.raised_at <= at,
             )
             .values(
                 cleared_at=at, cleared_by=None if event.by is None else text(event.by, "cleared by")

@@ -170,11 +170,12 @@ async def test_what_a_gateway_publishes_lands_in_the_database(
         # the retained state is there before ingest subscribes
         await publish(broker, (topic(wire.Kind.STATE), state(), True))
         async with ingesting(db, broker) as (ingest, _):
+            second = telemetry(2)
             await publish(
                 broker,
                 (topic(wire.Kind.TELEMETRY), telemetry(1), False),
-                (topic(wire.Kind.TELEMETRY), telemetry(2), False),
-                (topic(wire.Kind.TELEMETRY), telemetry(2), False),  # a re-send
+                (topic(wire.Kind.TELEMETRY), second, False),
+                (topic(wire.Kind.TELEMETRY), second, False),  # a re-send: the same batch
                 (topic(wire.Kind.EVENTS), raised(1, 7), False),
                 (topic(wire.Kind.HEALTH), health(), False),
                 ("doorstep/v1/s1/gw-unknown/telemetry", telemetry(1), False),

@@ -316,6 +316,69 @@ async def test_a_gateway_removed_after_it_reported_is_refused_then(fleet: Fleet)
     assert await fleet.open_gaps() == []
 
 
+async def test_a_gateway_numbering_from_one_again_is_a_new_stream_not_duplicates(
+    fleet: Fleet, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A gateway replaced under the same name (a new outbox) sends seq 1, 2, ... again, at
+    other times: stored in a new epoch, the old numbering's gaps closed; replays of either
+    numbering are still duplicates."""
+
+    def renewed(seq: int, value: int) -> bytes:  # the new outbox: same numbers, later times
+        reading = wire.Reading(d="pv", p="p", v=value, q="good", t=T0 + 1000 + seq)
+        return wire.encode(wire.TelemetryBatch(seq=seq, at=T0 + 1000 + seq, readings=[reading]))
+
+    for seq in (1, 2, 5):
+        assert await fleet.send(wire.Kind.TELEMETRY, telemetry(seq, ("pv", "p", seq, T0 + seq)))
+    assert await fleet.open_gaps() == [(3, 4)]
+
+    caplog.set_level(logging.WARNING, logger="fleet")
+    assert await fleet.send(wire.Kind.TELEMETRY, renewed(1, 101)) == "stored"
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert "'gw1'" in warning
+    assert "telemetry" in warning
+    assert "sequence restarted at 1: new outbox?" in warning
+    assert await fleet.open_gaps() == []  # the old numbering's 3..4 will never come
+    assert await fleet.send(wire.Kind.TELEMETRY, renewed(2, 102)) == "stored"
+    assert await fleet.send(wire.Kind.TELEMETRY, renewed(4, 104)) == "stored"
+    assert await fleet.open_gaps() == [(3, 3)]  # counted from 1 in the new numbering
+    # replays of the old and of the new numbering
+    assert await fleet.send(wire.Kind.TELEMETRY, telemetry(2, ("pv", "p", 2, T0 + 2))) == (
+        "duplicate"
+    )
+    assert await fleet.send(wire.Kind.TELEMETRY, renewed(2, 102)) == "duplicate"
+    assert await fleet.send(wire.Kind.TELEMETRY, telemetry(5, ("pv", "p", 5, T0 + 5))) == (
+        "duplicate"
+    )
+    assert await fleet.send(wire.Kind.TELEMETRY, renewed(3, 103)) == "stored"
+    assert await fleet.open_gaps() == []
+    assert await fleet.count(Sample) == 7
+    assert await fleet.latest() == {("pv", "p"): (104, at(T0 + 1004))}
+    assert len([r for r in caplog.records if "restarted" in r.getMessage()]) == 1
+
+    # the events journal restarted too: its event ids start again, at later times
+    def later(e: wire.Event) -> wire.Event:
+        return e.model_copy(update={"at": T0 + 1000 + e.id})
+
+    def renewed_events(seq: int, *batch: wire.Event) -> bytes:
+        return wire.encode(wire.EventBatch(seq=seq, at=T0 + 1000 + seq, events=list(batch)))
+
+    assert await fleet.send(wire.Kind.EVENTS, events(1, event(1, "raised"))) == "stored"
+    assert await fleet.send(wire.Kind.EVENTS, events(2, event(2, "cleared"))) == "stored"
+    new_raise = renewed_events(1, later(event(1, "raised", key="door")))
+    assert await fleet.send(wire.Kind.EVENTS, new_raise) == "stored"
+    assert await fleet.send(wire.Kind.EVENTS, new_raise) == "duplicate"
+    # the raise again in a batch of its own: the same alarm
+    again = renewed_events(2, later(event(1, "raised", key="door")))
+    assert await fleet.send(wire.Kind.EVENTS, again) == "stored"
+    [door] = await fleet.rows(Alarm, Alarm.key == "door")
+    assert (door.raised_event, door.raised_at, door.cleared_at) == (1, at(T0 + 1001), None)
+    new_clear = renewed_events(3, later(event(2, "cleared", key="door", by="ann")))
+    assert await fleet.send(wire.Kind.EVENTS, new_clear) == "stored"
+    [door] = await fleet.rows(Alarm, Alarm.key == "door")
+    assert (door.cleared_at, door.cleared_by) == (at(T0 + 1002), "ann")
+    assert await fleet.count(Alarm) == 2
+
+
 # -- events ------------------------------------------------------------------------------------
 
 

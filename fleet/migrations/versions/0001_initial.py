@@ -117,7 +117,7 @@ def upgrade() -> None:
         sa.Column("acked_by", sa.String(length=64), nullable=True),
         sa.ForeignKeyConstraint(["gateway_id"], ["gateways.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("gateway_id", "raised_event"),
+        sa.UniqueConstraint("gateway_id", "raised_event", "raised_at"),
     )
     op.create_index("ix_alarms_open", "alarms", ["gateway_id", "key", "cleared_at"])
 
@@ -137,6 +137,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("gateway_id", sa.Integer(), nullable=False),
         sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("epoch", sa.Integer(), server_default="0", nullable=False),
         sa.Column("first", sa.BigInteger(), nullable=False),
         sa.Column("last", sa.BigInteger(), nullable=False),
         sa.Column("detected_at", sa.DateTime(timezone=True), nullable=False),
@@ -148,12 +149,13 @@ def upgrade() -> None:
         "received_batches",
         sa.Column("gateway_id", sa.Integer(), nullable=False),
         sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("epoch", sa.Integer(), server_default="0", nullable=False),
         sa.Column("seq", sa.BigInteger(), nullable=False),
         sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("sent_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("size", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(["gateway_id"], ["gateways.id"], ondelete="CASCADE"),
-        sa.PrimaryKeyConstraint("gateway_id", "kind", "seq"),
+        sa.PrimaryKeyConstraint("gateway_id", "kind", "epoch", "seq"),
     )
     op.create_table(
         "latest_values",
