@@ -197,13 +197,17 @@ class Writer:
     async def state(self, state: wire.State) -> Batch:
         """The retained state is applied as it comes: the broker keeps one per topic, in order.
         The last will carries no ``at``: it counts from when it first arrived, not from each
-        time the broker hands the retained will out again (at every subscription)."""
+        time the broker hands the retained will out again (at every subscription), and it
+        is not a sign of life: ``last_seen`` stays as it was."""
         models = {
             text(d, "device"): text(m, f"device {d!r} model") for d, m in state.devices.items()
         }
         started = None if state.started_at is None else when(state.started_at, "started_at")
+        seen: dict[str, ColumnElement[datetime] | datetime] = {}
         if state.at is not None:
             state_at: datetime | ColumnElement[datetime] = when(state.at, "at")
+            earlier = or_(Gateway.last_seen.is_(None), Gateway.last_seen < self.now)
+            seen["last_seen"] = case((earlier, self.now), else_=Gateway.last_seen)
         else:
             went_offline = or_(Gateway.online.is_(True), Gateway.state_at.is_(None))
             state_at = case((went_offline, self.now), else_=Gateway.state_at)
@@ -215,7 +219,7 @@ class Writer:
                 version=text(state.version, "version"),
                 started_at=started,
                 state_at=state_at,
-                last_seen=self.now,
+                **seen,
             )
         )
         await self.devices(models, models)

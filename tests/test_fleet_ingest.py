@@ -17,7 +17,7 @@ import aiomqtt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from fleet.db import async_url, create_engine, open_database, sessions
@@ -189,6 +189,28 @@ async def test_state_marks_the_gateway_online_and_names_its_devices(fleet: Fleet
     [gw] = await fleet.rows(Gateway)
     assert (gw.online, gw.state_at) == (False, offline_since)
     assert fleet.ingest.stats()["accepted"] == {"state": 3}
+
+
+async def test_the_last_will_handed_out_again_is_no_sign_of_life(fleet: Fleet) -> None:
+    """A gateway dead for days: its retained will comes at every ingest subscription and
+    must not make it look seen seconds ago; a state with its own time is a sign of life."""
+    online = wire.State(status="online", version="1.0", started_at=T0, at=T0, devices={})
+    assert await fleet.send(wire.Kind.STATE, wire.encode(online)) == "stored"
+    [gw] = await fleet.rows(Gateway)
+    assert gw.last_seen is not None
+    assert gw.last_seen > at(T0)  # when the fleet received it
+    async with fleet.sessions.begin() as session:  # days pass
+        await session.execute(update(Gateway).values(last_seen=at(T0)))
+    will = wire.State(status="offline", version="1.0", devices={})
+    for _ in range(2):  # it went offline; the broker hands the retained will out again
+        assert await fleet.send(wire.Kind.STATE, wire.encode(will)) == "stored"
+        [gw] = await fleet.rows(Gateway)
+        assert (gw.online, gw.last_seen) == (False, at(T0))
+    assert await fleet.send(wire.Kind.STATE, wire.encode(online)) == "stored"
+    [gw] = await fleet.rows(Gateway)
+    assert gw.online is True
+    assert gw.last_seen is not None
+    assert gw.last_seen > at(T0 + 86_400)
 
 
 def health(t: float, depth: int) -> bytes:
