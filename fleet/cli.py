@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleet import audit
@@ -167,7 +167,10 @@ def _site_add(args: argparse.Namespace) -> str:
     async def change(session: AsyncSession) -> str:
         if await find_site(session, args.name) is not None:
             raise Failed(f"site {args.name!r} exists already")
-        site = await register_site(session, args.name, args.title)
+        try:
+            site = await register_site(session, args.name, args.title)
+        except IntegrityError:  # registered by someone else between the check and the insert
+            raise Failed(f"site {args.name!r} exists already") from None
         audit.record(
             session, actor.label, "site.create", f"site:{site.name}", {"title": site.title}
         )
@@ -184,7 +187,10 @@ def _gateway_add(args: argparse.Namespace) -> str:
             raise Failed(f"no site {args.site!r}: add it first with `fleet site add {args.site}`")
         if await find_gateway(session, args.site, args.name) is not None:
             raise Failed(f"gateway {args.name!r} of site {args.site!r} exists already")
-        gateway = await register_gateway(session, args.site, args.name)
+        try:
+            gateway = await register_gateway(session, args.site, args.name)
+        except IntegrityError:  # registered by someone else between the check and the insert
+            raise Failed(f"gateway {args.name!r} of site {args.site!r} exists already") from None
         target = f"gateway:{args.site}/{gateway.name}"
         audit.record(session, actor.label, "gateway.create", target)
         return target.removeprefix("gateway:")

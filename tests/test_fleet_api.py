@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from contextlib import AsyncExitStack
+from collections.abc import Iterator
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +19,7 @@ from fastapi import FastAPI
 from fleet_api_client import PASSWORD, add_user, client, fleet_app, login, raised, send, user
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from fleet.auth import LOGIN_FAILED, digest
 from fleet.models import Device, LoginSession, Role, Sample
@@ -357,6 +358,50 @@ async def test_registering_refuses_duplicates_and_bad_names(fleet_db_url: str) -
     assert upper.status_code == 422
     assert "site name 'East'" in upper.json()["detail"]
     assert (nowhere.status_code, missing.status_code) == (404, 404)
+
+
+@contextmanager
+def a_rival_inserts_first(app: FastAPI, table: str) -> Iterator[None]:
+    """The next INSERT into ``table`` is run first on another connection and committed, as
+    if a second request had registered the same name between the check and the insert."""
+    engine = app.state.sessions.kw["bind"].sync_engine
+    done = False
+
+    def rival(
+        _conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool
+    ) -> None:
+        nonlocal done
+        if done or not statement.startswith(f"INSERT INTO {table} "):
+            return
+        done = True
+        with engine.connect() as other:
+            other.exec_driver_sql(statement, parameters)
+            other.commit()
+
+    event.listen(engine, "before_cursor_execute", rival)
+    try:
+        yield
+    finally:
+        event.remove(engine, "before_cursor_execute", rival)
+    assert done, f"nothing was inserted into {table}"
+
+
+async def test_a_name_registered_by_someone_else_meanwhile_is_a_conflict(
+    fleet_db_url: str,
+) -> None:
+    async with fleet_app(fleet_db_url) as app, user(app, "root", Role.ADMIN) as admin:
+        with a_rival_inserts_first(app, "sites"):
+            site = await admin.post("/api/sites", json={"name": "east"})
+        with a_rival_inserts_first(app, "gateways"):
+            gateway = await admin.post("/api/sites/east/gateways", json={"name": "gw-1"})
+        sites = (await admin.get("/api/sites")).json()
+        actions = [e["action"] for e in (await admin.get("/api/audit")).json()]
+    assert (site.status_code, site.json()) == (409, {"detail": "site 'east' exists already"})
+    assert (gateway.status_code, gateway.json()) == (
+        409, {"detail": "gateway 'gw-1' of site 'east' exists already"},
+    )  # fmt: skip
+    assert sites == [{"name": "east", "title": "", "gateways": 1}]
+    assert actions == ["session.login"]  # the refused registrations left no entry
 
 
 async def test_the_web_ui_and_the_api_documentation_are_served(tmp_path: Path) -> None:

@@ -14,11 +14,13 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import httpx
 import pytest
 from fleet_api_client import PASSWORD, client, fleet_app, login
+from sqlalchemy import Connection, Engine, event
 
 from fleet.cli import main
 from gateway import wire
@@ -280,3 +282,34 @@ def test_disabling_enabling_and_changing_a_role_on_the_command_line(
 async def _me_with(url: str, token: str) -> int:
     async with fleet_app(url) as app, client(app, token=token) as script:
         return (await script.get("/api/me")).status_code
+
+
+def test_a_name_registered_by_someone_else_meanwhile_fails_cleanly(
+    fleet_db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Another process registers the same name between the command's check and its insert."""
+    db = ["--db", fleet_db_url]
+    rivals: list[str] = []
+
+    def rival(
+        conn: Connection, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool
+    ) -> None:
+        table = statement.removeprefix("INSERT INTO ").split(" ", 1)[0]
+        if not statement.startswith("INSERT INTO ") or table in rivals:
+            return
+        if table not in ("sites", "gateways"):  # not alembic_version, audit_log
+            return
+        rivals.append(table)
+        with conn.engine.connect() as other:
+            other.exec_driver_sql(statement, parameters)
+            other.commit()
+
+    event.listen(Engine, "before_cursor_execute", rival)
+    try:
+        site = fleet(["site", "add", "north", *db], capsys)
+        gateway = fleet(["gateway", "add", "north", "gw-1", *db], capsys)
+    finally:
+        event.remove(Engine, "before_cursor_execute", rival)
+    assert rivals == ["sites", "gateways"]
+    assert site == (1, "fleet: failed: site 'north' exists already\n")
+    assert gateway == (1, "fleet: failed: gateway 'gw-1' of site 'north' exists already\n")

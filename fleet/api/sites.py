@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import IntegrityError
 
 from fleet import audit
 from fleet.api.deps import ActorDep, SessionDep, role
@@ -38,7 +39,11 @@ async def list_sites(_actor: ActorDep, session: SessionDep) -> list[SiteListing]
 async def create_site(new: NewSite, actor: Operator, session: SessionDep) -> SiteListing:
     if await find_site(session, new.name) is not None:
         raise HTTPException(409, f"site {new.name!r} exists already")
-    site = await register_site(session, new.name, new.title)
+    try:
+        site = await register_site(session, new.name, new.title)
+    except IntegrityError:  # registered by someone else between the check and the insert
+        await session.rollback()
+        raise HTTPException(409, f"site {new.name!r} exists already") from None
     audit.record(session, actor.label, "site.create", f"site:{site.name}", {"title": site.title})
     await session.commit()
     return SiteListing(name=site.name, title=site.title, gateways=0)
@@ -53,7 +58,11 @@ async def create_gateway(
         raise HTTPException(404, f"no site {site!r}")
     if await find_gateway(session, site, new.name) is not None:
         raise HTTPException(409, f"gateway {new.name!r} of site {site!r} exists already")
-    gateway = await register_gateway(session, site, new.name)
+    try:
+        gateway = await register_gateway(session, site, new.name)
+    except IntegrityError:  # registered by someone else between the check and the insert
+        await session.rollback()
+        raise HTTPException(409, f"gateway {new.name!r} of site {site!r} exists already") from None
     audit.record(session, actor.label, "gateway.create", f"gateway:{site}/{gateway.name}")
     await session.commit()
     return next(line.summary for line in await summaries(session, site) if line.id == gateway.id)
