@@ -1,7 +1,8 @@
 """``fleet`` command line: run the fleet manager, and the changes made before anyone can log
 in (the first admin) or by a service account on the server itself.
 
-    fleet serve [--db URL] [--mqtt URL] [--mqtt-listen HOST:PORT] [--host H] [--port N]
+    fleet serve [--db URL] [--mqtt URL] [--mqtt-listen HOST:PORT [--mqtt-listen-insecure]]
+                [--host H] [--port N]
     fleet user create NAME --role ROLE [--password-stdin] [--db URL]
     fleet user disable NAME | enable NAME | set-role NAME ROLE [--db URL]
     fleet site add NAME [--title TITLE] [--db URL]
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import ipaddress
 import os
 import secrets
 import sys
@@ -221,11 +223,45 @@ def _token_create(args: argparse.Namespace) -> str:
     return asyncio.run(_in_transaction(_database(args.db), change))
 
 
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+EMBEDDED_BROKER_OPEN = (
+    "the embedded broker has no authentication: listen on 127.0.0.1, or use --mqtt with a "
+    "broker that has per-gateway credentials and ACLs"
+)
+
+
+def _check_mqtt_listen(args: argparse.Namespace) -> None:
+    """Refuse an embedded broker reachable from the network, where anyone could publish as
+    any gateway, unless --mqtt-listen-insecure says so; warn then."""
+    host = args.mqtt_listen[0]
+    if args.mqtt is not None or _loopback(host):
+        return
+    if not args.mqtt_listen_insecure:
+        raise BadInput(
+            f"--mqtt-listen {host}: {EMBEDDED_BROKER_OPEN} "
+            "(or add --mqtt-listen-insecure to listen there anyway)"
+        )
+    print(
+        f"fleet: warning: --mqtt-listen {host}: the embedded broker has no authentication: "
+        "anyone who reaches it can publish as any gateway",
+        file=sys.stderr,
+    )
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn  # only the server needs it
 
     from fleet.app import create_app
 
+    _check_mqtt_listen(args)
     if args.mqtt is not None:
         try:
             BrokerUrl.parse(args.mqtt)
@@ -262,6 +298,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--mqtt-listen", metavar="HOST:PORT", type=_host_port, default=("127.0.0.1", 1883),
         help="where the embedded broker listens when --mqtt is not given (default 127.0.0.1:1883)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--mqtt-listen-insecure", action="store_true",
+        help="let the embedded broker (no authentication) listen on a non-loopback address",
     )  # fmt: skip
     serve.add_argument(
         "--mqtt-client-id", metavar="ID",

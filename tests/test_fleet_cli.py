@@ -107,6 +107,12 @@ def test_a_generated_password_is_printed_once_and_works(
          "fleet: error: --db: database URL 'mysql://db/fleet': expected sqlite:///PATH"),
         (["serve", "--mqtt-listen", "1883"], "",
          "argument --mqtt-listen: '1883': expected HOST:PORT, e.g. 127.0.0.1:1883"),
+        (["serve", "--mqtt-listen", "0.0.0.0:1883"], "",
+         "fleet: error: --mqtt-listen 0.0.0.0: the embedded broker has no authentication: "
+         "listen on 127.0.0.1, or use --mqtt with a broker that has per-gateway credentials "
+         "and ACLs (or add --mqtt-listen-insecure to listen there anyway)"),
+        (["serve", "--mqtt-listen", "broker.example:1883"], "",
+         "fleet: error: --mqtt-listen broker.example: the embedded broker has no authentication"),
         (["serve", "--port", "80000"], "",
          "argument --port: '80000': expected a TCP port 1..65535"),
         (["serve", "--mqtt", "http://broker"], "",
@@ -313,3 +319,23 @@ def test_a_name_registered_by_someone_else_meanwhile_fails_cleanly(
     assert rivals == ["sites", "gateways"]
     assert site == (1, "fleet: failed: site 'north' exists already\n")
     assert gateway == (1, "fleet: failed: gateway 'gw-1' of site 'north' exists already\n")
+
+
+@pytest.mark.parametrize(
+    "listen",
+    [
+        ["--mqtt-listen", "0.0.0.0:1883", "--mqtt-listen-insecure"],
+        ["--mqtt-listen", "127.0.0.2:1883"],
+        ["--mqtt-listen", "localhost:1883"],
+        ["--mqtt-listen", "0.0.0.0:1883", "--mqtt", "mqtts://fleet:pw@broker.example"],
+    ],
+)
+def test_the_embedded_broker_listens_beyond_loopback_only_when_told(
+    listen: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Accepted: the next check (a bad --db) is what stops it."""
+    code, out = fleet(["serve", *listen, "--db", "mysql://db/fleet"], capsys)
+    assert code == 2
+    assert "fleet: error: --db: database URL 'mysql://db/fleet'" in out
+    insecure = "--mqtt-listen-insecure" in listen
+    assert ("the embedded broker has no authentication: anyone who reaches it" in out) is insecure
