@@ -22,6 +22,8 @@ WARNING, the old numbering's open gaps are closed and the batch starts the next 
 gaps counted from 1 again). The same number with the same ``sent_at`` and size, in any epoch,
 is a duplicate.
 
+A time more than :data:`AHEAD_S` ahead of the fleet's clock (a gateway's clock glitch) is
+refused ("schema"): it would hold a latest value or the health report forever.
 A value the database would refuse (a string longer than its column, holding NUL or a lone
 surrogate that UTF-8 cannot carry, a time out of range, a number beyond BIGINT) raises
 :class:`Rejected` ("schema") naming it.
@@ -64,6 +66,8 @@ BIGINT_MIN = -(2**63)
 #: Column widths of fleet.models that a gateway's strings must fit.
 SHORT = 64  # device, point, version, model, interlock, cleared_by
 KEY = 200  # alarm key
+#: How far ahead of the fleet's clock a gateway's time may be (clocks differ a little).
+AHEAD_S = 300.0
 
 
 class Rejected(Exception):
@@ -187,6 +191,19 @@ class Writer:
             return await self.health(message)
         raise Rejected("topic", f"the fleet does not ingest {kind.value!r}")
 
+    def time(self, t: float, what: str) -> datetime:
+        """A gateway's time of something that happened: not after the fleet received it
+        (give or take :data:`AHEAD_S`)."""
+        moment = when(t, what)
+        ahead = (moment - self.now).total_seconds()
+        if ahead > AHEAD_S:
+            raise Rejected(
+                "schema",
+                f"{what} {moment.isoformat()}: {ahead:.0f} s ahead of the fleet's clock "
+                f"(at most {AHEAD_S:.0f} s)",
+            )
+        return moment
+
     async def seen(self) -> None:
         await self.session.execute(
             update(Gateway).where(Gateway.id == self.gateway_id).values(last_seen=self.now)
@@ -205,7 +222,7 @@ class Writer:
         started = None if state.started_at is None else when(state.started_at, "started_at")
         seen: dict[str, ColumnElement[datetime] | datetime] = {}
         if state.at is not None:
-            state_at: datetime | ColumnElement[datetime] = when(state.at, "at")
+            state_at: datetime | ColumnElement[datetime] = self.time(state.at, "at")
             earlier = or_(Gateway.last_seen.is_(None), Gateway.last_seen < self.now)
             seen["last_seen"] = case((earlier, self.now), else_=Gateway.last_seen)
         else:
@@ -227,7 +244,7 @@ class Writer:
 
     async def health(self, health: wire.Health) -> Batch:
         """Only a report newer than the stored one replaces it."""
-        at = when(health.at, "at")
+        at = self.time(health.at, "at")
         await self.session.execute(
             update(Gateway)
             .where(Gateway.id == self.gateway_id)
@@ -429,11 +446,18 @@ class Writer:
 
     async def telemetry(self, batch: wire.TelemetryBatch) -> Batch:
         readings = [
-            (text(r.d, "device"), text(r.p, f"device {r.d!r} point"), r, when(r.t, "reading t"))
+            (
+                text(r.d, "device"),
+                text(r.p, f"device {r.d!r} point"),
+                r,
+                self.time(r.t, "reading t"),
+            )
             for r in batch.readings
         ]
         seq = sequence(batch.seq, "seq")
-        received = await self.receive(BatchKind.TELEMETRY, seq, when(batch.at, "at"), len(readings))
+        received = await self.receive(
+            BatchKind.TELEMETRY, seq, self.time(batch.at, "at"), len(readings)
+        )
         await self.seen()
         if received.duplicate or not readings:
             return received
@@ -480,10 +504,13 @@ class Writer:
 
     async def events(self, batch: wire.EventBatch) -> Batch:
         checked = [
-            (sequence(e.id, "event id"), e, when(e.at, f"event {e.id} at")) for e in batch.events
+            (sequence(e.id, "event id"), e, self.time(e.at, f"event {e.id} at"))
+            for e in batch.events
         ]
         seq = sequence(batch.seq, "seq")
-        received = await self.receive(BatchKind.EVENTS, seq, when(batch.at, "at"), len(checked))
+        received = await self.receive(
+            BatchKind.EVENTS, seq, self.time(batch.at, "at"), len(checked)
+        )
         await self.seen()
         if received.duplicate:
             return received

@@ -8,6 +8,7 @@ import itertools
 import json
 import logging
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -512,6 +513,36 @@ async def test_each_bad_input_is_rejected_counted_logged_and_stored(
     assert fleet.ingest.stats()["rejected"] == expected
     assert fleet.ingest.stats()["accepted"] == {"telemetry": len(BAD_INPUT)}
     assert await fleet.count(Sample) == len(BAD_INPUT)
+
+
+async def test_a_time_far_ahead_of_the_fleet_clock_is_refused(fleet: Fleet) -> None:
+    """A gateway's clock glitch (a year ahead) must not freeze a latest value or the health
+    report; a few seconds ahead (clocks differ a little) is fine."""
+    now = time.time()
+    soon, glitch = now + 10, now + 365 * 86_400
+    assert await fleet.send(wire.Kind.TELEMETRY, telemetry(1, ("pv", "p", 1, soon))) == "stored"
+    assert await fleet.send(wire.Kind.HEALTH, health(soon, depth=1)) == "stored"
+    glitched = [
+        (wire.Kind.TELEMETRY, telemetry(2, ("pv", "p", 2, glitch)), "reading t"),
+        (wire.Kind.HEALTH, health(glitch, depth=2), "at"),
+        (wire.Kind.STATE, wire.encode(wire.State(status="online", version="1", at=glitch)), "at"),
+        (wire.Kind.EVENTS, events(1, event(1, "raised").model_copy(update={"at": glitch})),
+         "event 1 at"),
+    ]  # fmt: skip
+    for kind, payload, field in glitched:
+        outcome = await fleet.ingest.handle(topic(kind), payload)
+        assert (outcome.status, outcome.reason) == ("rejected", "schema"), kind
+        assert outcome.detail.startswith(f"{field} {at(glitch).isoformat()}: "), outcome.detail
+        assert "ahead of the fleet's clock" in outcome.detail
+    assert await fleet.latest() == {("pv", "p"): (1, at(soon))}
+    [gw] = await fleet.rows(Gateway)
+    assert (gw.health_at, gw.state_at) == (at(soon), None)
+    assert await fleet.count(Alarm) == 0
+    # the next reading with a good clock is taken
+    assert await fleet.send(wire.Kind.TELEMETRY, telemetry(2, ("pv", "p", 3, soon + 1))) == (
+        "stored"
+    )
+    assert await fleet.latest() == {("pv", "p"): (3, at(soon + 1))}
 
 
 # -- any order, any duplicates -----------------------------------------------------------------
