@@ -3,7 +3,9 @@ with their own role and never above their owner's, revocation."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from datetime import timedelta
 
 import pytest
 from fastapi import FastAPI
@@ -176,13 +178,52 @@ async def test_only_the_owner_or_an_admin_revokes_a_token(fleet_db_url: str) -> 
 
 
 async def test_nothing_is_readable_without_logging_in(fleet_db_url: str) -> None:
+    point = {"site": "s", "gateway": "g", "device": "d", "point": "p"}
     async with fleet_app(fleet_db_url) as app, client(app) as anonymous:
         await add_user(app, "root", Role.ADMIN)
-        paths = ["/api/overview", "/api/sites", "/api/sites/x", "/api/alarms", "/api/ingest"]
+        paths = [
+            "/api/overview", "/api/sites", "/api/sites/x", "/api/alarms", "/api/ingest",
+            "/api/history", "/api/tokens", "/api/users", "/api/audit", "/api/me",
+        ]  # fmt: skip
         answers = [await anonymous.get(p) for p in paths]
+        answers.append(await anonymous.get("/api/history", params=point))
         ack = await anonymous.post("/api/alarms/1/ack")
-    assert {a.status_code for a in [*answers, ack]} == {401}
-    assert ack.json() == {"detail": "not logged in"}
+        changes = [
+            await anonymous.post("/api/sites", json={"name": "x"}),
+            await anonymous.post("/api/sites/x/gateways", json={"name": "g"}),
+            await anonymous.post("/api/tokens", json={"name": "t", "role": "viewer"}),
+            await anonymous.delete("/api/tokens/1"),
+            await anonymous.post("/api/users", json={"name": "x", "role": "admin",
+                                                     "password": PASSWORD}),
+            await anonymous.patch("/api/users/root", json={"disabled": True}),
+            await anonymous.post("/api/logout"),
+        ]  # fmt: skip
+    assert [(a.url.path, a.status_code) for a in [*answers, ack, *changes]] == [
+        (a.url.path, 401) for a in [*answers, ack, *changes]
+    ]
+    assert {a.json()["detail"] for a in [*answers, ack, *changes]} == {"not logged in"}
+
+
+async def test_a_login_session_past_its_lifetime_is_refused(fleet_db_url: str) -> None:
+    async with fleet_app(fleet_db_url, session_lifetime=timedelta(seconds=1)) as app:
+        await add_user(app, "ada", Role.OPERATOR)
+        async with client(app) as browser:
+            answer = await browser.post("/api/login", json={"name": "ada", "password": PASSWORD})
+            secret = browser.cookies["doorstep_session"]
+            fresh = await browser.get("/api/me")
+        await asyncio.sleep(1.1)
+        async with client(app) as browser:  # the browser would drop it; a stolen copy is sent
+            browser.cookies.set("doorstep_session", secret)
+            expired = await browser.get("/api/me")
+        async with login(app, "ada"):  # a new login clears the user's expired sessions
+            pass
+        async with app.state.sessions() as session:
+            stored = (await session.scalars(select(LoginSession.token_hash))).all()
+    assert "max-age=1" in answer.headers["set-cookie"].lower()
+    assert fresh.status_code == 200
+    assert (expired.status_code, expired.json()) == (401, {"detail": "not logged in"})
+    assert digest(secret) not in stored
+    assert len(stored) == 1
 
 
 async def test_a_disabled_user_is_refused_at_once_and_an_admin_can_enable_them(
