@@ -5,7 +5,9 @@ registered gateways, and has fleet.store write it in ONE transaction, so a crash
 never leaves half a batch behind. A batch seen before is a duplicate, stored once.
 
 Bad input never raises: it is rejected with a reason (:data:`REASONS`), counted, logged at
-WARNING with the topic and stored as an :class:`IngestRejection`, and ingest goes on.
+WARNING with the topic and stored as an :class:`IngestRejection`, and ingest goes on. The log
+line is rate-limited per topic and reason (:class:`RejectionLog`); the count and the stored
+rejection are per message.
 
 :func:`run_ingest` feeds ``handle`` from the broker: a persistent session (fixed client id,
 ``clean_session=False``) subscribed with QoS 1, so mosquitto keeps what gateways publish while
@@ -23,6 +25,7 @@ import logging
 import math
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -58,6 +61,10 @@ MQTT_TIMEOUT_S = 10.0
 #: While the database is away, a message is tried again after this, doubling up to the most.
 HOLD_FIRST_S = 0.2
 HOLD_MAX_S = 5.0
+#: After a rejection's WARNING, the same topic and reason is logged again after this at most.
+REJECTION_LOG_EVERY_S = 60.0
+#: How many (topic, reason) pairs RejectionLog keeps before it forgets the old ones.
+REJECTION_LOG_KEYS = 10_000
 #: paho logs every failed attempt at ERROR; run_ingest reports an outage itself, once.
 PAHO_LOG = logging.getLogger(f"{__name__}.paho")
 PAHO_LOG.setLevel(logging.CRITICAL)
@@ -127,11 +134,60 @@ def printable(value: str, limit: int | None = None) -> str:
 # -- the ingest ------------------------------------------------------------------------------
 
 
+class RejectionLog:
+    """The WARNING for rejections, at most one per (topic, reason) every ``every_s``: a
+    gateway sending the same bad message all day logs it the first time, then once a
+    minute with how many were not logged meanwhile."""
+
+    def __init__(
+        self,
+        every_s: float = REJECTION_LOG_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+        keys: int = REJECTION_LOG_KEYS,
+    ) -> None:
+        self._every_s = every_s
+        self._clock = clock
+        self._keys = keys
+        # (topic, reason) -> (when it was last logged, how many were not logged since)
+        self._last: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def warn(self, topic: str, rejected: Rejected) -> None:
+        key = (topic, rejected.reason)
+        now = self._clock()
+        last = self._last.get(key)
+        if last is not None and now - last[0] < self._every_s:
+            self._last[key] = (last[0], last[1] + 1)
+            return
+        suppressed = 0 if last is None else last[1]
+        more = (
+            f" (and {suppressed} more like it in the last {now - last[0]:.0f} s, not logged)"
+            if last is not None and suppressed
+            else ""
+        )
+        log.warning("ingest rejected %r (%s): %s%s", topic, rejected.reason, rejected.detail, more)
+        if last is None and len(self._last) >= self._keys:
+            self._forget_old(now)
+        self._last[key] = (now, 0)
+
+    def _forget_old(self, now: float) -> None:
+        """Bounded memory: drop pairs not logged for a while (all, if that is not enough)."""
+        for key, (logged, _) in list(self._last.items()):
+            if now - logged >= self._every_s:
+                del self._last[key]
+        if len(self._last) >= self._keys:
+            self._last.clear()
+
+
 class Ingest:
     """Stores gateways' messages; counts what it accepted and refused (:meth:`stats`)."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        rejection_log: RejectionLog | None = None,
+    ) -> None:
         self._sessions = sessions
+        self._rejection_log = RejectionLog() if rejection_log is None else rejection_log
         # One message at a time: gap bookkeeping reads the highest stored sequence number.
         self._lock = asyncio.Lock()
         self._known = Known()
@@ -210,7 +266,7 @@ class Ingest:
         self, topic: str, payload: bytes, kind: wire.Kind | None, rejected: Rejected
     ) -> Outcome:
         self._rejected[rejected.reason] += 1
-        log.warning("ingest rejected %r (%s): %s", topic, rejected.reason, rejected.detail)
+        self._rejection_log.warn(topic, rejected)
         try:
             async with self._sessions.begin() as session:
                 session.add(

@@ -22,7 +22,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from fleet.db import async_url, create_engine, open_database, sessions
-from fleet.ingest import Ingest, feed
+from fleet.ingest import REJECTION_LOG_EVERY_S, Ingest, RejectionLog, feed
 from fleet.models import (
     Alarm,
     Device,
@@ -493,6 +493,8 @@ async def test_each_bad_input_is_rejected_counted_logged_and_stored(
     fleet: Fleet, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="fleet.ingest")
+    ticks = itertools.count(0.0, REJECTION_LOG_EVERY_S)  # a minute between rejections
+    fleet.ingest = Ingest(fleet.sessions, RejectionLog(clock=lambda: next(ticks)))
     for n, (reason, name, payload) in enumerate(BAD_INPUT, start=1):
         caplog.clear()
         outcome = await fleet.ingest.handle(name, payload)
@@ -543,6 +545,36 @@ async def test_a_time_far_ahead_of_the_fleet_clock_is_refused(fleet: Fleet) -> N
         "stored"
     )
     assert await fleet.latest() == {("pv", "p"): (3, at(soon + 1))}
+
+
+async def test_the_same_rejection_is_logged_once_a_minute_but_counted_and_stored_each_time(
+    fleet: Fleet, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = [1000.0]
+    fleet.ingest = Ingest(fleet.sessions, RejectionLog(clock=lambda: clock[0]))
+    caplog.set_level(logging.WARNING, logger="fleet.ingest")
+    stranger = topic(wire.Kind.TELEMETRY, "gw-stranger")
+    for _ in range(5):  # a gateway nobody registered, sending all the time
+        await fleet.ingest.handle(stranger, telemetry(1))
+        clock[0] += 10
+    await fleet.ingest.handle(stranger, b"{")  # another reason: logged
+    await fleet.ingest.handle(GOOD_TOPIC, b"{")  # another topic: logged
+    assert [r.getMessage()[:60] for r in caplog.records] == [
+        f"ingest rejected {stranger!r} (unknown-gateway): gateway"[:60],
+        f"ingest rejected {stranger!r} (malformed): "[:60],
+        f"ingest rejected {GOOD_TOPIC!r} (malformed): "[:60],
+    ]
+    caplog.clear()
+    clock[0] = 1000.0 + REJECTION_LOG_EVERY_S  # a minute after the first one was logged
+    await fleet.ingest.handle(stranger, telemetry(1))
+    [record] = caplog.records
+    assert "(unknown-gateway)" in record.getMessage()
+    assert "and 4 more like it in the last 60 s, not logged" in record.getMessage()
+    caplog.clear()
+    await fleet.ingest.handle(stranger, telemetry(1))
+    assert caplog.records == []
+    assert fleet.ingest.stats()["rejected"] == {"unknown-gateway": 7, "malformed": 2}
+    assert await fleet.count(IngestRejection) == 9
 
 
 # -- any order, any duplicates -----------------------------------------------------------------
