@@ -24,7 +24,7 @@ from typing import Any, cast
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import CursorResult, delete, select, update
+from sqlalchemy import CursorResult, delete, false, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -324,6 +324,15 @@ async def update_user(
     leave no enabled admin (the enabled admins are locked for the rest of the transaction,
     so two admins demoting each other at once cannot both succeed)."""
     new_role = None if role is None else role_of(role)
+    if session.get_bind().dialect.name == "sqlite":
+        # no row locks there: take the database's write lock before reading anything, so
+        # the check below sees what a concurrent change committed
+        await session.execute(
+            update(User)
+            .where(false())
+            .values(disabled=User.disabled)
+            .execution_options(synchronize_session=False)
+        )
     user = await session.scalar(select(User).where(User.name == name))
     if user is None:
         raise UserNotFound(f"no user {name!r}")
@@ -332,12 +341,15 @@ async def update_user(
         user.disabled if disabled is None else disabled
     )
     if user.role == Role.ADMIN and not user.disabled and not stays_admin:
-        others = await session.scalars(
+        # every enabled admin locked, in one order (no deadlock between two such changes);
+        # a change committed meanwhile is seen once the lock is ours
+        admins = await session.scalars(
             select(User.id)
-            .where(User.role == Role.ADMIN.value, User.disabled.is_(False), User.id != user.id)
+            .where(User.role == Role.ADMIN.value, User.disabled.is_(False))
+            .order_by(User.id)
             .with_for_update()
         )
-        if not others.all():
+        if not set(admins.all()) - {user.id}:
             raise LastAdmin(
                 f"user {name!r} is the last enabled admin: make another user admin first "
                 "(nobody could manage users otherwise)"

@@ -361,3 +361,32 @@ async def test_an_id_out_of_range_is_bad_input_not_a_server_error(fleet_db_url: 
     assert [a.status_code for a in acks + revokes] == [422] * 9
     assert "less than or equal to 2147483647" in acks[0].text
     assert (largest_alarm.status_code, largest_token.status_code) == (404, 404)
+
+
+async def test_two_admins_demoting_each_other_at_once_leave_one_admin(fleet_db_url: str) -> None:
+    async with (
+        fleet_app(fleet_db_url) as app,
+        user(app, "root", Role.ADMIN) as root,
+        user(app, "ada", Role.ADMIN) as ada,
+    ):
+        for _ in range(3):
+            answers = await asyncio.gather(
+                root.patch("/api/users/ada", json={"role": "operator"}),
+                ada.patch("/api/users/root", json={"disabled": True}),
+            )
+            async with app.state.sessions() as session:
+                admins = (
+                    await session.scalars(
+                        select(User.name).where(User.role == "admin", User.disabled.is_(False))
+                    )
+                ).all()
+                # the other was refused: the last admin, or no longer an admin when it asked
+                codes = sorted(a.status_code for a in answers)
+                assert codes in ([200, 401], [200, 403], [200, 409]), [a.text for a in answers]
+                assert len(admins) == 1
+                for who in await session.scalars(select(User).where(User.name != "")):
+                    who.role, who.disabled = "admin", False  # both admins again
+                await session.commit()
+            for browser, name in ((root, "root"), (ada, "ada")):
+                answer = await browser.post("/api/login", json={"name": name, "password": PASSWORD})
+                assert answer.status_code == 200
