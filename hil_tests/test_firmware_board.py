@@ -116,8 +116,9 @@ async def test_outputs_follow_hr2_only_while_claimed(sio: object, bus: RtuTransp
         assert await write(bus, R.HR_HEARTBEAT, 1, 100, bitmap) == []
         assert sio.outputs == bitmap
     assert await write(bus, R.HR_REQUESTED_OUTPUTS, 0b0101) == []
-    await until(lambda: sio.state == R.FAILSAFE, 1.0, "FAILSAFE without heartbeats")
-    assert sio.outputs == 0
+    # The state changes first and the relays follow in the same pass of the main loop: wait
+    # for both rather than read the relays in between.
+    await until(lambda: sio.state == R.FAILSAFE and sio.outputs == 0, 1.0, "FAILSAFE, relays off")
     assert await write(bus, R.HR_REQUESTED_OUTPUTS, 0b0101) == ExceptionAnswer(6, 4)
     assert await ask(bus, Read(Table.HOLDING, R.HR_REQUESTED_OUTPUTS, 1)) == [0]
     assert await write(bus, R.HR_CLAIM, R.CLAIM_VALUE) == []
