@@ -63,7 +63,7 @@ class Firmware:
         self.tick_ms = tick_ms
         board.write_outputs(0)
         now = board.ticks_ms()
-        self.ctl = Controller(now, unit_id, board.reset_cause(), self.note)
+        self.ctl = Controller(now, unit_id, board.reset_cause(), self._entered)
         self.debounce = Debouncer(board.read_inputs(), now, debounce_ms)
         self.ctl.inputs = self.debounce.stable
         self.framer = RtuFramer(silence_ms(baudrate, tick_ms))
@@ -123,6 +123,13 @@ class Firmware:
     def _drive(self):
         self.board.write_outputs(self.ctl.outputs())
         self.ctl.actual = self.board.read_outputs()
+
+    def _entered(self, event, detail):
+        """The state machine entered a state (FAILSAFE, FAULT): drive the relays to what it
+        allows now, then log it. A flash write can take milliseconds and the relays must not
+        wait for it."""
+        self._drive()
+        self.note(event, detail)
 
     def note(self, event, detail):
         """Append an event to the fault log (if the firmware has one)."""

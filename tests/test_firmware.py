@@ -734,3 +734,21 @@ def test_firmware_files_are_flat_modules() -> None:
     assert not [p for p in FIRMWARE.iterdir() if p.is_dir() and p.name != "__pycache__"]
     assert "main" in FIRMWARE_MODULES
     assert not FIRMWARE_MODULES & {"machine", "time", "os", "sys", "select", "struct"}
+
+
+def test_the_relays_are_off_before_the_failsafe_entry_is_written_to_the_fault_log() -> None:
+    """A flash write can take milliseconds: the relays must not wait for it."""
+    firmware, board, clock = make_firmware()
+    seen: list[tuple[str, int]] = []
+
+    class Recorder:
+        def append(self, uptime_s: int, event: str, detail: str) -> None:
+            seen.append((event, board.relays))
+
+    firmware.log = Recorder()
+    claim(firmware)
+    assert ask(firmware, hr(R.HR_REQUESTED_OUTPUTS, 0b0111)) == []
+    assert board.relays == 0b0111
+    run_for(firmware, clock, 1500)
+    assert firmware.ctl.state == R.FAILSAFE
+    assert ("FAILSAFE", 0) in seen, seen
