@@ -34,6 +34,8 @@ MIN_PASSWORD = 12
 MAX_PASSWORD = 1024
 USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 TOKEN_PREFIX = "dst_"  # noqa: S105 (marks a Doorstep token in logs)
+#: An API token is refused after this unless made with another lifetime (or none).
+DEFAULT_TOKEN_LIFETIME = timedelta(days=90)
 #: the one message for every failed login: it never says whether the user exists
 LOGIN_FAILED = "wrong name or password"
 
@@ -239,7 +241,7 @@ async def token_actor(session: AsyncSession, secret: str) -> Actor | None:
     if row is None:
         return None
     token, user = row
-    if user.disabled:
+    if user.disabled or (token.expires_at is not None and token.expires_at <= utcnow()):
         return None
     role = min(Role(token.role), Role(user.role), key=lambda r: r.rank)
     return Actor(
@@ -252,11 +254,19 @@ async def token_actor(session: AsyncSession, secret: str) -> Actor | None:
 
 
 async def create_token(
-    session: AsyncSession, actor: Actor, owner: User, name: str, role: Role | str
+    session: AsyncSession,
+    actor: Actor,
+    owner: User,
+    name: str,
+    role: Role | str,
+    expires_in: timedelta | None = DEFAULT_TOKEN_LIFETIME,
 ) -> tuple[ApiToken, str]:
     """A token for ``owner`` and its secret (shown once). Its role may be at most the owner's
-    and at most the actor's (a token cannot mint a stronger one)."""
+    and at most the actor's (a token cannot mint a stronger one). It is refused after
+    ``expires_in`` (None: never)."""
     checked = role_of(role)
+    if expires_in is not None and expires_in <= timedelta(0):
+        raise UserError(f"token lifetime {expires_in}: expected a positive time, or none")
     if not 1 <= len(name) <= 64:
         raise UserError(f"token name {name!r}: expected 1-64 characters")
     ceiling = min(Role(owner.role), actor.role, key=lambda r: r.rank)
@@ -268,7 +278,7 @@ async def create_token(
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken(
         token_hash=digest(secret), name=name, user_id=owner.id, role=checked.value,
-        created_at=utcnow(),
+        created_at=utcnow(), expires_at=None if expires_in is None else utcnow() + expires_in,
     )  # fmt: skip
     session.add(token)
     await session.flush()

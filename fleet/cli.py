@@ -24,6 +24,7 @@ import os
 import secrets
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from sqlalchemy import select
@@ -32,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleet import audit
 from fleet.auth import (
+    DEFAULT_TOKEN_LIFETIME,
     MIN_PASSWORD,
     AccessDenied,
     Actor,
@@ -200,15 +202,24 @@ def _gateway_add(args: argparse.Namespace) -> str:
     return f"added gateway {asyncio.run(_in_transaction(_database(args.db), change))}"
 
 
+def _expiry(at: datetime | None) -> str:
+    return "never expiring" if at is None else f"expires {at:%Y-%m-%d %H:%M} UTC"
+
+
 def _token_create(args: argparse.Namespace) -> str:
     actor = cli_actor()
+    if not 0 <= args.expires_in_days <= 3650:
+        raise BadInput(f"--expires-in-days: {args.expires_in_days} is not in 0..3650")
+    lifetime = timedelta(days=args.expires_in_days) if args.expires_in_days else None
 
     async def change(session: AsyncSession) -> str:
         owner = await session.scalar(select(User).where(User.name == args.user))
         if owner is None:
             raise Failed(f"no user {args.user!r}")
         try:
-            token, secret = await create_token(session, actor, owner, args.name, args.role)
+            token, secret = await create_token(
+                session, actor, owner, args.name, args.role, lifetime
+            )
         except AccessDenied as exc:
             raise BadInput(f"--role: {exc} (user {owner.name} is {owner.role})") from None
         audit.record(
@@ -216,7 +227,8 @@ def _token_create(args: argparse.Namespace) -> str:
             {"name": token.name, "role": token.role, "owner": owner.name},
         )  # fmt: skip
         return (
-            f"created API token {token.id} ({token.name}, role {token.role}) for {owner.name}; "
+            f"created API token {token.id} ({token.name}, role {token.role}) for {owner.name}, "
+            f"{_expiry(token.expires_at)}; "
             f"the token (shown once): {secret}"
         )
 
@@ -351,6 +363,12 @@ def _parser() -> argparse.ArgumentParser:
     add_token.add_argument("user", metavar="USER")
     add_token.add_argument("--name", required=True, help="what the token is for")
     add_token.add_argument("--role", required=True, choices=ROLES, help="at most the user's")
+    add_token.add_argument(
+        "--expires-in-days",
+        type=int,
+        default=DEFAULT_TOKEN_LIFETIME.days,
+        help="refused after this many days, 0: never (default %(default)s)",
+    )
     return parser
 
 

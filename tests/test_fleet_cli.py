@@ -8,6 +8,7 @@ import asyncio
 import getpass
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -119,6 +120,8 @@ def test_a_generated_password_is_printed_once_and_works(
          "fleet: error: --mqtt: broker URL 'http://broker': unknown scheme 'http'"),
         (["token", "create", "ada", "--name", "ci"], "",
          "the following arguments are required: --role"),
+        (["token", "create", "ada", "--name", "ci", "--role", "viewer", "--expires-in-days", "-1"],
+         "", "fleet: error: --expires-in-days: -1 is not in 0..3650"),
     ],
 )  # fmt: skip
 def test_bad_input_names_the_option_and_exits_2(
@@ -161,7 +164,10 @@ def test_sites_gateways_and_tokens_on_the_command_line(
     )  # fmt: skip
     code, out = fleet(["token", "create", "ada", "--name", "ci", "--role", "viewer", *db], capsys)
     assert code == 0
+    assert re.search(r", expires \d{4}-\d\d-\d\d \d\d:\d\d UTC; the token", out), out
     secret = out.rsplit(": ", 1)[1].strip()
+    wall = ["token", "create", "ada", "--name", "wall", "--role", "viewer", "--expires-in-days"]
+    assert ", never expiring; the token (shown once): dst_" in fleet([*wall, "0", *db], capsys)[1]
 
     async def use_token() -> tuple[dict[str, str], list[dict[str, object]]]:
         async with fleet_app(fleet_db_url) as app, client(app, token=secret) as script:

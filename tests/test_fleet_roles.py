@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from fastapi import FastAPI
@@ -153,9 +153,46 @@ async def test_a_revoked_token_is_refused(fleet_db_url: str) -> None:
             made_up = await guess.get("/api/overview")
         listed = (await operator.get("/api/tokens")).json()
     assert before.status_code == 200
-    assert (after.status_code, after.json()) == (401, {"detail": "API token unknown or revoked"})
+    assert (after.status_code, after.json()) == (
+        401,
+        {"detail": "API token unknown, revoked or expired"},
+    )
     assert made_up.status_code == 401
     assert listed[0]["revoked_at"] is not None
+
+
+async def test_a_token_expires_after_its_lifetime_and_one_made_for_ever_does_not(
+    fleet_db_url: str,
+) -> None:
+    async with fleet_app(fleet_db_url) as app, user(app, "op", Role.OPERATOR) as operator:
+        default = (await operator.post("/api/tokens", json={"name": "ci", "role": "viewer"})).json()
+        forever = (
+            await operator.post(
+                "/api/tokens", json={"name": "wall", "role": "viewer", "expires_in_days": None}
+            )
+        ).json()
+        too_long = await operator.post(
+            "/api/tokens", json={"name": "x", "role": "viewer", "expires_in_days": 4000}
+        )
+        async with app.state.sessions.begin() as session:  # 90 days pass for the default one
+            token = await session.get(ApiToken, default["id"])
+            token.expires_at = token.created_at - timedelta(seconds=1)
+        async with client(app, token=default["token"]) as script:
+            expired = await script.get("/api/overview")
+        async with client(app, token=forever["token"]) as wallboard:
+            kept = await wallboard.get("/api/overview")
+        listed = {t["name"]: t for t in (await operator.get("/api/tokens")).json()}
+    made = datetime.fromisoformat(default["expires_at"]) - datetime.fromisoformat(
+        listed["ci"]["created_at"]
+    )
+    assert abs(made - timedelta(days=90)) < timedelta(minutes=1), "default lifetime"
+    assert forever["expires_at"] is None
+    assert too_long.status_code == 422
+    assert (expired.status_code, expired.json()["detail"]) == (
+        401,
+        "API token unknown, revoked or expired",
+    )
+    assert kept.status_code == 200
 
 
 async def test_only_the_owner_or_an_admin_revokes_a_token(fleet_db_url: str) -> None:

@@ -20,7 +20,7 @@ from fleet.settings import Settings
 
 COOKIE = "doorstep_session"
 NOT_LOGGED_IN = "not logged in"
-BAD_TOKEN = "API token unknown or revoked"  # noqa: S105 (a message)
+BAD_TOKEN = "API token unknown, revoked or expired"  # noqa: S105 (a message)
 NEEDS_LOGIN_SESSION = "managing API tokens needs a login session"
 
 _bearer = HTTPBearer(auto_error=False, description="an API token (POST /api/tokens)")

@@ -4,7 +4,7 @@ tokens needs a browser login: a token cannot mint or revoke tokens."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from fleet import audit
 from fleet.api.deps import ActorDep, LoggedInActorDep, RowId, SessionDep
-from fleet.auth import create_token, revoke_token
+from fleet.auth import DEFAULT_TOKEN_LIFETIME, create_token, revoke_token
 from fleet.models import ApiToken, Role, User
 
 router = APIRouter(tags=["tokens"])
@@ -21,6 +21,12 @@ router = APIRouter(tags=["tokens"])
 class NewToken(BaseModel):
     name: str = Field(min_length=1, max_length=64)
     role: Role
+    expires_in_days: int | None = Field(
+        default=DEFAULT_TOKEN_LIFETIME.days,
+        ge=1,
+        le=3650,
+        description="refused after this many days; null: never expires",
+    )
 
 
 class IssuedToken(BaseModel):
@@ -28,6 +34,7 @@ class IssuedToken(BaseModel):
     name: str
     role: Role
     token: str = Field(description="the secret: shown this once, only its SHA-256 is kept")
+    expires_at: datetime | None
 
 
 class TokenView(BaseModel):
@@ -38,6 +45,7 @@ class TokenView(BaseModel):
     role: Role
     created_at: datetime
     revoked_at: datetime | None
+    expires_at: datetime | None
 
 
 @router.get("/tokens")
@@ -54,13 +62,18 @@ async def add_token(new: NewToken, actor: LoggedInActorDep, session: SessionDep)
     owner = await session.get(User, actor.user_id)
     if owner is None:
         raise HTTPException(401, "not logged in")
-    token, secret = await create_token(session, actor, owner, new.name, new.role)
+    lifetime = None if new.expires_in_days is None else timedelta(days=new.expires_in_days)
+    token, secret = await create_token(session, actor, owner, new.name, new.role, lifetime)
     audit.record(
         session, actor.label, "token.create", f"token:{token.id}",
-        {"name": token.name, "role": token.role, "owner": owner.name},
+        {"name": token.name, "role": token.role, "owner": owner.name,
+         "expires_at": None if token.expires_at is None else token.expires_at.isoformat()},
     )  # fmt: skip
     await session.commit()
-    return IssuedToken(id=token.id, name=token.name, role=Role(token.role), token=secret)
+    return IssuedToken(
+        id=token.id, name=token.name, role=Role(token.role), token=secret,
+        expires_at=token.expires_at,
+    )  # fmt: skip
 
 
 @router.delete("/tokens/{token_id}", status_code=204)
