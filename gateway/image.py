@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -34,6 +35,8 @@ class Sample:
 
 
 Listener = Callable[[str, str, Sample], None]
+#: called with the (device, point, sample) updates of one block (see :meth:`ProcessImage.block`)
+BatchListener = Callable[[list[tuple[str, str, Sample]]], None]
 
 
 class ProcessImage:
@@ -44,6 +47,8 @@ class ProcessImage:
         self._samples: dict[tuple[str, str], Sample] = {}
         self._stale_after: dict[tuple[str, str], float] = {}
         self._listeners: list[Listener] = []
+        self._batch_listeners: list[BatchListener] = []
+        self._batch: list[tuple[str, str, Sample]] | None = None
 
     def declare(self, device: str, point: str, stale_after_s: float) -> None:
         """Register a point; it reads OFFLINE with no value until the first read."""
@@ -54,6 +59,28 @@ class ProcessImage:
     def subscribe(self, listener: Listener) -> None:
         """Call ``listener(device, point, sample)`` on every update (in the writer's task)."""
         self._listeners.append(listener)
+
+    def subscribe_batch(self, listener: BatchListener) -> None:
+        """Call ``listener(updates)`` once per :meth:`block` with its updates, in order, and
+        with a list of one for an update made outside a block (in the writer's task)."""
+        self._batch_listeners.append(listener)
+
+    @contextmanager
+    def block(self) -> Iterator[None]:
+        """Group the updates made inside (one poll's block): per-update listeners hear each
+        at once, batch listeners hear them all together at the end. Nested blocks join the
+        outer one."""
+        if self._batch is not None:
+            yield
+            return
+        self._batch = []
+        try:
+            yield
+        finally:
+            updates, self._batch = self._batch, None
+            if updates:
+                for listener in self._batch_listeners:
+                    listener(updates)
 
     def update(self, device: str, point: str, value: Value, at: float | None = None) -> None:
         """Store a value read GOOD at ``at`` (default now)."""
@@ -70,9 +97,10 @@ class ProcessImage:
 
     def mark_device(self, device: str, quality: Quality, at: float | None = None) -> None:
         """Change the quality of every point of a device (e.g. OFFLINE when it stops answering)."""
-        for dev, point in list(self._samples):
-            if dev == device:
-                self.mark(dev, point, quality, at)
+        with self.block():
+            for dev, point in list(self._samples):
+                if dev == device:
+                    self.mark(dev, point, quality, at)
 
     def get(self, device: str, point: str) -> Sample:
         """The sample with staleness applied; an unknown point raises KeyError naming it."""
@@ -119,3 +147,8 @@ class ProcessImage:
         self._samples[(device, point)] = sample
         for listener in self._listeners:
             listener(device, point, sample)
+        if self._batch is not None:
+            self._batch.append((device, point, sample))
+        else:
+            for batch_listener in self._batch_listeners:
+                batch_listener([(device, point, sample)])

@@ -4,6 +4,7 @@ reconnect of its own: :class:`Backoff` paces the reconnect loops around it."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from typing import Any
 
@@ -42,7 +43,16 @@ class Client(aiomqtt.Client):
             if current is not None and current is sock:
                 self._loop.add_writer(current.fileno(), writable)
 
-        self._loop.call_soon_threadsafe(register)
+        # paho calls this from the loop's own thread on every publish (aiomqtt runs paho's
+        # I/O there): plain call_soon then, which does not write to the loop's self-pipe.
+        try:
+            on_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:  # another thread
+            on_loop = False
+        if on_loop:
+            self._loop.call_soon(register)
+        else:
+            self._loop.call_soon_threadsafe(register)
 
 
 class Backoff:

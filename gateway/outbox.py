@@ -95,6 +95,7 @@ class Outbox:
         self.max_age_s = max_age_s
         self._last_to_drop = tuple(last_to_drop)
         self._clock = clock
+        self._synchronous = synchronous
         try:
             # One thread at a time, but not necessarily the one that opened it (the uplink
             # opens it from the event loop's thread and works from its own).
@@ -162,12 +163,24 @@ class Outbox:
         return seq
 
     def ack(self, *ids: int) -> None:
-        """Delete rows the broker acknowledged (ids already gone are ignored)."""
+        """Delete rows the broker acknowledged (ids already gone are ignored).
+
+        The delete is committed with ``synchronous=NORMAL`` whatever the setting: it survives
+        a ``kill -9`` all the same, and one lost to a power cut only sends those rows again
+        (same payload, same sequence number), which the fleet drops as duplicates. The next
+        ``FULL`` commit writes it to disk along with its own."""
         if not ids:
             return
-        with self._transaction():
-            cur = self._db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
-            self._depth -= cur.rowcount
+        full = self._synchronous == "full"
+        if full:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            with self._transaction():
+                cur = self._db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+                self._depth -= cur.rowcount
+        finally:
+            if full:
+                self._db.execute("PRAGMA synchronous=FULL")
 
     def prune(self, now: float | None = None) -> int:
         """Enforce both bounds; return how many rows were dropped (and counted)."""

@@ -150,21 +150,23 @@ class DevicePoller:
     def store(self, block: Block, values: list[int], at: float) -> None:
         """Decode every point of a block into the image (scale factors first)."""
         points = sorted(self._block_points(block), key=lambda p: p.scale_factor is not None)
-        for p in points:
-            assert p.address is not None
-            raw = values[p.address - block.start : p.address - block.start + p.width]
-            try:
-                sf = self._scale_factor(p)
-                value = codec.decode(p, raw, sf)
-            except CodecError as exc:
-                log.warning("%s: %s", self.name, exc)
-                self.image.mark(self.name, p.name, Quality.BAD, at)
-                continue
-            self.image.update(self.name, p.name, value, at)
+        with self.image.block():
+            for p in points:
+                assert p.address is not None
+                raw = values[p.address - block.start : p.address - block.start + p.width]
+                try:
+                    sf = self._scale_factor(p)
+                    value = codec.decode(p, raw, sf)
+                except CodecError as exc:
+                    log.warning("%s: %s", self.name, exc)
+                    self.image.mark(self.name, p.name, Quality.BAD, at)
+                    continue
+                self.image.update(self.name, p.name, value, at)
 
     def mark(self, block: Block, quality: Quality, at: float) -> None:
-        for p in self._block_points(block):
-            self.image.mark(self.name, p.name, quality, at)
+        with self.image.block():
+            for p in self._block_points(block):
+                self.image.mark(self.name, p.name, quality, at)
 
     def split(self, block: Block, now: float) -> list[Block]:
         """Exception 02 on a block: read its spans apart from now on, and return the new

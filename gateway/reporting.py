@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, NamedTuple
 
@@ -129,21 +129,29 @@ class Reporter:
 
     def offer(self, device: str, point: str, sample: Sample) -> bool:
         """Take a new sample of a point; True when a full batch is pending (send it now)."""
-        key = (device, point)
-        p = self._points.get(key)
-        if p is None:
-            p = self._points[key] = _Point(self._rule(device, point))
-        p.latest = sample
-        if p.pending:
-            if p.pending[-1].quality is sample.quality:
-                p.pending[-1] = sample
-            else:
-                p.pending.append(sample)
+        return self.offer_all([(device, point, sample)])
+
+    def offer_all(self, updates: Iterable[tuple[str, str, Sample]]) -> bool:
+        """Take new samples (device, point, sample), in order, like :meth:`offer` each; True
+        when a full batch is pending (send it now)."""
+        points = self._points
+        for device, point, sample in updates:
+            key = (device, point)
+            p = points.get(key)
+            if p is None:
+                p = points[key] = _Point(self._rule(device, point))
+            p.latest = sample
+            pending = p.pending
+            if pending:
+                if pending[-1].quality is sample.quality:
+                    pending[-1] = sample
+                else:
+                    pending.append(sample)
+                    self._count += 1
+            elif p.sent is None or differs(p.rule.deadband, p.sent, sample):
+                pending.append(sample)
+                self._pending[key] = p
                 self._count += 1
-        elif p.sent is None or differs(p.rule.deadband, p.sent, sample):
-            p.pending.append(sample)
-            self._pending[key] = p
-            self._count += 1
         return self._count >= self._max_batch
 
     def take(self, now: float) -> list[tuple[str, str, Sample]]:

@@ -119,7 +119,7 @@ class Gateway:
     async def _start(self) -> None:
         if self.site.uplink is not None:  # first in, last out: it hears the final values
             self.uplink = await self._stack.enter_async_context(self._new_uplink())
-            self.image.subscribe(self.uplink.on_sample)
+            self.image.subscribe_batch(self.uplink.on_samples)
             self.alarms.listeners.append(self.uplink.alarm)
             if self.alarms.journal is not None and self.alarms.journal.exists():
                 await self.uplink.replay(read_journal(self.alarms.journal))

@@ -60,6 +60,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 ALARMS = "alarms"  # the outbox's idempotency source for AlarmEvent.seq
 PRUNE_S = 1.0  # how often the outbox's age bound is enforced: it needs no finer grain
+#: how long the drain holds acknowledged rows before deleting them when no new row comes to
+#: peek in the same trip to the outbox thread (a row acknowledged but not yet deleted when the
+#: gateway dies is sent again, which the fleet drops as a duplicate)
+ACK_DELAY_S = 0.25
 CLOSE_TIMEOUT_S = 2.0  # how long a clean shutdown waits to empty the outbox and say offline
 #: CONNACK codes of refused credentials: MQTT 3.1.1 (4, 5) and MQTT 5 (134, 135)
 REFUSED_CREDENTIALS = (4, 5, 134, 135)
@@ -98,7 +102,7 @@ def refused_credentials(exc: BaseException) -> bool:
 class Uplink:
     """Report-by-exception telemetry, alarms and health, through the outbox, to the broker.
 
-    Hooks for the runtime: ``image.subscribe(uplink.on_sample)``; ``uplink.alarm(event)``
+    Hooks for the runtime: ``image.subscribe_batch(uplink.on_samples)``; ``uplink.alarm(event)``
     for every AlarmEvent (and ``await uplink.replay(journal)`` once at start); ``stats`` for
     the health message's loop and bus statistics; ``devices`` (name → profile model) for the
     State message.
@@ -215,11 +219,15 @@ class Uplink:
 
     # -- producers -----------------------------------------------------------------------------
 
-    def on_sample(self, device: str, point: str, sample: Sample) -> None:
-        """The process-image listener: offer every update to report-by-exception."""
-        if self._reporter.offer(device, point, sample):
+    def on_samples(self, updates: list[tuple[str, str, Sample]]) -> None:
+        """The process-image batch listener: offer every update to report-by-exception."""
+        if self._reporter.offer_all(updates):
             self._full.set()
         self._offered.set()
+
+    def on_sample(self, device: str, point: str, sample: Sample) -> None:
+        """Like :meth:`on_samples`, for one update."""
+        self.on_samples([(device, point, sample)])
 
     def alarm(self, event: AlarmEvent) -> None:
         """Append an alarm event to the outbox as an event batch of its own, in order.
@@ -460,6 +468,10 @@ class Uplink:
                         row_id, task = inflight.popleft()
                         task.result()  # a failed publish ends the session
                         acked.append(row_id)
+                    if not inflight and not self._wake.is_set():
+                        # The deletes ride on the trip that peeks the next rows (at most
+                        # ACK_DELAY_S later) rather than take one of their own.
+                        await _wait(self._wake, time.monotonic() + ACK_DELAY_S)
                 elif not rows:
                     self._idle.set()
                     await self._wake.wait()
