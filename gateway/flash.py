@@ -144,7 +144,7 @@ def _say(console: Console, text: str) -> None:
 
 def _request(args: argparse.Namespace, firmware: Firmware) -> Request:
     given = {"--site": args.site, "--gateway-id": args.gateway_id, "--token": args.token}
-    identity = None
+    identity, unit_id = None, None
     if any(v is not None for v in given.values()):
         missing = [flag for flag, v in given.items() if v is None]
         if missing:
@@ -158,7 +158,7 @@ def _request(args: argparse.Namespace, firmware: Firmware) -> Request:
     return Request(
         port=args.port,
         identity=identity,
-        unit_id=None if identity is None else (args.unit_id or DEFAULT_UNIT_ID),
+        unit_id=unit_id,
         dry_run=args.dry_run,
         verify_port=args.verify_port,
         verify_timeout=args.verify_timeout,

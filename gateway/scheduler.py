@@ -172,7 +172,7 @@ class BusScheduler:
         cycle.pending.remove(block)
         request = Read(block.table, block.start, block.count)
         try:
-            values = await self._transact(poller, request, probe=True)
+            values = await self._transact(poller, request)
         except ModbusExceptionResponse as exc:
             now = time.monotonic()
             if exc.exception_code == ILLEGAL_DATA_ADDRESS:
@@ -187,7 +187,7 @@ class BusScheduler:
 
     async def _run_job(self, job: _Job) -> None:
         try:
-            result = await self._transact(job.poller, job.request, probe=False)
+            result = await self._transact(job.poller, job.request)
         except BusError as exc:
             if not job.future.done():
                 job.future.set_exception(exc)
@@ -195,7 +195,7 @@ class BusScheduler:
             if not job.future.done():
                 job.future.set_result(result)
 
-    async def _transact(self, poller: DevicePoller, request: Request, *, probe: bool) -> list[int]:
+    async def _transact(self, poller: DevicePoller, request: Request) -> list[int]:
         """Send a request with the breaker's timeout and retries; update stats and breaker.
         Cancelled or failed for a reason that is not the unit's, the request is abandoned, so a
         probe it carried does not leave the breaker half-open for good."""

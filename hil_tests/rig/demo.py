@@ -23,7 +23,7 @@ import time
 import tomllib
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -129,8 +129,7 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _wait_for(ready: object, what: str) -> None:
-    assert callable(ready)
+def _wait_for(ready: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while not ready():
         if time.monotonic() > deadline:
