@@ -3,7 +3,7 @@
 One simulated elevator sits on a line model (:class:`~hil_tests.rig.rtu_line.RtuLineServer`,
 byte-paced, strict about t3.5) at 9600, 19200 and 115200 baud.
 
-* ``transport``: the gateway's :class:`~gateway.modbus.rtu.RtuTransport` reads 10 input
+* ``transport``: the gateway's :class:`~gateway.bus.rtu.RtuTransport` reads 10 input
   registers (FC04) back to back. The wire limit is one transaction per request frame +
   response frame + two t3.5 gaps, with 11-bit characters as the transport and the line model
   count them; ``efficiency_BAUD`` is the measured rate as a fraction of it, and
@@ -26,10 +26,10 @@ import statistics
 import time
 
 from bench.report import write_result
-from gateway.modbus.pdu import Read, decode_response, encode_request
-from gateway.modbus.rtu import RtuTransport
-from gateway.modbus.transport import LineTiming
-from gateway.profile import Table
+from gateway.bus.pdu import Read, decode_response, encode_request
+from gateway.bus.rtu import RtuTransport
+from gateway.bus.transport import LineTiming
+from gateway.devices.profile import Table
 from gateway.site import SiteConfig
 from hil_tests.conftest import rtu_bus, running, site_config
 from hil_tests.rig.rtu_line import FrameTiming, LineStats

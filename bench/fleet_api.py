@@ -27,8 +27,8 @@ import httpx
 from sqlalchemy import insert
 
 from bench.report import write_result
-from fleet.auth import Actor, create_token, create_user
-from fleet.db import open_database, sessions
+from fleet.accounts.auth import Actor, create_token, create_user
+from fleet.core.db import open_database, sessions
 from fleet.models import Alarm, Device, Gateway, LatestValue, Role, Sample, Site, utcnow
 from hil_tests.broker import free_port
 from hil_tests.rig.processes import terminate

@@ -30,9 +30,9 @@ import aiomqtt
 import pytest
 
 from bench.report import write_result
-from fleet.broker import BrokerUrl, EmbeddedBroker
-from fleet.db import open_database, sessions
-from fleet.ingest import Ingest, run_ingest
+from fleet.core.broker import BrokerUrl, EmbeddedBroker
+from fleet.core.db import open_database, sessions
+from fleet.ingest.pipeline import Ingest, run_ingest
 from fleet.registry import register_gateway
 from gateway import wire
 from hil_tests.broker import HOST, Mosquitto, free_port

@@ -18,10 +18,10 @@ from pathlib import Path
 from bench.report import write_result
 from gateway import wire
 from gateway.image import Quality, Sample
-from gateway.outbox import Outbox
-from gateway.reporting import reading
-from gateway.uplink import Uplink
-from gateway.uplink_config import UplinkConfig
+from gateway.uplink.config import UplinkConfig
+from gateway.uplink.link import Uplink
+from gateway.uplink.outbox import Outbox
+from gateway.uplink.reporting import reading
 from hil_tests.broker import Mosquitto
 from hil_tests.uplink_helpers import recording
 

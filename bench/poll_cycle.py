@@ -22,12 +22,12 @@ from unittest import mock
 
 from bench.bus_efficiency import line_time
 from bench.report import write_result
-from gateway.coalesce import Block, CostModel
-from gateway.modbus.pdu import Read, encode_request
-from gateway.profile import PollClass
-from gateway.scheduler import BusScheduler
+from gateway.bus.coalesce import Block, CostModel
+from gateway.bus.pdu import Read, encode_request
+from gateway.bus.scheduler import BusScheduler
+from gateway.bus.stats import LatencyWindow
+from gateway.devices.profile import PollClass
 from gateway.site import RtuBus, TcpBus, load_site
-from gateway.stats import LatencyWindow
 from hil_tests.conftest import Rig, running
 from hil_tests.rig.rtu_line import RtuLineServer
 

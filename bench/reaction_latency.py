@@ -37,12 +37,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from bench.report import write_result
-from gateway.codec import Value
+from gateway.bus.stats import LatencyWindow
+from gateway.control.rules import PRIORITY_OPERATOR
+from gateway.devices.codec import Value
+from gateway.devices.profile import PollClass, Table
 from gateway.image import Quality, Sample
-from gateway.profile import PollClass, Table
-from gateway.rules import PRIORITY_OPERATOR
 from gateway.site import SiteConfig, parse_site
-from gateway.stats import LatencyWindow
 from hil_tests.conftest import Rig, rtu_bus, running, tcp_bus
 from hil_tests.rig.rtu_line import FrameTiming
 from hil_tests.rig.sim.charger import Charger
@@ -389,7 +389,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     # every trial activates the interlock, and the engine logs each activation as a warning
-    logging.getLogger("gateway.interlocks").setLevel(logging.ERROR)
+    logging.getLogger("gateway.control.engine").setLevel(logging.ERROR)
     metrics = asyncio.run(run(args.trials or TCP_TRIALS, args.trials or RTU_TRIALS))
     write_result(NAME, metrics, targets=TARGETS, units=units(metrics))
 

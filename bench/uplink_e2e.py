@@ -15,7 +15,7 @@ arrives. Measured:
 * gateway CPU as a fraction of one core (from /proc, steady window) and peak RSS (VmHWM).
 
 The bench device profile (``BENCH-50``, 50 u16 holding registers) is not a shipped profile:
-the site config loads profiles by model name from ``gateway/profiles/`` only, so the gateway
+the site config loads profiles by model name from ``gateway/devices/profiles/`` only, so the gateway
 process here is started through :func:`gateway_main`, which adds it before the site loads.
 """
 
@@ -74,7 +74,7 @@ def site_toml(ports: list[int], broker_port: int) -> str:
 
 def gateway_main(config: str, state: str) -> None:
     """The gateway process: ``gateway run`` with the bench profile added to the shipped ones."""
-    from gateway import profile
+    from gateway.devices import profile
 
     shipped = profile.load_profile
     bench = profile.parse_profile(PROFILE, "bench/BENCH-50")
@@ -83,7 +83,7 @@ def gateway_main(config: str, state: str) -> None:
         return bench if model == "BENCH-50" else shipped(model)
 
     profile.load_profile = load  # before gateway.site binds the name
-    from gateway import cli
+    from gateway.cli import main as cli
 
     sys.exit(cli.main(["run", "--config", config, "--state-dir", state]))
 
@@ -92,7 +92,7 @@ class Devices:
     """The simulated devices, and when each counter value appeared at each of them."""
 
     def __init__(self) -> None:
-        from gateway import profile
+        from gateway.devices import profile
         from hil_tests.rig.registers import RegisterMap, SimulatedUnit
 
         bench = profile.parse_profile(PROFILE, "bench/BENCH-50")
@@ -103,7 +103,7 @@ class Devices:
         self.changed_at: list[dict[int, float]] = [{} for _ in range(DEVICES)]
 
     async def run(self) -> None:
-        from gateway.profile import Table
+        from gateway.devices.profile import Table
 
         start = time.monotonic()
         k = 0
@@ -136,7 +136,7 @@ def peak_rss_mib(pid: int) -> float:
 
 
 async def measure(broker_port: int, tmp: Path) -> dict[str, float]:
-    from gateway.mqtt_client import Client
+    from gateway.mqtt import Client
     from hil_tests.rig.tcp_slave import TcpSlaveServer
 
     devices = Devices()

@@ -4,7 +4,7 @@ database, the MQTT broker connection and the ingest task.
 The lifespan owns everything it starts: the engine is disposed, the ingest task cancelled
 and awaited (it lives in a task group) and the embedded broker shut down when the server
 stops. ``app.state`` holds ``settings``, ``sessions`` (an async_sessionmaker), ``ingest``
-(fleet.ingest.Ingest, there with ``Settings.ingest=False`` too, so tests can feed it
+(fleet.ingest.pipeline.Ingest, there with ``Settings.ingest=False`` too, so tests can feed it
 directly) and ``ingest_ready`` (set once subscribed).
 """
 
@@ -23,11 +23,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleet import api
-from fleet.broker import BrokerUrl, EmbeddedBroker
-from fleet.db import open_database, sessions
-from fleet.ingest import Ingest, run_ingest
+from fleet.core.broker import BrokerUrl, EmbeddedBroker
+from fleet.core.db import open_database, sessions
+from fleet.core.settings import Settings, default_client_id
+from fleet.ingest.pipeline import Ingest, run_ingest
 from fleet.models import User
-from fleet.settings import Settings, default_client_id
 
 WEB = Path(__file__).parent / "web"
 log = logging.getLogger(__name__)

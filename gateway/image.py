@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 
-from gateway.codec import Value
+from gateway.devices.codec import Value
 
 
 class Quality(StrEnum):

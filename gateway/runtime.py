@@ -3,7 +3,7 @@
 ``async with Gateway(site) as gw:`` opens every port and connection, starts one scheduler
 task per bus (and a SunSpec discovery task per SunSpec device) in a task group it owns, and
 on exit cancels and awaits them and closes every port. A site with an ``[uplink]`` table
-also runs the uplink to the fleet (:mod:`gateway.uplink`): it hears every image update, every
+also runs the uplink to the fleet (:mod:`gateway.uplink.link`): it hears every image update, every
 alarm event, and reports the buses' and the control loop's statistics in its health message.
 """
 
@@ -19,29 +19,30 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
 
-from gateway import codec, controllers, sunspec
-from gateway.actuator import Actuator
-from gateway.alarms import AlarmLog, read_journal
-from gateway.breaker import BreakerPolicy, CircuitBreaker
-from gateway.coalesce import CostModel
-from gateway.control_socket import SOCKET_NAME, ControlServer
+from gateway.bus.breaker import BreakerPolicy, CircuitBreaker
+from gateway.bus.coalesce import CostModel
+from gateway.bus.pdu import Read, Write
+from gateway.bus.poller import CLASS_PRIORITY, COMMAND_PRIORITY, DevicePoller
+from gateway.bus.rtu import RtuTransport
+from gateway.bus.scheduler import BusScheduler
+from gateway.bus.tcp import TcpTransport
+from gateway.bus.transport import Transport
+from gateway.control.actuator import Actuator
+from gateway.control.alarms import AlarmLog, read_journal
+from gateway.control.command_socket import SOCKET_NAME, ControlServer
+from gateway.control.engine import InterlockEngine
+from gateway.control.loop import Supervisor
+from gateway.control.rules import PRIORITY_OPERATOR
+from gateway.control.safety_io import SafetyIo
+from gateway.control.standard import controllers
+from gateway.control.watchdogs import WatchdogKeeper
+from gateway.devices import codec, sunspec
+from gateway.devices.profile import DeviceKind, PollClass, Table
 from gateway.errors import BusError, GatewayError, InterlockError
-from gateway.health import RuntimeStats
 from gateway.image import Listener, ProcessImage, Quality, Sample
-from gateway.interlocks import InterlockEngine
-from gateway.modbus.pdu import Read, Write
-from gateway.modbus.rtu import RtuTransport
-from gateway.modbus.tcp import TcpTransport
-from gateway.modbus.transport import Transport
-from gateway.poller import CLASS_PRIORITY, COMMAND_PRIORITY, DevicePoller
-from gateway.profile import DeviceKind, PollClass, Table
-from gateway.rules import PRIORITY_OPERATOR
-from gateway.safety_io import SafetyIo
-from gateway.scheduler import BusScheduler
 from gateway.site import RtuBus, SiteConfig, TcpBus, device_profile
-from gateway.supervisor import Supervisor
-from gateway.uplink import Uplink
-from gateway.watchdogs import WatchdogKeeper
+from gateway.uplink.health import RuntimeStats
+from gateway.uplink.link import Uplink
 
 log = logging.getLogger(__name__)
 

@@ -13,13 +13,13 @@ from typing import Annotated, Literal, Self
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from gateway import standard_interlocks
+from gateway.control.rules import ControlConfig, Interlock, reference_problems
+from gateway.control.standard import interlocks as standard_interlocks
+from gateway.control.standard.interlocks import Safety
+from gateway.devices.profile import DeviceKind, PollClass, Profile, load_profile
 from gateway.errors import ConfigError, ProfileError
-from gateway.profile import DeviceKind, PollClass, Profile, load_profile
-from gateway.reporting import reference_problems as report_reference_problems
-from gateway.rules import ControlConfig, Interlock, reference_problems
-from gateway.standard_interlocks import Safety
-from gateway.uplink_config import UplinkConfig
+from gateway.uplink.config import UplinkConfig
+from gateway.uplink.reporting import reference_problems as report_reference_problems
 from gateway.validation import Strict, validation_problems
 
 STANDARD_BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
@@ -110,7 +110,7 @@ class SiteConfig(Strict):
     devices: list[Device]
     interlocks: list[Interlock] = Field(default_factory=list)
     safety: Safety = Safety()
-    #: The MQTT uplink to the fleet manager (gateway.uplink_config); none: runs offline.
+    #: The MQTT uplink to the fleet manager (gateway.uplink.config); none: runs offline.
     uplink: UplinkConfig | None = None
 
     @model_validator(mode="after")

@@ -115,7 +115,7 @@ class TelemetryBatch(Payload):
 
 
 class Event(BaseModel):
-    """An alarm raised or cleared (gateway.alarms.AlarmEvent on the wire)."""
+    """An alarm raised or cleared (gateway.control.alarms.AlarmEvent on the wire)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -12,8 +12,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway import codec
-from gateway.breaker import BreakerPolicy
+from gateway.bus.breaker import BreakerPolicy
+from gateway.devices import codec
 from gateway.image import Quality
 from gateway.runtime import Gateway
 from gateway.site import SiteConfig, parse_site

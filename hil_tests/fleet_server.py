@@ -26,11 +26,11 @@ from typing import Any, Self, TypeVar
 import uvicorn
 from sqlalchemy import update
 
+from fleet.accounts.auth import create_user
 from fleet.app import create_app
-from fleet.auth import create_user
+from fleet.core.settings import Settings
 from fleet.models import Role, User
 from fleet.registry import register_gateway
-from fleet.settings import Settings
 from gateway import wire
 
 HOST = "127.0.0.1"

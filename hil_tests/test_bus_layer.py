@@ -8,9 +8,9 @@ import time
 
 import pytest
 
+from gateway.bus.stats import LatencyWindow
+from gateway.devices.profile import PollClass, Range, Table
 from gateway.image import Quality
-from gateway.profile import PollClass, Range, Table
-from gateway.stats import LatencyWindow
 from hil_tests.conftest import rtu_bus, running, site_config, tcp_bus, truth
 
 pytestmark = pytest.mark.hil

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.profile import Table
+from gateway.devices.profile import Table
 from gateway.site import SiteConfig, parse_site
 from hil_tests.conftest import gateway_cli, rtu_bus, running, site_config, tcp_bus
 from hil_tests.rig.site import to_toml

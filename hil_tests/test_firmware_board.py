@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.modbus.pdu import ExceptionAnswer, Read, Write, decode_response, encode_request
-from gateway.modbus.rtu import RtuTransport, rtu_frame
-from gateway.profile import Table
+from gateway.bus.pdu import ExceptionAnswer, Read, Write, decode_response, encode_request
+from gateway.bus.rtu import RtuTransport, rtu_frame
+from gateway.devices.profile import Table
 from hil_tests.rig.nullmodem import NullModem
 
 pytestmark = pytest.mark.hil

@@ -1,4 +1,4 @@
-"""``gateway flash`` end to end: the real mpremote (through ``gateway.board_link``) against a
+"""``gateway flash`` end to end: the real mpremote (through ``gateway.flash.board_link``) against a
 simulated MicroPython board on a pty (``hil_tests/rig/micropython_board.py``), whose flash is
 a directory these tests read directly; the SIO-1 firmware's host runner answers Modbus on the
 board's data pty after it boots.
@@ -24,9 +24,9 @@ import pytest
 import serial
 from rich.console import Console
 
-from gateway import flash
-from gateway.flash_plan import ENTRY, TMP, sha256_hex
-from gateway.sio_firmware import DEFAULT_FIRMWARE, Firmware, load_firmware
+from gateway.flash import install as flash
+from gateway.flash.firmware import DEFAULT_FIRMWARE, Firmware, load_firmware
+from gateway.flash.plan import ENTRY, TMP, sha256_hex
 from hil_tests.rig.micropython_board import MicroPythonBoard
 from hil_tests.rig.nullmodem import NullModem
 

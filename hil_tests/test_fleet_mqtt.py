@@ -19,9 +19,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from fleet.broker import BrokerUrl, EmbeddedBroker, EmbeddedBrokerError
-from fleet.db import create_engine, open_database, sessions
-from fleet.ingest import Ingest, run_ingest
+from fleet.core.broker import BrokerUrl, EmbeddedBroker, EmbeddedBrokerError
+from fleet.core.db import create_engine, open_database, sessions
+from fleet.ingest.pipeline import Ingest, run_ingest
 from fleet.models import Alarm, Device, Gateway, LatestValue, ReceivedBatch, Sample
 from fleet.registry import register_gateway
 from gateway import wire
@@ -209,7 +209,7 @@ async def test_what_a_gateway_publishes_lands_in_the_database(
 async def test_ingest_rides_out_a_mosquitto_restart_and_gets_what_came_meanwhile(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="fleet.ingest")
+    caplog.set_level(logging.INFO, logger="fleet.ingest.pipeline")
     mosquitto = Mosquitto(tmp_path / "mosquitto")
     await asyncio.to_thread(mosquitto.start)
     broker = BrokerUrl(HOST, mosquitto.port)
@@ -257,7 +257,7 @@ async def test_a_fleet_restarted_while_its_database_was_away_loses_no_message(
     """Ingest holds a message it cannot store (its database is unreachable) with the ones
     behind it; the fleet is restarted: the new ingest (same client id) is handed them all by
     the broker, because none was acknowledged before it was stored."""
-    caplog.set_level(logging.WARNING, logger="fleet.ingest")
+    caplog.set_level(logging.WARNING, logger="fleet.ingest.pipeline")
     mosquitto = Mosquitto(tmp_path / "mosquitto")
     await asyncio.to_thread(mosquitto.start)
     broker = BrokerUrl(HOST, mosquitto.port)
@@ -293,7 +293,7 @@ async def test_ingest_waits_for_a_broker_logging_the_outage_once(
 ) -> None:
     """Until mosquitto listens, the port hangs up on every attempt: ingest keeps trying,
     bounded by its back-off, says so once, and subscribes when the broker is there."""
-    caplog.set_level(logging.INFO, logger="fleet.ingest")
+    caplog.set_level(logging.INFO, logger="fleet.ingest.pipeline")
     port = free_port()
     attempts = 0
 

@@ -21,10 +21,10 @@ from typing import Any, Literal
 
 import pytest
 
-from fleet.auth import LOGIN_FAILED
+from fleet.accounts.auth import LOGIN_FAILED
 from fleet.models import Role
 from gateway import wire
-from gateway.profile import Access, PollClass, available_models, load_profile
+from gateway.devices.profile import Access, PollClass, available_models, load_profile
 
 pytestmark = pytest.mark.hil
 

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from gateway import codec
+from gateway.devices import codec
 from gateway.site import load_site
 from hil_tests.conftest import site_config, tcp_bus
 from hil_tests.rig.registers import ExceptionCode, SimModbusError, SimulatedUnit

@@ -8,8 +8,8 @@ import itertools
 
 import pytest
 
+from gateway.devices.profile import Table
 from gateway.errors import InterlockError
-from gateway.profile import Table
 from gateway.site import SiteConfig, parse_site
 from hil_tests.conftest import Rig, rtu_bus, running, site_config, tcp_bus
 from hil_tests.rig.sim.charger import Car, Charger

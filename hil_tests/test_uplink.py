@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from fleet.broker import EmbeddedBroker
-from gateway.alarms import AlarmLog
+from fleet.core.broker import EmbeddedBroker
+from gateway.control.alarms import AlarmLog
+from gateway.control.rules import Severity
 from gateway.image import Quality, Sample
-from gateway.rules import Severity
-from gateway.uplink import Uplink
-from gateway.uplink_config import UplinkConfig
+from gateway.uplink.config import UplinkConfig
+from gateway.uplink.link import Uplink
 from hil_tests.broker import Mosquitto, TlsFiles, free_port, make_tls_files
 from hil_tests.uplink_helpers import RunnerProcess, recording
 
@@ -137,7 +137,7 @@ async def test_a_wrong_password_is_a_clear_error_and_the_outbox_keeps_everything
     secret.write_text("not-the-password\n", encoding="utf-8")
     config = tls_config(mq.port, files.ca, secret)
     state = tmp_path / "st"
-    with caplog.at_level(logging.ERROR, logger="gateway.uplink"):
+    with caplog.at_level(logging.ERROR, logger="gateway.uplink.link"):
         async with Uplink(config, site="s", gateway="gw-01", state_dir=state) as up:
             await feed(up, 5)
             deadline = asyncio.get_running_loop().time() + 10

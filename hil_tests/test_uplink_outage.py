@@ -4,7 +4,7 @@ every alarm event reaches the fleet database exactly once and in order.
 The gateway is the real runtime in its own process (``hil_tests.uplink_runner``: a simulated
 site polled over Modbus TCP, plus an alarm raised or cleared every 0.5 s through the
 gateway's alarm log); the broker is Debian's mosquitto; the fleet side is the fleet's own
-ingest (``fleet.ingest``) writing to a SQLite fleet database. Takes about 75 s.
+ingest (``fleet.ingest.pipeline``) writing to a SQLite fleet database. Takes about 75 s.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from fleet.broker import BrokerUrl
-from fleet.db import open_database, sessions
-from fleet.ingest import Ingest, run_ingest
+from fleet.core.broker import BrokerUrl
+from fleet.core.db import open_database, sessions
+from fleet.ingest.pipeline import Ingest, run_ingest
 from fleet.models import Alarm, Gap, ReceivedBatch
 from fleet.registry import register_gateway
-from gateway.alarms import read_journal
+from gateway.control.alarms import read_journal
 from hil_tests.broker import Mosquitto
 from hil_tests.uplink_helpers import RunnerProcess
 from hil_tests.uplink_runner import GATEWAY, SITE

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.mqtt_client import Client
+from gateway.mqtt import Client
 from hil_tests.rig.processes import terminate
 
 PREFIX = "doorstep/v1/"

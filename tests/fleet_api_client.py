@@ -11,11 +11,11 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
+from fleet.accounts.auth import create_user
 from fleet.app import create_app
-from fleet.auth import create_user
-from fleet.ingest import Ingest, Outcome
+from fleet.core.settings import Settings
+from fleet.ingest.pipeline import Ingest, Outcome
 from fleet.models import Role
-from fleet.settings import Settings
 from gateway import wire
 
 PASSWORD = "a long enough secret"

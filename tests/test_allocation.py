@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.allocation import (
+from gateway.control.standard.allocation import (
     ChargerLoad,
     ExportLimit,
     Feeder,

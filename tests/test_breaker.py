@@ -15,7 +15,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from gateway.breaker import BreakerPolicy, BreakerState, CircuitBreaker
+from gateway.bus.breaker import BreakerPolicy, BreakerState, CircuitBreaker
 
 CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
 

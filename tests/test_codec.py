@@ -9,9 +9,9 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from gateway import codec
+from gateway.devices import codec
+from gateway.devices.profile import Point, PointType, Table, WordOrder
 from gateway.errors import CodecError
-from gateway.profile import Point, PointType, Table, WordOrder
 
 INTEGER_TYPES = [PointType.U16, PointType.I16, PointType.U32, PointType.I32, PointType.ENUM]
 

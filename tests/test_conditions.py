@@ -7,10 +7,10 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.conditions import Truth, compile_condition, evaluate
+from gateway.control.conditions import Truth, compile_condition, evaluate
+from gateway.control.rules import Compare
+from gateway.devices.profile import load_profile
 from gateway.image import ProcessImage, Quality
-from gateway.profile import load_profile
-from gateway.rules import Compare
 from gateway.site import parse_site
 
 PROFILES = {"sio": load_profile("SIO-1")}
@@ -48,7 +48,7 @@ def test_conditions_follow_kleene_logic_with_untrusted_inputs_unknown(
 ) -> None:
     from pydantic import TypeAdapter
 
-    from gateway.rules import Condition
+    from gateway.control.rules import Condition
 
     condition = TypeAdapter(Condition).validate_python(tree)
     image = ProcessImage()

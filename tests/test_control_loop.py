@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 
-from gateway.supervisor import ControlLoop
+from gateway.control.loop import ControlLoop
 
 
 async def _run(loop: ControlLoop, seconds: float) -> None:

@@ -25,9 +25,9 @@ from hypothesis.stateful import (
 )
 from pymodbus.framer import FramerRTU
 
-from gateway.modbus.pdu import ExceptionAnswer, Read, Write, decode_response, encode_request
-from gateway.modbus.rtu import rtu_frame
-from gateway.profile import Table
+from gateway.bus.pdu import ExceptionAnswer, Read, Write, decode_response, encode_request
+from gateway.bus.rtu import rtu_frame
+from gateway.devices.profile import Table
 
 FIRMWARE = Path(__file__).resolve().parents[1] / "firmware"
 sys.path.insert(0, str(FIRMWARE))

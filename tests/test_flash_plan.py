@@ -21,9 +21,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from gateway import flash
-from gateway.flash_plan import ENTRY, TMP, Op, Remove, Rename, Upload, plan_install, sha256_hex
-from gateway.sio_firmware import (
+from gateway.flash import install as flash
+from gateway.flash.firmware import (
     DEFAULT_FIRMWARE,
     MANIFEST,
     IdentityRejected,
@@ -33,6 +32,7 @@ from gateway.sio_firmware import (
     manifest_names,
     render_manifest,
 )
+from gateway.flash.plan import ENTRY, TMP, Op, Remove, Rename, Upload, plan_install, sha256_hex
 
 FIRMWARE_V1 = {"main.py": b"import app\napp.run()\n", "app.mpy": b"M1", "regs.mpy": b"R1"}
 IDENTITY = "identity.txt"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fleet.broker import BrokerUrl, BrokerUrlError
+from fleet.core.broker import BrokerUrl, BrokerUrlError
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ import pytest
 from fleet_api_client import PASSWORD, client, fleet_app, login
 from sqlalchemy import Connection, Engine, event
 
-from fleet.cli import main
+from fleet.cli.main import main
 from gateway import wire
 from hil_tests.broker import free_port
 

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
-from fleet.db import async_url, create_engine, open_database, sessions
-from fleet.ingest import REJECTION_LOG_EVERY_S, Ingest, RejectionLog, feed
+from fleet.core.db import async_url, create_engine, open_database, sessions
+from fleet.ingest.pipeline import REJECTION_LOG_EVERY_S, Ingest, RejectionLog, feed
 from fleet.models import (
     Alarm,
     Device,
@@ -492,7 +492,7 @@ BAD_INPUT = [
 async def test_each_bad_input_is_rejected_counted_logged_and_stored(
     fleet: Fleet, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="fleet.ingest")
+    caplog.set_level(logging.WARNING, logger="fleet.ingest.pipeline")
     ticks = itertools.count(0.0, REJECTION_LOG_EVERY_S)  # a minute between rejections
     fleet.ingest = Ingest(fleet.sessions, RejectionLog(clock=lambda: next(ticks)))
     for n, (reason, name, payload) in enumerate(BAD_INPUT, start=1):
@@ -552,7 +552,7 @@ async def test_the_same_rejection_is_logged_once_a_minute_but_counted_and_stored
 ) -> None:
     clock = [1000.0]
     fleet.ingest = Ingest(fleet.sessions, RejectionLog(clock=lambda: clock[0]))
-    caplog.set_level(logging.WARNING, logger="fleet.ingest")
+    caplog.set_level(logging.WARNING, logger="fleet.ingest.pipeline")
     stranger = topic(wire.Kind.TELEMETRY, "gw-stranger")
     for _ in range(5):  # a gateway nobody registered, sending all the time
         await fleet.ingest.handle(stranger, telemetry(1))
@@ -679,7 +679,7 @@ async def test_a_message_arriving_while_the_database_is_down_is_stored_when_it_i
         server.stop()
         message = aiomqtt.Message(topic(wire.Kind.TELEMETRY), telemetry(2, ("m", "w", 2.0, T0 + 1)),
                                   qos=1, retain=False, mid=1, properties=None)  # fmt: skip
-        with caplog.at_level(logging.WARNING, logger="fleet.ingest"):
+        with caplog.at_level(logging.WARNING, logger="fleet.ingest.pipeline"):
             held = asyncio.create_task(feed(fleet.ingest, message))
             await asyncio.sleep(1.0)
             assert not held.done(), "ingest moved on while the database was down"
@@ -708,7 +708,7 @@ async def test_a_message_waiting_for_a_pooled_connection_is_held_not_dropped(
         fleet = Fleet(Ingest(sessions(small)), sessions(small))
         message = aiomqtt.Message(topic(wire.Kind.TELEMETRY), telemetry(1, ("m", "w", 1.0, T0)),
                                   qos=1, retain=False, mid=1, properties=None)  # fmt: skip
-        with caplog.at_level(logging.WARNING, logger="fleet.ingest"):
+        with caplog.at_level(logging.WARNING, logger="fleet.ingest.pipeline"):
             async with small.connect():  # the pool's only connection
                 held = asyncio.create_task(feed(fleet.ingest, message))
                 await asyncio.sleep(0.5)

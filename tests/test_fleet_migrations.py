@@ -12,7 +12,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
-from fleet.db import alembic_config, open_database
+from fleet.core.db import alembic_config, open_database
 from fleet.models import Base
 
 

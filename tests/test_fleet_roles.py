@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fleet_api_client import PASSWORD, add_user, client, fleet_app, login, raised, send, user
 from sqlalchemy import select
 
-from fleet.auth import LOGIN_FAILED, digest
+from fleet.accounts.auth import LOGIN_FAILED, digest
 from fleet.models import ApiToken, LoginSession, Role, User
 from fleet.registry import register_gateway
 from gateway import wire

@@ -9,13 +9,13 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from gateway.actuator import Actuator, PlannedWrite
-from gateway.alarms import AlarmLog
+from gateway.control.actuator import Actuator, PlannedWrite
+from gateway.control.alarms import AlarmLog
+from gateway.control.engine import InterlockEngine
+from gateway.control.rules import Interlock, Severity
+from gateway.devices.profile import Profile, load_profile
 from gateway.errors import InterlockError
 from gateway.image import ProcessImage, Quality
-from gateway.interlocks import InterlockEngine
-from gateway.profile import Profile, load_profile
-from gateway.rules import Interlock, Severity
 
 CHARGERS = ("charger-1", "charger-2")
 PROFILES: dict[str, Profile] = {

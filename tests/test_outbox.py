@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.outbox import Outbox, OutboxError
+from gateway.uplink.outbox import Outbox, OutboxError
 
 TOPIC = "doorstep/v1/s/g/telemetry"
 

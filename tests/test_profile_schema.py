@@ -2,8 +2,8 @@
 
 import pytest
 
+from gateway.devices.profile import PointType, available_models, load_profile, parse_profile
 from gateway.errors import ProfileError
-from gateway.profile import PointType, available_models, load_profile, parse_profile
 
 MINIMAL = """
 model = "TEST-1"

@@ -2,8 +2,15 @@
 
 import pytest
 
-from gateway import codec, sunspec
-from gateway.profile import Access, PollClass, Profile, Table, available_models, load_profile
+from gateway.devices import codec, sunspec
+from gateway.devices.profile import (
+    Access,
+    PollClass,
+    Profile,
+    Table,
+    available_models,
+    load_profile,
+)
 
 MODELS = available_models()
 SUNSPEC_MODELS = [m for m in MODELS if load_profile(m).sunspec is not None]

@@ -15,9 +15,9 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from gateway import wire
 from gateway.image import Quality, Sample
-from gateway.reporting import PointOverride, PointRule, ReportConfig, Reporter, differs
-from gateway.uplink import Uplink
-from gateway.uplink_config import UplinkConfig
+from gateway.uplink.config import UplinkConfig
+from gateway.uplink.link import Uplink
+from gateway.uplink.reporting import PointOverride, PointRule, ReportConfig, Reporter, differs
 
 GOOD = Quality.GOOD
 

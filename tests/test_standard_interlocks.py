@@ -11,14 +11,14 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from gateway.actuator import Actuator, PlannedWrite
-from gateway.alarms import AlarmLog
+from gateway.control.actuator import Actuator, PlannedWrite
+from gateway.control.alarms import AlarmLog
+from gateway.control.engine import InterlockEngine
+from gateway.control.rules import PRIORITY_CONTROL
+from gateway.control.standard.interlocks import FireAlarm, Safety, Scope, build
+from gateway.devices.profile import Profile, load_profile
 from gateway.errors import InterlockError
 from gateway.image import ProcessImage, Quality
-from gateway.interlocks import InterlockEngine
-from gateway.profile import Profile, load_profile
-from gateway.rules import PRIORITY_CONTROL
-from gateway.standard_interlocks import FireAlarm, Safety, Scope, build
 
 CHARGERS = ("charger-1", "charger-2", "charger-3")
 PROFILES: dict[str, Profile] = {

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from gateway.stats import BusStats, DeviceStats, LatencyWindow
+from gateway.bus.stats import BusStats, DeviceStats, LatencyWindow
 
 seconds = st.floats(0.0, 5.0, allow_nan=False)
 

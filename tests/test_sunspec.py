@@ -7,9 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.errors import BusTimeout, ModbusExceptionResponse
-from gateway.profile import load_profile
-from gateway.sunspec import (
+from gateway.devices.profile import load_profile
+from gateway.devices.sunspec import (
     END_MODEL_ID,
     MARKER,
     MODEL_LENGTHS,
@@ -19,6 +18,7 @@ from gateway.sunspec import (
     layout,
     place,
 )
+from gateway.errors import BusTimeout, ModbusExceptionResponse
 
 Reader = Callable[[int, int], Awaitable[list[int]]]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from gateway.uplink_config import UplinkConfig, UplinkError
+from gateway.uplink.config import UplinkConfig, UplinkError
 from gateway.validation import validation_problems
 
 

@@ -1,13 +1,12 @@
 """The fleet's REST API under ``/api``: one router module per resource, typed dependencies
-in :mod:`fleet.api.deps`, and the translation of fleet.auth's errors into HTTP answers."""
+in :mod:`fleet.api.deps`, and the translation of fleet.accounts.auth's errors into HTTP answers."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from fleet.api import alarms, audit, history, ingest, overview, session, sites, tokens, users
-from fleet.auth import (
+from fleet.accounts.auth import (
     AccessDenied,
     AuthError,
     LastAdmin,
@@ -18,6 +17,7 @@ from fleet.auth import (
     UserExists,
     UserNotFound,
 )
+from fleet.api import alarms, audit, history, ingest, overview, session, sites, tokens, users
 from fleet.registry import RegistryError
 
 STATUS: dict[type[Exception], int] = {

@@ -7,9 +7,9 @@ from typing import Annotated, Any, cast
 from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import CursorResult, update
 
-from fleet import audit
+from fleet.accounts import audit
+from fleet.accounts.auth import Actor
 from fleet.api.deps import ActorDep, RowId, SessionDep, role
-from fleet.auth import Actor
 from fleet.models import Alarm, Role, utcnow
 from fleet.queries.alarms import AlarmState, AlarmView, alarm, alarms, view
 

@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from fleet import audit
+from fleet.accounts import audit
+from fleet.accounts.auth import Actor
 from fleet.api.deps import SessionDep, role
-from fleet.auth import Actor
 from fleet.models import Role
 
 router = APIRouter(tags=["audit"])

@@ -14,9 +14,9 @@ from fastapi import Depends, HTTPException, Path, Request
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fleet.auth import Actor, session_actor, token_actor
+from fleet.accounts.auth import Actor, session_actor, token_actor
+from fleet.core.settings import Settings
 from fleet.models import Role
-from fleet.settings import Settings
 
 COOKIE = "doorstep_session"
 NOT_LOGGED_IN = "not logged in"

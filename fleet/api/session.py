@@ -8,10 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Cookie, Depends, Request, Response
 from pydantic import BaseModel, Field
 
-from fleet import audit
+from fleet.accounts import audit
+from fleet.accounts.auth import MAX_PASSWORD, LoginFailed, TooManyLogins, log_in, log_out
+from fleet.accounts.login_throttle import LoginGuard
 from fleet.api.deps import COOKIE, ActorDep, SessionDep, SettingsDep
-from fleet.api.login_throttle import LoginGuard
-from fleet.auth import MAX_PASSWORD, LoginFailed, TooManyLogins, log_in, log_out
 from fleet.models import Role
 
 router = APIRouter(tags=["session"])

@@ -8,9 +8,9 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError
 
-from fleet import audit
+from fleet.accounts import audit
+from fleet.accounts.auth import Actor
 from fleet.api.deps import ActorDep, SessionDep, role
-from fleet.auth import Actor
 from fleet.models import Role
 from fleet.queries.gateways import GatewaySummary, summaries
 from fleet.queries.overview import SiteListing, site_listing

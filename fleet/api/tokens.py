@@ -10,9 +10,9 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from fleet import audit
+from fleet.accounts import audit
+from fleet.accounts.auth import DEFAULT_TOKEN_LIFETIME, create_token, revoke_token
 from fleet.api.deps import ActorDep, LoggedInActorDep, RowId, SessionDep
-from fleet.auth import DEFAULT_TOKEN_LIFETIME, create_token, revoke_token
 from fleet.models import ApiToken, Role, User
 
 router = APIRouter(tags=["tokens"])

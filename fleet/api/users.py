@@ -10,9 +10,9 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 
-from fleet import audit
+from fleet.accounts import audit
+from fleet.accounts.auth import MAX_PASSWORD, Actor, create_user, update_user
 from fleet.api.deps import SessionDep, role
-from fleet.auth import MAX_PASSWORD, Actor, create_user, update_user
 from fleet.models import Role, User
 
 router = APIRouter(tags=["users"])

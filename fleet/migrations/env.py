@@ -1,6 +1,6 @@
 """Alembic's environment for the fleet schema (``fleet.models.Base``).
 
-``fleet.db.open_database`` runs the migrations on its own connection, handed over in
+``fleet.core.db.open_database`` runs the migrations on its own connection, handed over in
 ``config.attributes["connection"]``. The ``alembic`` command (see alembic.ini here) names the
 database with ``-x url=…`` instead. SQLite gets batch mode, so later revisions can alter
 columns (SQLite rebuilds the table).
@@ -13,7 +13,7 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from fleet.db import create_engine
+from fleet.core.db import create_engine
 from fleet.models import Base
 
 

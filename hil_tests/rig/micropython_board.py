@@ -34,8 +34,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from gateway.flash_plan import ENTRY
-from gateway.sio_firmware import firmware_constant
+from gateway.flash.firmware import firmware_constant
+from gateway.flash.plan import ENTRY
 from hil_tests.rig.micropython_sandbox import BoardReset, FlashFs, Interpreter, Unplugged
 from hil_tests.rig.nullmodem import NullModem
 

@@ -30,7 +30,7 @@ from pymodbus.pdu.register_message import (
     WriteSingleRegisterResponse,
 )
 
-from gateway.profile import Table
+from gateway.devices.profile import Table
 from hil_tests.rig.registers import ExceptionCode, SimModbusError, SimulatedUnit
 
 _SERVER_DECODER = DecodePDU(is_server=True)

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from gateway import codec
-from gateway.profile import Point, Profile, Range, Table
+from gateway.devices import codec
+from gateway.devices.profile import Point, Profile, Range, Table
 
 
 class ExceptionCode(IntEnum):

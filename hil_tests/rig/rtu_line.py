@@ -32,7 +32,7 @@ from typing import Self
 from pymodbus.framer import FramerRTU
 from pymodbus.pdu import DecodePDU
 
-from gateway.modbus.transport import LineTiming
+from gateway.bus.transport import LineTiming
 from hil_tests.rig.fault_injection import Faults
 from hil_tests.rig.modbus_slave import respond
 from hil_tests.rig.nullmodem import NullModem

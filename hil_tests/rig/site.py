@@ -24,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from gateway.profile import Table
+from gateway.devices.profile import Table
 from gateway.site import RtuBus, SiteConfig, TcpBus, load_site
 from hil_tests.rig.fault_injection import Faults
 from hil_tests.rig.registers import SimulatedUnit

@@ -20,7 +20,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gateway.profile import Table, load_profile
+from gateway.devices.profile import Table, load_profile
 from hil_tests.rig.registers import ExceptionCode, RegisterMap, SimModbusError, SimulatedUnit
 
 HW_MAX_A = 32.0

@@ -18,7 +18,7 @@ import random
 from collections import deque
 from collections.abc import Sequence
 
-from gateway.profile import Table, load_profile
+from gateway.devices.profile import Table, load_profile
 from hil_tests.rig.registers import ExceptionCode, RegisterMap, SimModbusError, SimulatedUnit
 
 FLOOR_HEIGHT_M = 3.0

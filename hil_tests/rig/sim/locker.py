@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gateway.profile import Table, load_profile
+from gateway.devices.profile import Table, load_profile
 from hil_tests.rig.registers import ExceptionCode, RegisterMap, SimModbusError, SimulatedUnit
 
 DOORS = 16

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-from gateway.profile import Table
+from gateway.devices.profile import Table
 from hil_tests.rig.registers import ExceptionCode, SimModbusError
 from hil_tests.rig.sim.sunspec_device import SunSpecUnit
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gateway import sunspec
-from gateway.profile import Point, Range, Table, load_profile
+from gateway.devices import sunspec
+from gateway.devices.profile import Point, Range, Table, load_profile
 from hil_tests.rig.registers import RegisterMap, SimulatedUnit
 
 

@@ -1,0 +1,61 @@
+"""How one fleet manager process is configured: its database, its MQTT broker, and whether it
+ingests at all (API tests run without a broker).
+
+No secrets live here: users and their passwords are created with ``fleet user create``, and
+session cookies and API tokens are random per issue.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+#: the directory of the default SQLite database; ``$DOORSTEP_FLEET_DIR`` overrides it
+DATA_DIR_ENV = "DOORSTEP_FLEET_DIR"
+DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "doorstep-fleet"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """``database_url``: ``sqlite:///PATH`` or ``postgresql://USER@HOST/DB`` (fleet.core.db).
+    ``mqtt_url``: an external broker (``mqtt://user:pw@host:port``, ``mqtts://…``); ``None``
+    starts the embedded broker on ``mqtt_listen``. ``ingest=False``: no broker, no ingest task.
+    """
+
+    database_url: str
+    mqtt_url: str | None = None
+    mqtt_listen: tuple[str, int] = ("127.0.0.1", 1883)
+    ingest: bool = True
+    #: the MQTT client id of ingest's persistent session (the broker keeps what arrives while
+    #: ingest is away under it); default ``doorstep-fleet-HOSTNAME``
+    mqtt_client_id: str | None = None
+    #: how long a browser login lasts
+    session_lifetime: timedelta = timedelta(hours=12)
+    #: failed logins in a row, per user name (known or not) and per client address, after
+    #: which logging in is refused (429) until ``login_failure_window`` has passed since the
+    #: last one; each failure less than the window after the previous one counts on
+    login_failures_per_name: int = 5
+    login_failures_per_address: int = 20
+    login_failure_window: timedelta = timedelta(minutes=5)
+    #: argon2 password checks at once (each costs tens of ms of CPU and 64 MiB of memory)
+    password_checks: int = 4
+
+
+def default_client_id() -> str:
+    return f"doorstep-fleet-{socket.gethostname()}"[:64]
+
+
+def data_dir() -> Path:
+    """The default database's directory: $DOORSTEP_FLEET_DIR or ~/.local/share/doorstep-fleet."""
+    configured = os.environ.get(DATA_DIR_ENV)
+    return Path(configured) if configured else DEFAULT_DATA_DIR
+
+
+def default_database_url() -> str:
+    """The SQLite file under :func:`data_dir`, creating the directory."""
+    directory = data_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    return f"sqlite+aiosqlite:///{directory / 'fleet.db'}"

@@ -1,0 +1,196 @@
+"""``gateway`` command line: check a site config, run a site with a live status table."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+
+from gateway.cli.status import alarm_table, status_view
+from gateway.control import command_socket as control_socket
+from gateway.control.alarms import AlarmLog
+from gateway.errors import ConfigError, GatewayError
+from gateway.flash import install as flash
+from gateway.runtime import Gateway
+from gateway.site import SiteConfig, device_profile, load_site
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _check(args: argparse.Namespace, console: Console) -> int:
+    try:
+        site = load_site(args.config)
+    except ConfigError as exc:
+        console.print(f"[red]✗ {exc.source}[/red]: {len(exc.problems)} problem(s)")
+        for problem in exc.problems:
+            console.print(f"  {problem}", markup=False, highlight=False)
+        return EXIT_BAD_INPUT
+    points = sum(len(device_profile(d).points) for d in site.devices)
+    console.print(
+        f"[green]✓ {args.config}[/green]: site {site.gateway.site}, gateway {site.gateway.id}, "
+        f"{len(site.buses)} bus(es), {len(site.devices)} device(s), {points} points, "
+        f"{len(site.all_interlocks())} interlock(s)"
+    )
+    return EXIT_OK
+
+
+async def _run(site: SiteConfig, args: argparse.Namespace, console: Console) -> int:
+    async with Gateway(site, state_dir=args.state_dir) as gw:
+        deadline = None if args.duration is None else time.monotonic() + args.duration
+        with Live(
+            status_view(gw),
+            console=console,
+            refresh_per_second=2,
+            transient=False,
+            auto_refresh=False,
+        ) as live:
+            while deadline is None or time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+                live.update(status_view(gw), refresh=True)
+        if args.json:
+            print(json.dumps(_snapshot(gw), indent=1), file=sys.stderr)
+    return EXIT_OK
+
+
+def _snapshot(gw: Gateway) -> dict[str, object]:
+    """Every point's value and quality, and bus statistics: for scripts and tests."""
+    now = time.monotonic()
+    return {
+        "points": {
+            f"{dev}.{point}": {"value": s.value, "quality": s.quality.value}
+            for dev, point, s in gw.image.points()
+        },
+        "buses": {name: s.stats.snapshot(now) for name, s in gw.schedulers.items()},
+        "uplink": None
+        if gw.uplink is None
+        else {
+            "connected": gw.uplink.connected,
+            "outbox_depth": gw.uplink.depth,
+            "dropped": gw.uplink.dropped,
+        },
+    }
+
+
+def _run_command(args: argparse.Namespace, console: Console) -> int:
+    try:
+        site = load_site(args.config)
+    except ConfigError as exc:
+        console.print(f"[red]✗ {exc}[/red]", markup=False)
+        return EXIT_BAD_INPUT
+    try:
+        return asyncio.run(_run(site, args, console))
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except (GatewayError, ExceptionGroup) as exc:
+        for err in _leaves(exc):
+            console.print(f"[red]✗ {err}[/red]", markup=False)
+        if any(not isinstance(e, GatewayError) for e in _leaves(exc)):
+            raise
+        return EXIT_FAILED
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The errors inside (nested) exception groups raised by task groups."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def _reset_latch(args: argparse.Namespace, console: Console) -> int:
+    try:
+        reply = asyncio.run(
+            control_socket.send(
+                args.state_dir / control_socket.SOCKET_NAME,
+                {"cmd": "reset-latch", "name": args.name},
+            )
+        )
+    except GatewayError as exc:
+        console.print(f"[red]✗ {exc}[/red]", markup=False)
+        return EXIT_FAILED
+    if "error" in reply:
+        console.print(f"✗ refused: {reply['error']}", markup=False, highlight=False)
+        return EXIT_FAILED
+    console.print(f"✓ {reply['ok']}", markup=False, highlight=False)
+    return EXIT_OK
+
+
+def _alarms(args: argparse.Namespace, console: Console) -> int:
+    journal = args.state_dir / "alarms.jsonl"
+    if not journal.exists():
+        console.print(f"no alarms recorded in {args.state_dir}", markup=False)
+        return EXIT_OK
+    log = AlarmLog(journal)
+    events = log.recent if args.history else log.by_severity()
+    console.print(alarm_table(events, title="alarm history" if args.history else "active alarms"))
+    return EXIT_OK
+
+
+def default_state_dir() -> Path:
+    """Where latches and the alarm journal live: $DOORSTEP_STATE_DIR, /var/lib/doorstep when
+    it exists (the installed gateway), else ~/.local/state/doorstep."""
+    env = os.environ.get("DOORSTEP_STATE_DIR")
+    if env:
+        return Path(env)
+    system = Path("/var/lib/doorstep")
+    if system.is_dir():
+        return system
+    return Path.home() / ".local" / "state" / "doorstep"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description="Doorstep edge gateway")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+    check = sub.add_parser("check", help="validate a site config against schema and profiles")
+    check.add_argument("config", help="site config (TOML)")
+    run = sub.add_parser("run", help="poll a site and show a live status table")
+    run.add_argument("--config", required=True, help="site config (TOML)")
+    run.add_argument("--duration", type=float, default=None, help="stop after SECONDS")
+    run.add_argument("--json", action="store_true", help="print a final snapshot as JSON")
+    reset = sub.add_parser("reset-latch", help="reset a latched interlock of the running gateway")
+    reset.add_argument("name", help="interlock name (see the status table)")
+    alarms = sub.add_parser("alarms", help="show active alarms (or --history)")
+    alarms.add_argument("--history", action="store_true", help="the last 200 events")
+    flash.add_parser(sub)
+    for p in (run, reset, alarms):
+        p.add_argument(
+            "--state-dir",
+            type=Path,
+            default=default_state_dir(),
+            help="latches, alarm journal and control socket (default: %(default)s)",
+        )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    console = Console()
+    if args.command == "check":
+        return _check(args, console)
+    if args.command == "reset-latch":
+        return _reset_latch(args, console)
+    if args.command == "alarms":
+        return _alarms(args, console)
+    if args.command == "flash":
+        return flash.run(args, console)
+    with contextlib.suppress(KeyboardInterrupt):
+        return _run_command(args, console)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""The control loop: a fixed-period task that runs the interlocks and keeps watchdogs alive.
+
+The loop is scheduled on the monotonic clock by absolute deadlines (``k · period`` from its
+start), so it does not drift; it measures how late each cycle wakes and keeps p50/p99/max.
+A cycle never waits for the bus: the writes it decides on are handed to the bus schedulers
+as tasks (one in flight per point), and the next cycle runs on time while they queue.
+If the loop falls behind by more than ``unhealthy_after_ms`` it skips heartbeats, and if it
+stalls altogether nobody writes them: every device then falls back to its safe value on its
+own timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from types import TracebackType
+from typing import Self
+
+from gateway.bus.stats import LatencyWindow
+from gateway.control.actuator import Actuator, PlannedWrite
+from gateway.control.engine import InterlockEngine
+from gateway.control.rules import ControlConfig, Severity
+from gateway.control.safety_io import SafetyIo, Step
+from gateway.control.watchdogs import Heartbeat, WatchdogKeeper
+from gateway.devices.codec import Value
+from gateway.errors import GatewayError
+
+log = logging.getLogger(__name__)
+
+Writer = Callable[[str, str, Value], Awaitable[None]]
+
+
+class ControlLoop:
+    """Runs ``step(now, dt)`` every period; cancel the task to stop."""
+
+    def __init__(
+        self,
+        period_s: float,
+        step: Callable[[float, float], Awaitable[None]],
+        react: Callable[[float], None] | None = None,
+    ) -> None:
+        self.period_s = period_s
+        self.step = step
+        #: Called between cycles as soon as :meth:`wake` is: an input changed and should be
+        #: acted on now rather than at the next cycle. Off the grid, so heartbeats, lateness
+        #: and health stay with the regular cycles.
+        self.react = react
+        self.reactions = 0
+        self._woken = asyncio.Event()
+        self.lateness = LatencyWindow(size=4096)
+        self.max_lateness_s = 0.0
+        self.cycles = 0
+        self.skipped = 0
+        self.last_tick = 0.0
+
+    async def run(self) -> None:
+        start = time.monotonic()
+        last = start
+        k = 0
+        while True:
+            due = start + k * self.period_s
+            await self._until(due)
+            now = time.monotonic()
+            late = now - due
+            self.lateness.add(late)
+            self.max_lateness_s = max(self.max_lateness_s, late)
+            self.cycles += 1
+            self.last_tick = now
+            await self.step(now, now - last)
+            last = now
+            k += 1
+            behind = int((time.monotonic() - start) / self.period_s) - k
+            if behind > 0:  # a stall: resume on the grid, never burst to catch up
+                self.skipped += behind
+                k += behind
+
+    def wake(self) -> None:
+        """Ask for a reaction before the next cycle (safe to call from any task)."""
+        self._woken.set()
+
+    async def _until(self, due: float) -> None:
+        """Sleep until ``due``, reacting to every wake-up on the way."""
+        while (delay := due - time.monotonic()) > 0:
+            self._woken.clear()
+            try:
+                async with asyncio.timeout(delay):
+                    await self._woken.wait()
+            except TimeoutError:
+                return
+            if self.react is not None:
+                self.reactions += 1
+                self.react(time.monotonic())
+
+    def snapshot(self) -> dict[str, float | int | None]:
+        def ms(v: float | None) -> float | None:
+            return None if v is None else round(v * 1000, 3)
+
+        return {
+            "period_ms": self.period_s * 1000,
+            "cycles": self.cycles,
+            "reactions": self.reactions,
+            "skipped": self.skipped,
+            "lateness_p50_ms": ms(self.lateness.p50),
+            "lateness_p99_ms": ms(self.lateness.p99),
+            "lateness_max_ms": ms(self.max_lateness_s),
+        }
+
+
+class Supervisor:
+    """Interlocks, actuator and watchdog keeper driven by one control loop."""
+
+    def __init__(
+        self,
+        config: ControlConfig,
+        engine: InterlockEngine,
+        actuator: Actuator,
+        keeper: WatchdogKeeper,
+        writer: Writer,
+        safety_ios: Sequence[SafetyIo] = (),
+    ) -> None:
+        self.config = config
+        self.engine = engine
+        self.actuator = actuator
+        self.keeper = keeper
+        self.writer = writer
+        self.safety_ios = list(safety_ios)
+        self.loop = ControlLoop(config.period_ms / 1000, self._step, self._react)
+        self._last_plan = 0.0
+        self.write_errors = 0
+        self._in_flight: set[tuple[str, str]] = set()
+        self._tg = asyncio.TaskGroup()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stall_s = 0.0
+
+    async def __aenter__(self) -> Self:
+        await self._tg.__aenter__()
+        self._spawn(self.loop.run(), "control-loop")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._cancel_all()
+        await self._tg.__aexit__(exc_type, exc, tb)
+
+    def healthy(self, now: float | None = None) -> bool:
+        """The loop ran recently enough to vouch for the site."""
+        now = time.monotonic() if now is None else now
+        return now - self.loop.last_tick <= self.config.unhealthy_after_ms / 1000
+
+    def inject_stall(self, seconds: float) -> None:
+        """Make the next cycle hang for ``seconds`` (a test of what a hung loop does)."""
+        self._stall_s = seconds
+
+    async def _step(self, now: float, dt: float) -> None:
+        if self._stall_s:
+            stall, self._stall_s = self._stall_s, 0.0
+            await asyncio.sleep(stall)
+            return
+        self._react(now)
+        for sio in self.safety_ios:
+            key = (sio.device, "claim-protocol")
+            if key not in self._in_flight:
+                steps = sio.tick(now)
+                if steps:
+                    self._in_flight.add(key)
+                    self._spawn(self._sequence(sio, steps), f"sio:{sio.device}")
+        self._watch_remaining()
+        if dt <= self.config.unhealthy_after_ms / 1000:
+            for beat in self.keeper.due(now):
+                key = (beat.device, beat.point)
+                if key not in self._in_flight:
+                    self._in_flight.add(key)
+                    self._spawn(self._beat(beat), f"heartbeat:{beat.device}")
+
+    def _watch_remaining(self) -> None:
+        """Alarm while a device reports less than a third of its watchdog time left: the
+        heartbeats are not arriving as they should (devices.md §7.2)."""
+        for device in self.keeper.kept:
+            key = f"watchdog/{device}"
+            if self.keeper.remaining_low(device):
+                self.engine.alarms.raise_(
+                    key,
+                    Severity.MINOR,
+                    "watchdog",
+                    f"{device}: less than a third of its watchdog time left",
+                    device=device,
+                )
+            else:
+                self.engine.alarms.clear(key)
+
+    def _react(self, now: float) -> None:
+        """Interlocks evaluated and their writes sent: every cycle, and at once when an input
+        of an interlock changes (the image wakes the loop)."""
+        self.engine.tick(now, now - self._last_plan if self._last_plan else 0.0)
+        for write in self.actuator.plan(now, now - self._last_plan if self._last_plan else 0.0):
+            key = (write.device, write.point)
+            if key not in self._in_flight:
+                self._in_flight.add(key)
+                self._spawn(self._write(write), f"write:{key[0]}.{key[1]}")
+        self._last_plan = now
+
+    async def _write(self, write: PlannedWrite) -> None:
+        try:
+            await self.writer(write.device, write.point, write.value)
+        except GatewayError as exc:
+            self.write_errors += 1
+            log.warning("%s.%s := %r failed: %s", write.device, write.point, write.value, exc)
+        else:
+            self.actuator.sent(write, time.monotonic())
+        finally:
+            self._in_flight.discard((write.device, write.point))
+
+    async def _sequence(self, sio: SafetyIo, steps: list[Step]) -> None:
+        """Writes that must land in order (bitmap before claim); a failure restarts it."""
+        try:
+            for step in steps:
+                await self.writer(sio.device, step.point, step.value)
+        except GatewayError as exc:
+            self.write_errors += 1
+            sio.lost()
+            log.warning("%s: claim sequence failed: %s", sio.device, exc)
+        finally:
+            self._in_flight.discard((sio.device, "claim-protocol"))
+
+    async def _beat(self, beat: Heartbeat) -> None:
+        try:
+            await self.writer(beat.device, beat.point, beat.value)
+        except GatewayError as exc:
+            log.debug("heartbeat to %s failed: %s", beat.device, exc)
+        else:
+            self.keeper.sent(beat)
+        finally:
+            self._in_flight.discard((beat.device, beat.point))
+
+    def _spawn(self, coro: Coroutine[object, object, None], name: str) -> None:
+        task = self._tg.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _cancel_all(self) -> None:
+        for task in self._tasks:
+            task.cancel()

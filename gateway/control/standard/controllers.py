@@ -1,0 +1,224 @@
+"""The standard interlocks that compute setpoints each period: I2, I3 and I8.
+
+They read the process image, place *limit* demands on the actuator (so a fire stop or a
+lockout at a higher priority still caps them) and raise alarms; the arithmetic is in
+:mod:`gateway.control.standard.allocation`, pure and property-tested.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from typing import TYPE_CHECKING
+
+from gateway.bus.breaker import BreakerState
+from gateway.control.actuator import Actuator
+from gateway.control.alarms import AlarmLog
+from gateway.control.engine import Controller, InterlockEngine
+from gateway.control.rules import PRIORITY_CONTROL, Severity
+from gateway.control.standard import allocation
+from gateway.control.standard.interlocks import ExportLimit, FeederLimit, Scope, of_kind
+from gateway.devices.profile import DeviceKind, Profile
+from gateway.image import ProcessImage, Quality
+
+if TYPE_CHECKING:
+    from gateway.bus.poller import DevicePoller
+    from gateway.site import SiteConfig
+
+log = logging.getLogger(__name__)
+
+OTHER_LOAD_HOLD_S = 5.0
+CP_B, CP_C = 1, 2  # IEC 61851 states with a car connected
+WMAXLIM_ENABLED = 1
+
+
+class _Periodic:
+    """Runs ``step`` every ``period_s`` of control-loop time."""
+
+    name = "periodic"
+
+    def __init__(self, period_s: float) -> None:
+        self.period_s = period_s
+        self._next = 0.0
+
+    def tick(self, now: float, dt: float) -> None:
+        if now < self._next:
+            return
+        self._next = now + self.period_s
+        self.step(now)
+
+    def step(self, now: float) -> None:
+        raise NotImplementedError
+
+
+class FeederAllocation(_Periodic):
+    """I3 + I8: every active charger gets a fair share of the feeder, >= 6 A or paused; an
+    offline charger counts at its maximum and a stale meter as an overload."""
+
+    name = "feeder-limit"
+
+    def __init__(
+        self,
+        cfg: FeederLimit,
+        meter: str,
+        chargers: list[str],
+        image: ProcessImage,
+        actuator: Actuator,
+    ) -> None:
+        super().__init__(cfg.period_s)
+        self.cfg, self.meter, self.chargers = cfg, meter, chargers
+        self.image, self.actuator = image, actuator
+        self.setpoints: dict[str, float] = {}
+        self._other: deque[tuple[float, float]] = deque()
+
+    def step(self, now: float) -> None:
+        loads = [self._load(c) for c in self.chargers]
+        meter_a = self._max_phase(self.meter, ("apha", "aphb", "aphc"))
+        feeder = allocation.Feeder(self.cfg.limit_a, self.cfg.min_a)
+        self.setpoints = allocation.allocate(feeder, loads, self._held(now, meter_a, loads))
+        for name, amps in self.setpoints.items():
+            self.actuator.demand(self.name, name, "max_current", amps, PRIORITY_CONTROL, limit=True)
+
+    def _held(
+        self, now: float, meter_a: float | None, loads: list[allocation.ChargerLoad]
+    ) -> float | None:
+        """The non-charger load, held at its peak over ``OTHER_LOAD_HOLD_S``: the meter and
+        the chargers are read at different moments, and while a car ramps the difference
+        looks like spare capacity that is not there."""
+        other = allocation.other_load(meter_a, loads)
+        if other is None:
+            self._other.clear()
+            return None
+        self._other.append((now, other))
+        while self._other[0][0] < now - OTHER_LOAD_HOLD_S:
+            self._other.popleft()
+        return max(v for _, v in self._other)
+
+    def _load(self, charger: str) -> allocation.ChargerLoad:
+        cp = self.image.find(charger, "cp_state")
+        online = cp is not None and cp.quality is Quality.GOOD
+        hw_max = self.image.reading(charger, "hw_max_current")
+        max_a = self.cfg.charger_max_a
+        if isinstance(hw_max, int | float) and hw_max > 0:
+            max_a = min(max_a, float(hw_max))
+        return allocation.ChargerLoad(
+            name=charger,
+            online=online,
+            active=online and cp is not None and cp.value in (CP_B, CP_C),
+            drawn_a=self._max_phase(charger, ("l1_current", "l2_current", "l3_current")),
+            max_a=max_a,
+        )
+
+    def _max_phase(self, device: str, points: tuple[str, ...]) -> float | None:
+        values = [self.image.reading(device, p) for p in points]
+        if any(not isinstance(v, int | float) for v in values):
+            return None
+        return max(float(v) for v in values if isinstance(v, int | float))
+
+
+class ExportCurtailment(_Periodic):
+    """I2: PV limited so the site exports at most the limit; 1–100 %, <= 20 % per step."""
+
+    name = "export-limit"
+
+    def __init__(
+        self,
+        cfg: ExportLimit,
+        meter: str,
+        pv: str,
+        image: ProcessImage,
+        actuator: Actuator,
+    ) -> None:
+        super().__init__(cfg.period_s)
+        self.cfg, self.meter, self.pv = cfg, meter, pv
+        self.image, self.actuator = image, actuator
+        self.limit = allocation.ExportLimit(cfg.limit_w, cfg.max_step)
+        self.pct: float | None = None
+        # The inverter drops the limit RvrtTms after the last write: refreshed at a third of
+        # it while the gateway runs, it reverts on its own when the gateway is gone.
+        actuator.target(pv, "wmaxlimpct", refresh_s=cfg.revert_s / 3)
+        actuator.demand(
+            self.name, pv, "wmaxlimpct_rvrttms", cfg.revert_s, PRIORITY_CONTROL, limit=False
+        )
+
+    def step(self, now: float) -> None:
+        rated = self.image.reading(self.pv, "wrtg") or self.image.reading(self.pv, "wmax")
+        if not isinstance(rated, int | float) or rated <= 0:
+            return  # not discovered yet: nothing sensible to command
+        if self.pct is None:
+            reported = self.image.reading(self.pv, "wmaxlimpct")
+            self.pct = float(reported) if isinstance(reported, int | float) else 100.0
+        meter_w = self.image.reading(self.meter, "w")
+        pv_w = self.image.reading(self.pv, "w")
+        pct = allocation.curtail(
+            self.limit,
+            float(meter_w) if isinstance(meter_w, int | float) else None,
+            float(pv_w) if isinstance(pv_w, int | float) else None,
+            float(rated),
+            self.pct,
+        )
+        self.pct = self._resolution(pct, towards=self.pct)
+        self.actuator.demand(
+            self.name, self.pv, "wmaxlimpct", self.pct, PRIORITY_CONTROL, limit=True
+        )
+        self.actuator.demand(
+            self.name, self.pv, "wmaxlim_ena", WMAXLIM_ENABLED, PRIORITY_CONTROL, limit=False
+        )
+
+    def _resolution(self, pct: float, towards: float) -> float:
+        """``pct`` in the inverter's own steps (10^WMaxLimPct_SF %), rounded towards the
+        last limit so that rounding never makes a step bigger than the step limit allows."""
+        sf = self.image.reading(self.pv, "wmaxlimpct_sf")
+        step = 10.0**sf if isinstance(sf, int) else 0.1
+        rounding = math.ceil if pct < towards else math.floor
+        return max(self.limit.min_pct, round(rounding(pct / step - 1e-9) * step, 6))
+
+
+class CommLoss:
+    """I8: a device that stops answering is reported offline once, and recovered once."""
+
+    name = "comm-loss"
+
+    def __init__(self, pollers: dict[str, DevicePoller], alarms: AlarmLog) -> None:
+        self.pollers, self.alarms = pollers, alarms
+
+    def tick(self, now: float, dt: float) -> None:
+        for name, poller in self.pollers.items():
+            key = f"comm-loss/{name}"
+            if poller.breaker.state is BreakerState.OPEN:
+                self.alarms.raise_(
+                    key,
+                    Severity.MINOR,
+                    self.name,
+                    f"{name} not answering (unit {poller.unit_id} on {poller.device.bus})",
+                    device=name,
+                )
+            elif poller.breaker.state is BreakerState.CLOSED:
+                self.alarms.clear(key)
+
+
+def build(
+    site: SiteConfig, engine: InterlockEngine, pollers: dict[str, DevicePoller]
+) -> list[Controller]:
+    safety = site.safety
+    profiles: dict[str, Profile] = {name: p.profile for name, p in pollers.items()}
+    meters = of_kind(profiles, DeviceKind.METER)
+    out: list[Controller] = []
+    if safety.feeder_limit is not None:
+        meter = safety.feeder_limit.meter or meters[0]
+        chargers = of_kind(profiles, DeviceKind.CHARGER, safety.feeder_limit)
+        out.append(
+            FeederAllocation(safety.feeder_limit, meter, chargers, engine.image, engine.actuator)
+        )
+    if safety.export_limit is not None:
+        meter = safety.export_limit.meter or meters[0]
+        for pv in of_kind(profiles, DeviceKind.PV_INVERTER, safety.export_limit):
+            out.append(
+                ExportCurtailment(safety.export_limit, meter, pv, engine.image, engine.actuator)
+            )
+    if safety.comm_loss is not None:
+        scope: Scope = safety.comm_loss
+        watched = {n: p for n, p in pollers.items() if scope.devices is None or n in scope.devices}
+        out.append(CommLoss(watched, engine.alarms))
+    return out
