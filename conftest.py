@@ -23,6 +23,6 @@ def postgres_server() -> Iterator[PostgresServer]:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def fleet_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'fleet.core.db'}"
+        return f"sqlite+aiosqlite:///{tmp_path / 'fleet.db'}"
     server: PostgresServer = request.getfixturevalue("postgres_server")
     return server.fresh_database()
