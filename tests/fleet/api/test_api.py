@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from fleet_api_client import PASSWORD, add_user, client, fleet_app, login, raised, send, user
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import event, select
@@ -25,6 +24,7 @@ from fleet.accounts.auth import LOGIN_FAILED, digest
 from fleet.models import Device, LoginSession, Role, Sample
 from fleet.registry import register_gateway
 from gateway import wire
+from tests.fleet.api_client import PASSWORD, add_user, client, fleet_app, login, raised, send, user
 
 pytestmark = pytest.mark.fleet
 
@@ -408,7 +408,7 @@ async def test_the_web_ui_and_the_api_documentation_are_served(tmp_path: Path) -
     async with fleet_app(f"sqlite:///{tmp_path / 'f.db'}") as app, client(app) as browser:
         index = await browser.get("/")
         schema: dict[str, Any] = (await browser.get("/openapi.json")).json()
-    web = Path(__file__).parents[1] / "fleet" / "web" / "index.html"
+    web = Path(__file__).parents[3] / "fleet" / "web" / "index.html"
     assert index.status_code == 200
     assert index.text == web.read_text()
     overview = schema["paths"]["/api/overview"]["get"]["responses"]["200"]

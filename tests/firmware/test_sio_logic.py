@@ -29,7 +29,7 @@ from gateway.bus.pdu import ExceptionAnswer, Read, Write, decode_response, encod
 from gateway.bus.rtu import rtu_frame
 from gateway.devices.profile import Table
 
-FIRMWARE = Path(__file__).resolve().parents[1] / "firmware"
+FIRMWARE = Path(__file__).resolve().parents[2] / "firmware"
 sys.path.insert(0, str(FIRMWARE))
 R = importlib.import_module("sio_regs")
 sio_app = importlib.import_module("sio_app")

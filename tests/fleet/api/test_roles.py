@@ -9,13 +9,13 @@ from datetime import datetime, timedelta
 
 import pytest
 from fastapi import FastAPI
-from fleet_api_client import PASSWORD, add_user, client, fleet_app, login, raised, send, user
 from sqlalchemy import select
 
 from fleet.accounts.auth import LOGIN_FAILED, digest
 from fleet.models import ApiToken, LoginSession, Role, User
 from fleet.registry import register_gateway
 from gateway import wire
+from tests.fleet.api_client import PASSWORD, add_user, client, fleet_app, login, raised, send, user
 
 pytestmark = pytest.mark.fleet
 

@@ -20,12 +20,12 @@ from typing import Any
 import aiomqtt
 import httpx
 import pytest
-from fleet_api_client import PASSWORD, client, fleet_app, login
 from sqlalchemy import Connection, Engine, event
 
 from fleet.cli.main import main
 from gateway import wire
 from hil_tests.broker import free_port
+from tests.fleet.api_client import PASSWORD, client, fleet_app, login
 
 pytestmark = pytest.mark.fleet
 CLI_ACTOR = f"cli:{getpass.getuser()}"
