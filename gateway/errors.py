@@ -1,8 +1,28 @@
 """The gateway's exception tree.
 
 Every error a user can meet derives from :class:`GatewayError` and names the input, the
-value and what was expected. Lower-level errors (pymodbus, pyserial, OS) are translated into
-this tree at one place each, so callers never catch a library's exception.
+value and what was expected. Lower-level errors are translated into this tree where they
+enter, at one place each: pymodbus and pyserial in the bus transports (:mod:`gateway.bus`),
+aiomqtt/paho in :mod:`gateway.mqtt`, mpremote in :mod:`gateway.flash.board_link`, SQLite in
+the outbox, pydantic in :mod:`gateway.validation`. Callers never catch a library's exception.
+
+    GatewayError
+    ├── ProfileError ── SunSpecError        a device profile, or a SunSpec model chain
+    ├── CodecError                          a value that does not fit a point's registers
+    ├── ConfigError                         a site config (every problem, each with its key)
+    ├── BusError                            one Modbus transaction failed
+    │   ├── BusTimeout, FrameError, ModbusExceptionResponse
+    │   └── DeviceUnavailable, TransportClosed
+    ├── PlanError                           a read no block can ever make
+    ├── ResponseError                       a response PDU that does not answer its request
+    ├── InterlockError                      an interlock command refused (reset-latch)
+    ├── UplinkError, OutboxError            the [uplink] table; the durable outbox
+    ├── WireError                           a payload outside the wire contract
+    ├── BrokerError                         the MQTT broker refused or dropped us
+    ├── FlashError                          ``gateway flash`` could not finish
+    │   ├── PortError, NotMicroPython, LinkLost, BoardError
+    │   └── BadInput, UnsupportedVersion, CopyInterrupted, VerificationFailed
+    └── FirmwareError, IdentityRejected     the firmware sources; a board identity
 """
 
 from __future__ import annotations
@@ -12,8 +32,19 @@ class GatewayError(Exception):
     """Base of every error raised by the gateway."""
 
 
+# -- device profiles and the site config -----------------------------------------------------
+
+
 class ProfileError(GatewayError):
     """A device profile file is malformed or inconsistent."""
+
+
+class SunSpecError(ProfileError):
+    """No SunSpec model chain where one was expected, a broken chain, or a missing model."""
+
+
+class CodecError(GatewayError):
+    """A value cannot be encoded into (or decoded from) a point's registers."""
 
 
 class ConfigError(GatewayError):
@@ -30,8 +61,7 @@ class ConfigError(GatewayError):
         super().__init__(f"{source}: {len(problems)} problem(s)\n{lines}")
 
 
-class CodecError(GatewayError):
-    """A value cannot be encoded into (or decoded from) a point's registers."""
+# -- buses -----------------------------------------------------------------------------------
 
 
 class BusError(GatewayError):
@@ -70,5 +100,87 @@ class TransportClosed(BusError):
     """The port or connection is closed (or could not be opened)."""
 
 
+class PlanError(GatewayError, ValueError):
+    """A span that no block can ever read (inside an unreadable range, or too long)."""
+
+
+class ResponseError(GatewayError):
+    """A response PDU that does not answer the request (wrong function, length, garbage)."""
+
+
+# -- control ---------------------------------------------------------------------------------
+
+
 class InterlockError(GatewayError):
     """An interlock command was refused (unknown name, not latched, fault still present)."""
+
+
+# -- uplink ----------------------------------------------------------------------------------
+
+
+class UplinkError(GatewayError):
+    """The uplink cannot start: a credentials or certificate file named in the config."""
+
+
+class OutboxError(GatewayError):
+    """The outbox file cannot be opened or written; the message names the file."""
+
+
+class WireError(GatewayError):
+    """A payload or topic that does not follow the contract; the message says what and where."""
+
+
+class BrokerError(GatewayError):
+    """The MQTT broker refused or dropped the connection (aiomqtt/paho errors, translated in
+    :mod:`gateway.mqtt`); ``refused_credentials`` says whether it refused who we are."""
+
+    def __init__(self, message: str, *, refused_credentials: bool = False) -> None:
+        self.refused_credentials = refused_credentials
+        super().__init__(message)
+
+
+# -- flashing the SIO-1 ----------------------------------------------------------------------
+
+
+class FlashError(GatewayError):
+    """``gateway flash`` could not finish; the message says what happened and what to do."""
+
+
+class PortError(FlashError):
+    """The serial port could not be opened (missing, busy, no permission)."""
+
+
+class NotMicroPython(FlashError):
+    """Something answers on the port, but it is not a MicroPython REPL."""
+
+
+class LinkLost(FlashError):
+    """The board stopped answering in the middle of a session (unplugged, reset)."""
+
+
+class BoardError(FlashError):
+    """A command raised an error on the board (flash full, file system error)."""
+
+
+class BadInput(FlashError):
+    """The command line (or the board's missing identity) needs the technician's input."""
+
+
+class UnsupportedVersion(FlashError):
+    """The board runs a MicroPython older than :data:`SUPPORTED`."""
+
+
+class CopyInterrupted(FlashError):
+    """The board went away while files were copied or renamed."""
+
+
+class VerificationFailed(FlashError):
+    """A file's hash on the board, or the SIO-1's Modbus answer, is not what was installed."""
+
+
+class FirmwareError(GatewayError):
+    """The firmware sources are missing, incomplete or do not compile."""
+
+
+class IdentityRejected(GatewayError):
+    """The identity given for a board is not one the firmware accepts."""

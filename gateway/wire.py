@@ -20,7 +20,7 @@ from typing import Annotated, Literal, TypedDict, TypeVar
 import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gateway.errors import GatewayError
+from gateway.errors import WireError as WireError  # the contract's own error: the fleet catches it
 from gateway.validation import format_validation_error
 
 SCHEMA_VERSION: Literal[1] = 1
@@ -28,10 +28,6 @@ PREFIX = "doorstep/v1"
 MAX_PAYLOAD = 256 * 1024  # bytes; a batch is cut well below this
 Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=48)]
 Scalar = int | float | bool | str | None
-
-
-class WireError(GatewayError):
-    """A payload or topic that does not follow the contract; the message says what and where."""
 
 
 class Kind(StrEnum):

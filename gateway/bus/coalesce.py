@@ -16,10 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from gateway.devices.profile import Range, Table
-
-
-class PlanError(ValueError):
-    """A span that no block can ever read (inside an unreadable range, or too long)."""
+from gateway.errors import PlanError
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -24,6 +24,7 @@ from pymodbus.pdu.register_message import (
 )
 
 from gateway.devices.profile import Table
+from gateway.errors import ResponseError
 
 _READ_CLASSES: dict[Table, type[ModbusPDU]] = {
     Table.COIL: ReadCoilsRequest,
@@ -78,10 +79,6 @@ class Write:
 
 
 Request = Read | Write
-
-
-class ResponseError(Exception):
-    """A response PDU that does not answer the request (wrong function, length, garbage)."""
 
 
 @dataclass(frozen=True, slots=True)

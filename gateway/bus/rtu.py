@@ -21,9 +21,9 @@ from typing import Self
 import serial
 from pymodbus.framer import FramerRTU
 
-from gateway.bus.pdu import ResponseError, response_frame_size
+from gateway.bus.pdu import response_frame_size
 from gateway.bus.transport import LineTiming
-from gateway.errors import BusTimeout, FrameError, TransportClosed
+from gateway.errors import BusTimeout, FrameError, ResponseError, TransportClosed
 
 #: Final stretch of a t3.5 wait done by spinning: asyncio sleeps round up to whole ms.
 _SPIN_S = 0.0006

@@ -21,14 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from gateway.bus.coalesce import Block
-from gateway.bus.pdu import (
-    ExceptionAnswer,
-    Read,
-    Request,
-    ResponseError,
-    decode_response,
-    encode_request,
-)
+from gateway.bus.pdu import ExceptionAnswer, Read, Request, decode_response, encode_request
 from gateway.bus.poller import CLASS_PRIORITY, COMMAND_PRIORITY, DevicePoller, PollCycle
 from gateway.bus.stats import BusStats
 from gateway.bus.transport import Transport
@@ -38,6 +31,7 @@ from gateway.errors import (
     BusTimeout,
     FrameError,
     ModbusExceptionResponse,
+    ResponseError,
     TransportClosed,
 )
 from gateway.image import Quality

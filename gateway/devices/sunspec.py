@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pydantic import ValidationError
 
 from gateway.devices.profile import Point, Profile
-from gateway.errors import ModbusExceptionResponse, ProfileError
+from gateway.errors import ModbusExceptionResponse, SunSpecError
 from gateway.validation import format_validation_error
 
 #: Length L (data registers after ID and L) of the models our profiles and simulators use.
@@ -36,10 +36,6 @@ MAX_MODELS = 64  # a longer chain is garbage, not a device
 
 #: ``read(address, count)``: holding registers of one device, raising the gateway's BusErrors.
 Reader = Callable[[int, int], Awaitable[list[int]]]
-
-
-class SunSpecError(ProfileError):
-    """No SunSpec model chain where one was expected, a broken chain, or a missing model."""
 
 
 def layout(models: Sequence[int], base: int = 40000) -> dict[int, int]:

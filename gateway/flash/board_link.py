@@ -26,7 +26,7 @@ import serial
 from mpremote.transport import TransportError, TransportExecError
 from mpremote.transport_serial import SerialTransport
 
-from gateway.errors import GatewayError
+from gateway.errors import BoardError, LinkLost, NotMicroPython, PortError
 
 BAUDRATE = 115200
 #: How long a board may take to stop its program and show the raw REPL banner.
@@ -73,26 +73,6 @@ _LIST_HASHES = (
     "        _dsr[_dse[0]] = _dsh(_dse[0])\n"
     "print(repr(_dsr))"
 )
-
-
-class FlashError(GatewayError):
-    """``gateway flash`` could not finish; the message says what happened and what to do."""
-
-
-class PortError(FlashError):
-    """The serial port could not be opened (missing, busy, no permission)."""
-
-
-class NotMicroPython(FlashError):
-    """Something answers on the port, but it is not a MicroPython REPL."""
-
-
-class LinkLost(FlashError):
-    """The board stopped answering in the middle of a session (unplugged, reset)."""
-
-
-class BoardError(FlashError):
-    """A command raised an error on the board (flash full, file system error)."""
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from gateway.errors import GatewayError
+from gateway.errors import FirmwareError, IdentityRejected
 from gateway.flash.plan import ENTRY, sha256_hex
 
 DEFAULT_FIRMWARE = Path(__file__).resolve().parents[2] / "firmware"
@@ -32,14 +32,6 @@ MANIFEST = "sio_firmware.txt"
 SOURCE_ONLY = frozenset({ENTRY, "boot.py"})
 #: The firmware's mark, in a module's docstring, on modules that run on CPython only.
 HOST_ONLY_MARK = "never copied to a board"
-
-
-class FirmwareError(GatewayError):
-    """The firmware sources are missing, incomplete or do not compile."""
-
-
-class IdentityRejected(GatewayError):
-    """The identity given for a board is not one the firmware accepts."""
 
 
 @dataclass(frozen=True)

@@ -23,19 +23,29 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from gateway.bus.pdu import ExceptionAnswer, Read, ResponseError, decode_response
+from gateway.bus.pdu import ExceptionAnswer, Read, decode_response
 from gateway.bus.pdu import encode_request as encode
 from gateway.bus.rtu import RtuTransport
 from gateway.control.safety_io import MAP_VERSION
 from gateway.devices.profile import Table, load_profile
-from gateway.errors import GatewayError
-from gateway.flash.board_link import BoardInfo, BoardLink, FlashError, LinkLost, NotMicroPython
+from gateway.errors import (
+    BadInput,
+    CopyInterrupted,
+    FlashError,
+    GatewayError,
+    IdentityRejected,
+    LinkLost,
+    NotMicroPython,
+    ResponseError,
+    UnsupportedVersion,
+    VerificationFailed,
+)
+from gateway.flash.board_link import BoardInfo, BoardLink
 from gateway.flash.firmware import (
     DEFAULT_FIRMWARE,
     MANIFEST,
     BoardIdentity,
     Firmware,
-    IdentityRejected,
     load_firmware,
     manifest_names,
 )
@@ -51,22 +61,6 @@ RECONNECT_WITHIN_S = 10.0
 #: not land in the board's last moments before the reset.
 RESTART_MARGIN_S = 0.5
 DEFAULT_UNIT_ID = 1
-
-
-class BadInput(FlashError):
-    """The command line (or the board's missing identity) needs the technician's input."""
-
-
-class UnsupportedVersion(FlashError):
-    """The board runs a MicroPython older than :data:`SUPPORTED`."""
-
-
-class CopyInterrupted(FlashError):
-    """The board went away while files were copied or renamed."""
-
-
-class VerificationFailed(FlashError):
-    """A file's hash on the board, or the SIO-1's Modbus answer, is not what was installed."""
 
 
 # -- the command line ------------------------------------------------------------------------

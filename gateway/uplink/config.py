@@ -34,16 +34,12 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from gateway.errors import GatewayError
+from gateway.errors import UplinkError
 from gateway.uplink.outbox import Synchronous
 from gateway.uplink.reporting import ReportConfig
 from gateway.validation import Strict
 
 SCHEMES = {"mqtt": 1883, "mqtts": 8883}
-
-
-class UplinkError(GatewayError):
-    """The uplink cannot start: a credentials or certificate file named in the config."""
 
 
 class OutboxConfig(Strict):

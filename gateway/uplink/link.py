@@ -48,11 +48,12 @@ import aiomqtt
 
 from gateway import wire
 from gateway.control.alarms import AlarmEvent
+from gateway.errors import OutboxError
 from gateway.image import Sample
 from gateway.mqtt import Backoff, Client
 from gateway.uplink.config import UplinkConfig
 from gateway.uplink.health import HealthProbe, StatsSource
-from gateway.uplink.outbox import Outbox, OutboxError, Row
+from gateway.uplink.outbox import Outbox, Row
 from gateway.uplink.reporting import Reporter, reading
 
 log = logging.getLogger(__name__)

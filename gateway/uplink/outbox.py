@@ -40,7 +40,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
 
-from gateway.errors import GatewayError
+from gateway.errors import OutboxError
 
 Synchronous = Literal["full", "normal"]
 
@@ -58,10 +58,6 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 """
 DROPPED = "dropped"
-
-
-class OutboxError(GatewayError):
-    """The outbox file cannot be opened or written; the message names the file."""
 
 
 @dataclass(frozen=True, slots=True)

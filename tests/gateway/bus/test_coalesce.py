@@ -10,8 +10,9 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from gateway.bus.coalesce import Block, CostModel, Limits, PlanError, Span, Wall, plan
+from gateway.bus.coalesce import Block, CostModel, Limits, Span, Wall, plan
 from gateway.devices.profile import Range, Table
+from gateway.errors import PlanError
 
 # Addresses are drawn from a small window so that points crowd together, gaps are sometimes
 # worth merging and limits, walls and unreadable ranges actually get in the way.

@@ -12,13 +12,12 @@ from gateway.devices.sunspec import (
     END_MODEL_ID,
     MARKER,
     MODEL_LENGTHS,
-    SunSpecError,
     discover,
     end_address,
     layout,
     place,
 )
-from gateway.errors import BusTimeout, ModbusExceptionResponse
+from gateway.errors import BusTimeout, ModbusExceptionResponse, SunSpecError
 
 Reader = Callable[[int, int], Awaitable[list[int]]]
 

@@ -21,11 +21,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
+from gateway.errors import IdentityRejected
 from gateway.flash import install as flash
 from gateway.flash.firmware import (
     DEFAULT_FIRMWARE,
     MANIFEST,
-    IdentityRejected,
     board_name,
     firmware_sources,
     load_firmware,

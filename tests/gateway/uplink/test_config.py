@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from gateway.uplink.config import UplinkConfig, UplinkError
+from gateway.errors import UplinkError
+from gateway.uplink.config import UplinkConfig
 from gateway.validation import validation_problems
 
 

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.uplink.outbox import Outbox, OutboxError
+from gateway.errors import OutboxError
+from gateway.uplink.outbox import Outbox
 
 TOPIC = "doorstep/v1/s/g/telemetry"
 
