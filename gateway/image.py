@@ -49,6 +49,7 @@ class ProcessImage:
         self._listeners: list[Listener] = []
         self._batch_listeners: list[BatchListener] = []
         self._batch: list[tuple[str, str, Sample]] | None = None
+        self._offline: set[str] = set()  # devices marked OFFLINE and not heard from since
 
     def declare(self, device: str, point: str, stale_after_s: float) -> None:
         """Register a point; it reads OFFLINE with no value until the first read."""
@@ -84,6 +85,7 @@ class ProcessImage:
 
     def update(self, device: str, point: str, value: Value, at: float | None = None) -> None:
         """Store a value read GOOD at ``at`` (default now)."""
+        self._offline.discard(device)
         self._store(device, point, Sample(value, self._clock() if at is None else at, Quality.GOOD))
 
     def mark(self, device: str, point: str, quality: Quality, at: float | None = None) -> None:
@@ -97,10 +99,19 @@ class ProcessImage:
 
     def mark_device(self, device: str, quality: Quality, at: float | None = None) -> None:
         """Change the quality of every point of a device (e.g. OFFLINE when it stops answering)."""
+        if quality is Quality.OFFLINE:
+            self._offline.add(device)
+        else:
+            self._offline.discard(device)
         with self.block():
             for dev, point in list(self._samples):
                 if dev == device:
                     self.mark(dev, point, quality, at)
+
+    def offline(self, device: str) -> bool:
+        """Whether the device was marked OFFLINE (it stopped answering) and has not answered
+        since; a device not read yet since the start is not offline."""
+        return device in self._offline
 
     def get(self, device: str, point: str) -> Sample:
         """The sample with staleness applied; an unknown point raises KeyError naming it."""

@@ -59,3 +59,17 @@ def test_nested_blocks_and_mark_device_are_heard_as_one_batch() -> None:
     assert len(batches) == 2
     assert len(batches[1]) == 3
     assert each == batches[0] + batches[1]
+
+
+def test_a_device_is_offline_from_its_mark_until_it_answers_but_not_before_its_first_read() -> None:
+    image = ProcessImage(clock=lambda: 10.0)
+    image.declare("lift", "speed", stale_after_s=1.0)
+    assert not image.offline("lift")  # not read yet is not "stopped answering"
+    image.mark_device("lift", Quality.OFFLINE)
+    assert image.offline("lift")
+    assert image.get("lift", "speed").quality is Quality.OFFLINE
+    image.update("lift", "speed", 0.5)
+    assert not image.offline("lift")
+    image.mark_device("lift", Quality.OFFLINE)
+    image.mark_device("lift", Quality.BAD)
+    assert not image.offline("lift")

@@ -68,7 +68,7 @@ class Feeder:
 
 
 @dataclass(frozen=True, slots=True)
-class ExportLimit:
+class ExportPolicy:
     """The site's grid export limit and how fast the PV limit may move towards it."""
 
     limit_w: float
@@ -214,7 +214,7 @@ def _tenths_at_least(amps: float) -> int:
 
 
 def curtail(
-    limit: ExportLimit, meter_w: float | None, pv_w: float | None, rated_w: float, last_pct: float
+    limit: ExportPolicy, meter_w: float | None, pv_w: float | None, rated_w: float, last_pct: float
 ) -> float:
     """The next PV power limit (WMaxLimPct, % of ``rated_w``), within [min_pct, 100].
 
@@ -238,7 +238,7 @@ def curtail(
     return _clamp(step, limit.min_pct, 100.0)
 
 
-def step_bounds(limit: ExportLimit, last_pct: float) -> tuple[float, float]:
+def step_bounds(limit: ExportPolicy, last_pct: float) -> tuple[float, float]:
     """How far one cycle may move the PV limit from ``last_pct``: (lowest, highest), in %.
 
     Down by at most ``max_step`` of the last limit; up by at most ``max_step`` of it or
@@ -253,7 +253,7 @@ def step_bounds(limit: ExportLimit, last_pct: float) -> tuple[float, float]:
 
 
 def _target_pct(
-    limit: ExportLimit, meter_w: float | None, pv_w: float | None, rated_w: float
+    limit: ExportPolicy, meter_w: float | None, pv_w: float | None, rated_w: float
 ) -> float | None:
     """The PV limit (% of rated) that would bring the export to the limit; None if unknown."""
     if meter_w is None or pv_w is None or not math.isfinite(meter_w + pv_w):

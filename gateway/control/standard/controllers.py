@@ -12,7 +12,6 @@ import math
 from collections import deque
 from typing import TYPE_CHECKING
 
-from gateway.bus.breaker import BreakerState
 from gateway.control.actuator import Actuator
 from gateway.control.alarms import AlarmLog
 from gateway.control.engine import Controller, InterlockEngine
@@ -133,7 +132,7 @@ class ExportCurtailment(_Periodic):
         super().__init__(cfg.period_s)
         self.cfg, self.meter, self.pv = cfg, meter, pv
         self.image, self.actuator = image, actuator
-        self.limit = allocation.ExportLimit(cfg.limit_w, cfg.max_step)
+        self.limit = allocation.ExportPolicy(cfg.limit_w, cfg.max_step)
         self.pct: float | None = None
         # The inverter drops the limit RvrtTms after the last write: refreshed at a third of
         # it while the gateway runs, it reverts on its own when the gateway is gone.
@@ -176,25 +175,25 @@ class ExportCurtailment(_Periodic):
 
 
 class CommLoss:
-    """I8: a device that stops answering is reported offline once, and recovered once."""
+    """I8: a device that stops answering is reported offline once, and recovered once.
+
+    Reads the process image's OFFLINE mark (set by the device's poller when its breaker
+    opens, cleared by its next answer), not the bus: ``where`` says, per watched device,
+    where a technician finds it (``unit 3 on rs485-1``)."""
 
     name = "comm-loss"
 
-    def __init__(self, pollers: dict[str, DevicePoller], alarms: AlarmLog) -> None:
-        self.pollers, self.alarms = pollers, alarms
+    def __init__(self, where: dict[str, str], image: ProcessImage, alarms: AlarmLog) -> None:
+        self.where, self.image, self.alarms = where, image, alarms
 
     def tick(self, now: float, dt: float) -> None:
-        for name, poller in self.pollers.items():
+        for name, where in self.where.items():
             key = f"comm-loss/{name}"
-            if poller.breaker.state is BreakerState.OPEN:
+            if self.image.offline(name):
                 self.alarms.raise_(
-                    key,
-                    Severity.MINOR,
-                    self.name,
-                    f"{name} not answering (unit {poller.unit_id} on {poller.device.bus})",
-                    device=name,
+                    key, Severity.MINOR, self.name, f"{name} not answering ({where})", device=name
                 )
-            elif poller.breaker.state is BreakerState.CLOSED:
+            else:
                 self.alarms.clear(key)
 
 
@@ -219,6 +218,10 @@ def build(
             )
     if safety.comm_loss is not None:
         scope: Scope = safety.comm_loss
-        watched = {n: p for n, p in pollers.items() if scope.devices is None or n in scope.devices}
-        out.append(CommLoss(watched, engine.alarms))
+        where = {
+            n: f"unit {p.unit_id} on {p.device.bus}"
+            for n, p in pollers.items()
+            if scope.devices is None or n in scope.devices
+        }
+        out.append(CommLoss(where, engine.image, engine.alarms))
     return out

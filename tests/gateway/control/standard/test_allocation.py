@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from gateway.control.standard.allocation import (
     ChargerLoad,
-    ExportLimit,
+    ExportPolicy,
     Feeder,
     allocate,
     curtail,
@@ -284,7 +284,7 @@ def test_decreases_are_written_before_increases() -> None:
 # --- export curtailment -----------------------------------------------------------------------
 
 export_limits = st.builds(
-    ExportLimit,
+    ExportPolicy,
     limit_w=st.floats(0, 20_000),
     max_step=st.floats(0, 0.5),
     min_pct=st.floats(0.1, 10),
@@ -296,7 +296,7 @@ maybe_meter = st.none() | powers
 maybe_pv = st.none() | st.floats(0, 100_000)
 
 
-def clamped_last(limit: ExportLimit, last_pct: float) -> float:
+def clamped_last(limit: ExportPolicy, last_pct: float) -> float:
     return min(100.0, max(limit.min_pct, last_pct))
 
 
@@ -304,7 +304,7 @@ def clamped_last(limit: ExportLimit, last_pct: float) -> float:
     export_limits, st.none() | powers, st.none() | st.floats(0, 100_000), rated_powers, percentages
 )
 def test_curtailment_stays_within_min_pct_and_100(
-    limit: ExportLimit, meter: float | None, pv: float | None, rated: float, last: float
+    limit: ExportPolicy, meter: float | None, pv: float | None, rated: float, last: float
 ) -> None:
     assert limit.min_pct <= curtail(limit, meter, pv, rated, last) <= 100
 
@@ -313,7 +313,7 @@ def test_curtailment_stays_within_min_pct_and_100(
     export_limits, st.none() | powers, st.none() | st.floats(0, 100_000), rated_powers, percentages
 )
 def test_one_cycle_moves_the_limit_by_at_most_one_step(
-    limit: ExportLimit, meter: float | None, pv: float | None, rated: float, last: float
+    limit: ExportPolicy, meter: float | None, pv: float | None, rated: float, last: float
 ) -> None:
     start = clamped_last(limit, last)
     next_pct = curtail(limit, meter, pv, rated, last)
@@ -323,7 +323,7 @@ def test_one_cycle_moves_the_limit_by_at_most_one_step(
 
 @given(export_limits, st.floats(0, 1), powers, rated_powers, percentages)
 def test_export_over_the_limit_never_raises_the_pv_limit(
-    limit: ExportLimit, pv_share: float, excess: float, rated: float, last: float
+    limit: ExportPolicy, pv_share: float, excess: float, rated: float, last: float
 ) -> None:
     pv = pv_share * clamped_last(limit, last) / 100 * rated  # PV cannot exceed its limit
     meter = -limit.limit_w - abs(excess) - 1.0
@@ -332,7 +332,7 @@ def test_export_over_the_limit_never_raises_the_pv_limit(
 
 @given(export_limits, st.floats(1, 100_000), rated_powers, percentages)
 def test_headroom_never_lowers_a_pv_limit_the_inverter_is_running_at(
-    limit: ExportLimit, headroom: float, rated: float, last: float
+    limit: ExportPolicy, headroom: float, rated: float, last: float
 ) -> None:
     pv = clamped_last(limit, last) / 100 * rated
     meter = headroom - limit.limit_w
@@ -341,7 +341,7 @@ def test_headroom_never_lowers_a_pv_limit_the_inverter_is_running_at(
 
 @given(export_limits, st.floats(0, 1), st.floats(0, 100_000), rated_powers, percentages)
 def test_a_target_within_one_step_is_reached_in_that_step(
-    limit: ExportLimit, where: float, pv: float, rated: float, last: float
+    limit: ExportPolicy, where: float, pv: float, rated: float, last: float
 ) -> None:
     start = clamped_last(limit, last)
     lowest = max(limit.min_pct, start * (1 - limit.max_step))
@@ -353,7 +353,7 @@ def test_a_target_within_one_step_is_reached_in_that_step(
 
 @given(export_limits, st.booleans(), rated_powers, percentages)
 def test_a_stale_reading_curtails_by_one_step(
-    limit: ExportLimit, meter_stale: bool, rated: float, last: float
+    limit: ExportPolicy, meter_stale: bool, rated: float, last: float
 ) -> None:
     meter, pv = (None, 5_000.0) if meter_stale else (-1_000.0, None)
     expected = max(limit.min_pct, clamped_last(limit, last) * (1 - limit.max_step))
@@ -361,7 +361,7 @@ def test_a_stale_reading_curtails_by_one_step(
 
 
 def test_export_over_the_limit_curtails_at_most_20_percent_per_cycle() -> None:
-    limit, rated, load_w, available_w = ExportLimit(limit_w=3_000), 10_000.0, 1_000.0, 9_000.0
+    limit, rated, load_w, available_w = ExportPolicy(limit_w=3_000), 10_000.0, 1_000.0, 9_000.0
     history = [100.0]
     for _ in range(8):
         pv = min(available_w, history[-1] / 100 * rated)
@@ -371,12 +371,12 @@ def test_export_over_the_limit_curtails_at_most_20_percent_per_cycle() -> None:
 
 
 def test_a_deeply_curtailed_inverter_recovers_at_least_one_point_per_cycle() -> None:
-    limit = ExportLimit(limit_w=3_000)
+    limit = ExportPolicy(limit_w=3_000)
     assert curtail(limit, meter_w=-2_000, pv_w=100, rated_w=10_000, last_pct=1.0) == 2.0
 
 
 def test_curtailment_never_writes_0_percent() -> None:
-    limit = ExportLimit(limit_w=0)
+    limit = ExportPolicy(limit_w=0)
     assert curtail(limit, meter_w=-50_000, pv_w=100, rated_w=10_000, last_pct=1.0) == 1.0
     assert curtail(limit, meter_w=-50_000, pv_w=100, rated_w=10_000, last_pct=0.0) == 1.0
     assert curtail(limit, meter_w=None, pv_w=None, rated_w=10_000, last_pct=1.0) == 1.0
