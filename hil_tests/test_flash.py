@@ -24,7 +24,7 @@ import pytest
 import serial
 from rich.console import Console
 
-from gateway.flash import install as flash
+from gateway.cli import exits, flash
 from gateway.flash.firmware import DEFAULT_FIRMWARE, Firmware, load_firmware
 from gateway.flash.plan import ENTRY, TMP, sha256_hex
 from hil_tests.rig.micropython_board import MicroPythonBoard
@@ -106,7 +106,7 @@ def test_clean_install_puts_every_file_in_place_and_the_sio1_answers(
 ) -> None:
     board = make_board(data_line=True)
     code, out = gateway_flash("--port", board.path, *IDENTITY, "--verify-port", board.data_path)
-    assert code == flash.EXIT_OK, out
+    assert code == exits.EXIT_OK, out
     assert_holds(flash_dir, release)
     assert not [n for n in on_board(flash_dir) if n.endswith(TMP)]
     assert_only_temporaries_were_written(board)
@@ -127,7 +127,7 @@ def test_dry_run_lists_the_changes_and_writes_nothing(
 ) -> None:
     board = make_board()
     code, out = gateway_flash("--port", board.path, *IDENTITY, "--dry-run")
-    assert code == flash.EXIT_OK, out
+    assert code == exits.EXIT_OK, out
     assert "dry run, would make" in out
     assert "copy main.py" in out
     assert "copy identity.txt" in out
@@ -139,14 +139,14 @@ def test_rerun_changes_nothing_and_restarts_the_firmware(
 ) -> None:
     board = make_board(data_line=True)
     args = ("--port", board.path, *IDENTITY, "--verify-port", board.data_path)
-    assert gateway_flash(*args)[0] == flash.EXIT_OK
+    assert gateway_flash(*args)[0] == exits.EXIT_OK
     written = {n: (flash_dir / n).stat().st_mtime_ns for n in on_board(flash_dir)}
     written.pop("fault.log", None)  # the firmware's own, appended at every boot
     log_before = len(board.fs.log)
 
     code, out = gateway_flash(*args)
 
-    assert code == flash.EXIT_OK, out
+    assert code == exits.EXIT_OK, out
     assert "the SIO-1 firmware was running and has stopped" in out
     assert "✓ up to date" in out
     assert {n: (flash_dir / n).stat().st_mtime_ns for n in written} == written
@@ -173,7 +173,7 @@ def test_interrupted_copy_keeps_the_old_firmware_and_a_rerun_finishes_it(
     make_board: MakeBoard, flash_dir: Path, tmp_path: Path, release: dict[str, bytes]
 ) -> None:
     board = make_board()
-    assert gateway_flash("--port", board.path, *IDENTITY)[0] == flash.EXIT_OK
+    assert gateway_flash("--port", board.path, *IDENTITY)[0] == exits.EXIT_OK
     new_dir = rebuilt_firmware(tmp_path)
     new_release = load_firmware(new_dir).build()
     changed = [n for n, data in new_release.items() if release.get(n) != data]
@@ -182,7 +182,7 @@ def test_interrupted_copy_keeps_the_old_firmware_and_a_rerun_finishes_it(
 
     code, out = gateway_flash("--port", board.path, "--firmware", str(new_dir))
 
-    assert code == flash.EXIT_FAILED, out
+    assert code == exits.EXIT_FAILED, out
     assert (
         "✗ copy interrupted: the board kept its previous firmware; run the same command again"
         in out
@@ -194,7 +194,7 @@ def test_interrupted_copy_keeps_the_old_firmware_and_a_rerun_finishes_it(
     port = board.replug()
     code, out = gateway_flash("--port", port, "--firmware", str(new_dir))
 
-    assert code == flash.EXIT_OK, out
+    assert code == exits.EXIT_OK, out
     assert "left over by an interrupted run" in out or "already copied" in out
     assert_holds(flash_dir, new_release)
     assert not [n for n in on_board(flash_dir) if n.endswith(TMP)]
@@ -206,14 +206,14 @@ def test_board_with_only_classic_raw_repl_is_installed_too(
 ) -> None:
     board = make_board(raw_paste=False)
     code, out = gateway_flash("--port", board.path, *IDENTITY)
-    assert code == flash.EXIT_OK, out
+    assert code == exits.EXIT_OK, out
     assert_holds(flash_dir, release)
 
 
 def test_board_without_identity_asks_for_one(make_board: MakeBoard, flash_dir: Path) -> None:
     board = make_board()
     code, out = gateway_flash("--port", board.path)
-    assert code == flash.EXIT_BAD_INPUT, out
+    assert code == exits.EXIT_BAD_INPUT, out
     assert "✗ the board has no valid identity.txt yet: give --site, --gateway-id and --token" in out
     assert on_board(flash_dir) == {}
 
@@ -238,7 +238,7 @@ def gateway_command(*argv: str) -> subprocess.CompletedProcess[str]:
 def test_no_board_found(tmp_path: Path) -> None:
     port = str(tmp_path / "ttyACM0")
     done = gateway_command("flash", "--port", port, *IDENTITY)
-    assert done.returncode == flash.EXIT_FAILED, done.stderr
+    assert done.returncode == exits.EXIT_FAILED, done.stderr
     assert f"✗ no board found on {port} (is it plugged in? try `mpremote connect list`)" in (
         done.stdout
     )
@@ -248,7 +248,7 @@ def test_port_busy(make_board: MakeBoard, flash_dir: Path) -> None:
     board = make_board()
     with serial.Serial(board.path, exclusive=True):
         code, out = gateway_flash("--port", board.path, *IDENTITY)
-    assert code == flash.EXIT_FAILED
+    assert code == exits.EXIT_FAILED
     assert (
         "✗ port busy: another program (a serial console, mpremote, the gateway) "
         f"has {board.path} open"
@@ -267,7 +267,7 @@ def test_permission_denied_says_how_to_fix_it() -> None:
         done = gateway_command(*prefix, "flash", "--port", line.path, *IDENTITY)
     if not prefix and _opens(line.path):
         pytest.skip("this root cannot drop CAP_DAC_OVERRIDE (setpriv from util-linux missing)")
-    assert done.returncode == flash.EXIT_FAILED, done.stderr
+    assert done.returncode == exits.EXIT_FAILED, done.stderr
     assert f"✗ permission denied on {line.path}: add this user to the 'dialout' group" in (
         done.stdout
     )
@@ -284,14 +284,14 @@ def _opens(path: str) -> bool:
 def test_not_micropython(make_board: MakeBoard) -> None:
     board = make_board(not_micropython=True)
     code, out = gateway_flash("--port", board.path, *IDENTITY)
-    assert code == flash.EXIT_FAILED
+    assert code == exits.EXIT_FAILED
     assert f"✗ not MicroPython: no raw REPL on {board.path}" in out
 
 
 def test_unsupported_micropython_version(make_board: MakeBoard, flash_dir: Path) -> None:
     board = make_board(version=(1, 22, 0))
     code, out = gateway_flash("--port", board.path, *IDENTITY)
-    assert code == flash.EXIT_FAILED
+    assert code == exits.EXIT_FAILED
     assert "✗ unsupported MicroPython 1.22.0, needs >= 1.23" in out
     assert on_board(flash_dir) == {}
 
@@ -302,7 +302,7 @@ def test_verification_failed_when_the_sio1_does_not_answer(make_board: MakeBoard
         code, out = gateway_flash(
             "--port", board.path, *IDENTITY, "--verify-port", silent.path, "--verify-timeout", "1"
         )
-    assert code == flash.EXIT_FAILED
+    assert code == exits.EXIT_FAILED
     assert f"✗ verification failed: no answer from the SIO-1 (unit 7) on {silent.path}" in out
 
 
@@ -317,7 +317,7 @@ def test_verification_failed_when_the_board_does_not_run_the_new_version(
         *("--port", board.path, *IDENTITY, "--firmware", str(newer)),
         *("--verify-port", board.data_path),
     )
-    assert code == flash.EXIT_FAILED
+    assert code == exits.EXIT_FAILED
     assert (
         f"✗ verification failed: the SIO-1 (unit 7) on {board.data_path} runs firmware "
         f"{firmware.version_text}, expected {load_firmware(newer).version_text}"

@@ -16,15 +16,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.live import Live
 
+from gateway.cli import flash
+from gateway.cli.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from gateway.cli.status import alarm_table, status_view
-from gateway.control import command_socket as control_socket
+from gateway.control import command_socket
 from gateway.control.alarms import AlarmLog
 from gateway.errors import ConfigError, GatewayError
-from gateway.flash import install as flash
 from gateway.runtime import Gateway
 from gateway.site import SiteConfig, device_profile, load_site
-
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def _check(args: argparse.Namespace, console: Console) -> int:
@@ -109,8 +108,8 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 def _reset_latch(args: argparse.Namespace, console: Console) -> int:
     try:
         reply = asyncio.run(
-            control_socket.send(
-                args.state_dir / control_socket.SOCKET_NAME,
+            command_socket.send(
+                args.state_dir / command_socket.SOCKET_NAME,
                 {"cmd": "reset-latch", "name": args.name},
             )
         )

@@ -24,9 +24,11 @@ from gateway.control.actuator import Actuator
 from gateway.control.alarms import AlarmLog
 from gateway.control.rules import Severity
 from gateway.devices.codec import Value
+from gateway.devices.profile import load_profile
 from gateway.image import ProcessImage
 
-MAP_VERSION = 0x0100
+#: The register map this gateway speaks (the SIO-1 profile's identity).
+MAP_VERSION = load_profile("SIO-1").identity["map_version"]
 CLAIM_VALUE = 0xC1A1
 CLAIMED = 1
 #: The relays, by coil number; and what each does when no interlock demands otherwise.
@@ -109,7 +111,11 @@ class SafetyIo:
         if any(v is None for v in values):
             return False
         if values[0] != MAP_VERSION:
-            self._alarm("map", Severity.MAJOR, f"SIO-1 map version {values[0]!r}, expected 0x0100")
+            self._alarm(
+                "map",
+                Severity.MAJOR,
+                f"SIO-1 map version {values[0]!r}, expected {MAP_VERSION:#06x}",
+            )
             return False
         return True
 

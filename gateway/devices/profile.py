@@ -255,6 +255,9 @@ class Profile(Strict):
     commands: tuple[Command, ...] = ()
     watchdog: Watchdog | None = None
     key_points: tuple[str, ...] = ()
+    #: Registers that say which model answers: point name → the value this model reads
+    #: there (the SIO-1's ``map_version``); checked by whoever must know the model is right.
+    identity: dict[str, int] = Field(default_factory=dict)
 
     @property
     def point_map(self) -> dict[str, Point]:
@@ -308,6 +311,9 @@ class Profile(Strict):
         for k in self.key_points:
             if k not in points:
                 raise ValueError(f"key_points: no point named {k!r}")
+        for k in self.identity:
+            if k not in points:
+                raise ValueError(f"identity: no point named {k!r}")
         return self
 
     def _check_addressing(self) -> None:

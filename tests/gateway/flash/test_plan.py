@@ -21,8 +21,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
+from gateway.cli import exits, flash
 from gateway.errors import IdentityRejected
-from gateway.flash import install as flash
 from gateway.flash.firmware import (
     DEFAULT_FIRMWARE,
     MANIFEST,
@@ -298,6 +298,6 @@ def run_flash(*argv: str) -> tuple[int, str]:
 )
 def test_bad_input_exits_2_before_any_board_is_touched(argv: list[str], message: str) -> None:
     code, out = run_flash("--port", "/dev/doorstep-no-such-port", *argv)
-    assert code == flash.EXIT_BAD_INPUT
+    assert code == exits.EXIT_BAD_INPUT
     assert message in out
     assert "no board found" not in out
