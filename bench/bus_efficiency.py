@@ -31,7 +31,7 @@ from gateway.bus.rtu import RtuTransport
 from gateway.bus.transport import LineTiming
 from gateway.devices.profile import Table
 from gateway.site import SiteConfig
-from hil_tests.conftest import rtu_bus, running, site_config
+from hil_tests.gateway_rig import rtu_bus, running, site_config
 from hil_tests.rig.rtu_line import FrameTiming, LineStats
 from hil_tests.rig.site import SimulatedSite
 

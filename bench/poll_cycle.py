@@ -28,7 +28,7 @@ from gateway.bus.scheduler import BusScheduler
 from gateway.bus.stats import LatencyWindow
 from gateway.devices.profile import PollClass
 from gateway.site import RtuBus, TcpBus, load_site
-from hil_tests.conftest import Rig, running
+from hil_tests.gateway_rig import Rig, running
 from hil_tests.rig.rtu_line import RtuLineServer
 
 NAME = "poll_cycle"

@@ -43,7 +43,7 @@ from gateway.devices.codec import Value
 from gateway.devices.profile import PollClass, Table
 from gateway.image import Quality, Sample
 from gateway.site import SiteConfig, parse_site
-from hil_tests.conftest import Rig, rtu_bus, running, tcp_bus
+from hil_tests.gateway_rig import Rig, rtu_bus, running, tcp_bus
 from hil_tests.rig.rtu_line import FrameTiming
 from hil_tests.rig.sim.charger import Charger
 

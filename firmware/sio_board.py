@@ -1,9 +1,10 @@
 """The board layer: everything the firmware needs from hardware, and nothing more.
 
 :class:`Board` is the interface. ``board_rp2.Rp2Board`` implements it with ``machine``
-pins, a UART (or a second USB CDC interface) and the hardware watchdog; ``board_host.HostBoard``
-implements it on CPython with a pty, simulated relays and a clock the tests control. The
-firmware logic (``sio_app``) sees only these methods, so the same code runs on both.
+pins, a UART (or a second USB CDC interface) and the hardware watchdog; the HIL rig's
+``HostBoard`` (``hil_tests/rig/host_board.py``) implements it on CPython with a pty, simulated
+relays and a clock the tests control. The firmware logic (``sio_app``) sees only these
+methods, so the same code runs on both.
 
 Bitmaps: bit n of the inputs is DI n (1 = contact closed), bit n of the outputs is coil n
 (1 = relay energised).

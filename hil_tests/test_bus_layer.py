@@ -11,7 +11,7 @@ import pytest
 from gateway.bus.stats import LatencyWindow
 from gateway.devices.profile import PollClass, Range, Table
 from gateway.image import Quality
-from hil_tests.conftest import rtu_bus, running, site_config, tcp_bus, truth
+from hil_tests.gateway_rig import rtu_bus, running, site_config, tcp_bus, truth
 
 pytestmark = pytest.mark.hil
 
@@ -69,7 +69,7 @@ async def test_dead_unit_grows_the_healthy_units_poll_cycle_by_less_than_25_perc
 
 async def _safety_cycles(rig: object, devices: list[str], seconds: float) -> float:
     """Mean duration of the healthy devices' safety-class poll cycles over a window."""
-    from hil_tests.conftest import Rig
+    from hil_tests.gateway_rig import Rig
 
     assert isinstance(rig, Rig)
     for d in devices:

@@ -9,7 +9,7 @@ import pytest
 
 from gateway.devices.profile import Table
 from gateway.site import SiteConfig, parse_site
-from hil_tests.conftest import gateway_cli, rtu_bus, running, site_config, tcp_bus
+from hil_tests.gateway_rig import gateway_cli, rtu_bus, running, site_config, tcp_bus
 from hil_tests.rig.site import to_toml
 
 pytestmark = pytest.mark.hil

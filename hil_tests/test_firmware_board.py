@@ -9,7 +9,6 @@ import asyncio
 import importlib
 import os
 import select
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,13 +18,12 @@ import pytest
 from gateway.bus.pdu import ExceptionAnswer, Read, Write, decode_response, encode_request
 from gateway.bus.rtu import RtuTransport, rtu_frame
 from gateway.devices.profile import Table
+from hil_tests.rig import firmware_host
 from hil_tests.rig.nullmodem import NullModem
 
 pytestmark = pytest.mark.hil
 
-FIRMWARE = Path(__file__).resolve().parents[1] / "firmware"
-sys.path.insert(0, str(FIRMWARE))
-host_run = importlib.import_module("host_run")
+# firmware/'s flat modules, on sys.path since firmware_host was imported
 R = importlib.import_module("sio_regs")
 sio_app = importlib.import_module("sio_app")
 
@@ -44,7 +42,7 @@ def line() -> Iterator[NullModem]:
 
 @pytest.fixture
 def sio(line: NullModem) -> Iterator[object]:
-    with host_run.start(line.master, unit_id=UNIT) as handle:
+    with firmware_host.start(line.master, unit_id=UNIT) as handle:
         yield handle
 
 
@@ -192,7 +190,7 @@ def test_start_on_a_tty_path_and_a_missing_identity_boots_into_fault(tmp_path: P
     master, slave = os.openpty()
     try:
         path = os.ttyname(slave)
-        with host_run.start(path, identity=str(tmp_path / "absent.txt")) as handle:
+        with firmware_host.start(path, identity=str(tmp_path / "absent.txt")) as handle:
             assert handle.state == R.FAULT
             assert handle.unit_id == sio_app.DEFAULT_UNIT_ID
             request = encode_request(Read(Table.INPUT, R.IR_STATE, 1))

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from hil_tests.conftest import gateway_cli, rtu_bus, site_config
+from hil_tests.gateway_rig import gateway_cli, rtu_bus, site_config
 from hil_tests.rig.site import SimulatedSite, to_toml
 
 pytestmark = pytest.mark.hil

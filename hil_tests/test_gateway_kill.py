@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from gateway.site import parse_site
-from hil_tests.conftest import rtu_bus, site_config, tcp_bus
+from hil_tests.gateway_rig import rtu_bus, site_config, tcp_bus
 from hil_tests.rig.sim.charger import Charger
 from hil_tests.rig.sim.elevator import Elevator
 from hil_tests.rig.sim.pv import PvInverter

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.image import Sample
-from hil_tests.conftest import running, site_config, tcp_bus
+from hil_tests.gateway_rig import running, site_config, tcp_bus
 
 pytestmark = pytest.mark.hil
 

@@ -11,7 +11,7 @@ import pytest
 from gateway.devices.profile import Table
 from gateway.errors import InterlockError
 from gateway.site import SiteConfig, parse_site
-from hil_tests.conftest import Rig, rtu_bus, running, site_config, tcp_bus
+from hil_tests.gateway_rig import Rig, rtu_bus, running, site_config, tcp_bus
 from hil_tests.rig.sim.charger import Car, Charger
 from hil_tests.rig.sim.meter import SiteMeter
 from hil_tests.rig.sim.pv import PvInverter

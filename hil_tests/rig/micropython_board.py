@@ -9,7 +9,7 @@ Code runs on CPython in one persistent namespace per boot (reset by a soft or ha
 sandboxed to a flash directory on the host (:mod:`hil_tests.rig.micropython_sandbox`).
 
 Booting follows ``firmware/main.py``: with a ``main.py`` in flash the SIO-1 firmware runs (the
-host runner ``firmware/host_run.py`` on a second pty, :attr:`data_path`, when
+host runner :mod:`hil_tests.rig.firmware_host` on a second pty, :attr:`data_path`, when
 ``data_line=True``); Ctrl-C stops it, leaves the ``maintenance`` flag and the watchdog resets
 the board after the firmware's watchdog period; the next boot deletes the flag and stays in
 the REPL. ``machine.reset()`` resets the board the same way (the pty stays: a board whose USB
@@ -23,11 +23,9 @@ the board back on a new pty with the same flash), ``raw_paste=False`` (classic r
 
 from __future__ import annotations
 
-import importlib
 import os
 import select
 import struct
-import sys
 import threading
 import time
 from pathlib import Path
@@ -321,9 +319,10 @@ class MicroPythonBoard:
     def _start_firmware(self) -> None:
         if self._data is None:
             return
-        host_run = _host_run()
+        from hil_tests.rig import firmware_host  # puts firmware/ on sys.path: only when needed
+
         identity = self.flash_dir / _firmware_name("sio_app", "IDENTITY_PATH")
-        self._firmware = host_run.start(
+        self._firmware = firmware_host.start(
             self._data.master, identity=str(identity), state_dir=str(self.flash_dir)
         )
 
@@ -356,10 +355,3 @@ class MicroPythonBoard:
 
 def _firmware_name(module: str, constant: str) -> str:
     return str(firmware_constant(FIRMWARE, module, constant))
-
-
-def _host_run() -> Any:
-    """``firmware/host_run.py``: the SIO-1 firmware on CPython."""
-    if str(FIRMWARE) not in sys.path:
-        sys.path.insert(0, str(FIRMWARE))
-    return importlib.import_module("host_run")

@@ -23,7 +23,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 
 from gateway.devices import codec
 from gateway.site import load_site
-from hil_tests.conftest import site_config, tcp_bus
+from hil_tests.gateway_rig import site_config, tcp_bus
 from hil_tests.rig.registers import ExceptionCode, SimModbusError, SimulatedUnit
 from hil_tests.rig.sim.charger import Car, Charger
 from hil_tests.rig.sim.elevator import Elevator

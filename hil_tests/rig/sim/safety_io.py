@@ -4,25 +4,21 @@ channel to itself — rather than a second model of it."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 from hil_tests.rig.nullmodem import NullModem
 
-FIRMWARE = Path(__file__).resolve().parents[3] / "firmware"
-
 
 class SafetyIoBoard:
-    """A running firmware instance; ``handle`` is firmware/host_run.py's FirmwareHandle."""
+    """A running firmware instance; ``handle`` is firmware_host's FirmwareHandle."""
 
     def __init__(self, unit_id: int, baudrate: int) -> None:
-        if str(FIRMWARE) not in sys.path:
-            sys.path.insert(0, str(FIRMWARE))
-        import host_run  # firmware/: MicroPython modules, importable on CPython too
+        from hil_tests.rig import firmware_host  # puts firmware/ on sys.path: only when needed
 
         self.modem = NullModem()
-        self.handle: Any = host_run.start(self.modem.master, unit_id=unit_id, baudrate=baudrate)
+        self.handle: Any = firmware_host.start(
+            self.modem.master, unit_id=unit_id, baudrate=baudrate
+        )
         self.path = self.modem.path
 
     def set_input(self, name: str, closed: bool) -> None:

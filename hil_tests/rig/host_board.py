@@ -1,4 +1,4 @@
-"""The board layer on CPython: the SIO-1 firmware running on a PC for tests and the HIL rig.
+"""The SIO-1 board layer on CPython: the firmware running on a PC for tests and the HIL rig.
 
 * Modbus channel: a file descriptor, normally the master side of a pty whose slave path the
   gateway opens like a USB serial port; without one, an in-memory channel (``inbox`` /
@@ -11,9 +11,14 @@
 * A fake hardware watchdog that records its feeds, and a clock: real (``RealClock``) or
   moved by the test (``ManualClock``), both wrapping like MicroPython's ``ticks_ms``.
 
-CPython only (imports ``select`` on a pty fd); kept MicroPython-compilable like every file
-in ``firmware/``, but never copied to a board.
+Imports the firmware's modules by bare name, as they import each other: on CPython import it
+after ``firmware/`` is on ``sys.path`` (:mod:`hil_tests.rig.firmware_host` puts it there).
+Written in the firmware's MicroPython dialect (no annotations, no f-strings, ``%``
+formatting), because tests/firmware also runs the firmware's main loop on this board under a
+real MicroPython.
 """
+
+# ruff: noqa: UP031  (MicroPython dialect, see above)
 
 import os
 import select

@@ -1,5 +1,8 @@
-"""Shared set-up for HIL tests: a site config from a few lines, run in the simulator with
-the real gateway runtime polling it over real ptys and loopback TCP."""
+"""The real gateway on the simulated site, for HIL tests and benchmarks: a site config from a
+few lines (:func:`site_config`, :func:`rtu_bus`, :func:`tcp_bus`), run in the simulator with
+the real gateway runtime polling it over real ptys and loopback TCP (:func:`running`, which
+yields a :class:`Rig`), a point's ground truth from the simulator's registers
+(:func:`truth`), and the ``gateway`` command in its own process (:func:`gateway_cli`)."""
 
 from __future__ import annotations
 

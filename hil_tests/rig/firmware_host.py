@@ -1,28 +1,36 @@
-"""Run the SIO-1 firmware on CPython, in a thread, on a serial line: the board as the HIL rig
-sees it.
+"""The SIO-1 firmware on this host: the real firmware (``firmware/``) run by CPython, in a
+thread, on a serial line — the board as the HIL rig sees it.
 
-    import sys; sys.path.insert(0, "firmware")
-    import host_run
+    from hil_tests.rig import firmware_host
     with NullModem() as line:                      # hil_tests/rig/nullmodem.py
-        sio = host_run.start(line.master, unit_id=7)
+        sio = firmware_host.start(line.master, unit_id=7)
         ...                                         # the gateway opens line.path
         sio.set_input("fire_alarm_loop", False)     # open the fire loop = fire alarm
         sio.stop()
 
-The firmware's files (identity, fault log) live in a temporary directory unless
-``state_dir`` is given. CPython only; never copied to a board.
+The firmware's modules are flat and import each other by bare name (``import sio_regs``), as
+on the board: importing this module puts :data:`FIRMWARE` on ``sys.path``. The board under
+the firmware is :class:`hil_tests.rig.host_board.HostBoard`. The firmware's files (identity,
+fault log) live in a temporary directory unless ``state_dir`` is given.
 """
 
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import tty
+from pathlib import Path
 
-import sio_app
-import sio_identity
-import sio_regs as R
-from board_host import HEALTHY_INPUTS, HostBoard
+FIRMWARE = Path(__file__).resolve().parents[2] / "firmware"
+if str(FIRMWARE) not in sys.path:
+    sys.path.insert(0, str(FIRMWARE))
+
+import sio_app  # noqa: E402  (found on the path set above)
+import sio_identity  # noqa: E402
+import sio_regs as R  # noqa: E402
+
+from hil_tests.rig.host_board import HEALTHY_INPUTS, HostBoard  # noqa: E402
 
 
 class FirmwareHandle:
@@ -102,7 +110,7 @@ class FirmwareHandle:
         finally:
             self._cleanup()
         if self.error is not None:
-            raise RuntimeError("SIO-1 firmware thread failed: %r" % (self.error,))
+            raise RuntimeError(f"SIO-1 firmware thread failed: {self.error!r}")
 
     def __enter__(self):
         return self
@@ -181,13 +189,13 @@ def _identity_path(identity, unit_id, state_dir):
     """The identity file the firmware boots from, written into ``state_dir`` when needed."""
     if isinstance(identity, (str, os.PathLike)):
         if unit_id is not None:
-            raise ValueError("unit_id comes from the identity file %s; do not pass both" % identity)
+            raise ValueError(f"unit_id comes from the identity file {identity}; do not pass both")
         return os.fspath(identity)
     if identity is None:
         token = sio_identity.hash_token("host")
         identity = sio_identity.Identity("host", "host", 1 if unit_id is None else unit_id, token)
     elif unit_id is not None and unit_id != identity.unit_id:
-        raise ValueError("unit_id %d differs from the identity's %d" % (unit_id, identity.unit_id))
+        raise ValueError(f"unit_id {unit_id} differs from the identity's {identity.unit_id}")
     path = os.path.join(state_dir, sio_app.IDENTITY_PATH)
     with open(path, "w") as f:
         f.write(identity.render())
