@@ -1,11 +1,11 @@
 """The SIO-1 firmware sources on this machine, as ``gateway flash`` installs them.
 
-Which files go on a board (every ``firmware/*.py`` but the modules the firmware marks as
-CPython-only), their names there (``main.py`` stays source, the rest is compiled with
-mpy-cross to ``.mpy``), and the few facts the flasher needs from the firmware — its version,
-the names of its identity file and maintenance flag, its watchdog period — read from the
-sources themselves, so the firmware stays the one definition of each. The identity file is
-written and read back by the firmware's own ``sio_identity`` module.
+Which files go on a board (every ``firmware/*.py``: the folder holds nothing else; the rig
+keeps its CPython harnesses apart), their names there (``main.py`` stays source, the rest is
+compiled with mpy-cross to ``.mpy``), and the few facts the flasher needs from the firmware —
+its version, the names of its identity file and maintenance flag, its watchdog period — read
+from the sources themselves, so the firmware stays the one definition of each. The identity
+file is written and read back by the firmware's own ``sio_identity`` module.
 """
 
 from __future__ import annotations
@@ -30,8 +30,6 @@ DEFAULT_FIRMWARE = Path(__file__).resolve().parents[2] / "firmware"
 MANIFEST = "sio_firmware.txt"
 #: Run from source by MicroPython, so never compiled.
 SOURCE_ONLY = frozenset({ENTRY, "boot.py"})
-#: The firmware's mark, in a module's docstring, on modules that run on CPython only.
-HOST_ONLY_MARK = "never copied to a board"
 
 
 @dataclass(frozen=True)
@@ -58,18 +56,12 @@ def firmware_constant(directory: Path, module: str, name: str) -> object:
     raise FirmwareError(f"{source} defines no constant {name}")
 
 
-def is_host_only(source: Path) -> bool:
-    """True for a module the firmware marks as CPython-only in its docstring."""
-    tree = ast.parse(source.read_text(encoding="utf-8"), str(source))
-    return HOST_ONLY_MARK in (ast.get_docstring(tree) or "")
-
-
 def firmware_sources(directory: Path) -> list[Path]:
     """The firmware modules that go on a board, sorted by name."""
     sources = sorted(directory.glob("*.py"))
     if not any(s.name == ENTRY for s in sources):
         raise FirmwareError(f"no firmware in {directory}: {ENTRY} is missing")
-    return [s for s in sources if not is_host_only(s)]
+    return sources
 
 
 def board_name(source: Path) -> str:

@@ -237,11 +237,9 @@ def test_install_interrupted_at_any_step_is_finished_by_running_it_again(
 # -- what goes on a board --------------------------------------------------------------------
 
 
-def test_host_only_modules_stay_home_and_main_stays_source() -> None:
+def test_every_firmware_module_goes_on_the_board_and_main_stays_source() -> None:
     sources = {s.name for s in firmware_sources(DEFAULT_FIRMWARE)}
-    on_disk = {p.name for p in DEFAULT_FIRMWARE.glob("*.py")}
-    assert {"board_host.py", "host_run.py"} & sources == set()
-    assert sources == on_disk - {"board_host.py", "host_run.py"}
+    assert sources == {p.name for p in DEFAULT_FIRMWARE.glob("*.py")}
     names = {board_name(DEFAULT_FIRMWARE / n) for n in sources}
     assert ENTRY in names
     assert all(n == ENTRY or n.endswith(".mpy") for n in names)
