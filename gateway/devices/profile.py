@@ -124,6 +124,13 @@ class Point(Strict):
     access: Access | None = None
     poll: PollClass | None = None
     description: str = ""
+    #: What a person reads for this point (English; translated by the fleet's catalogue).
+    label: str = ""
+
+    @property
+    def display_name(self) -> str:
+        """The label a person reads, or the point's name where the profile gives none."""
+        return self.label or self.name
 
     @property
     def width(self) -> int:
