@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 #: Lower runs first. Commands (writes) and explicit requests use priority 0.
 CLASS_PRIORITY = {PollClass.SAFETY: 1, PollClass.TELEMETRY: 2, PollClass.SLOW: 3}
 COMMAND_PRIORITY = 0
-#: A value older than this many poll periods reads STALE (devices.md I8: 3 missed polls).
+#: A value older than this many poll periods reads STALE (docs/devices.md#quality: 3 missed polls).
 STALE_AFTER_PERIODS = 3
 
 
@@ -110,10 +110,11 @@ class DevicePoller:
             period = self._periods.period(cls)
             assert period is not None
             old = self.cycles.get(cls)
-            cycle = PollCycle(cls, period, old.next_due if old else now)
-            if old is not None:
-                cycle.durations, cycle.overruns = old.durations, old.overruns
-            self.cycles[cls] = cycle
+            if old is not None:  # a new plan mid-cycle (exception 02): the cycle goes on
+                old.period = period
+                self.cycles[cls] = old
+            else:
+                self.cycles[cls] = PollCycle(cls, period, now)
             self._blocks_of[cls] = blocks
 
     # -- scheduling -------------------------------------------------------------------------

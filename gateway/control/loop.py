@@ -40,8 +40,13 @@ class ControlLoop:
         period_s: float,
         step: Callable[[float, float], Awaitable[None]],
         react: Callable[[float], None] | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.period_s = period_s
+        #: The monotonic clock the grid is laid on; it must be the running event loop's clock
+        #: (``loop.time``, which is ``time.monotonic``), since the waits are asyncio timeouts.
+        self.clock = clock
         self.step = step
         #: Called between cycles as soon as :meth:`wake` is: an input changed and should be
         #: acted on now rather than at the next cycle. Off the grid, so heartbeats, lateness
@@ -56,13 +61,13 @@ class ControlLoop:
         self.last_tick = 0.0
 
     async def run(self) -> None:
-        start = time.monotonic()
+        start = self.clock()
         last = start
         k = 0
         while True:
             due = start + k * self.period_s
             await self._until(due)
-            now = time.monotonic()
+            now = self.clock()
             late = now - due
             self.lateness.add(late)
             self.max_lateness_s = max(self.max_lateness_s, late)
@@ -71,7 +76,7 @@ class ControlLoop:
             await self.step(now, now - last)
             last = now
             k += 1
-            behind = int((time.monotonic() - start) / self.period_s) - k
+            behind = int((self.clock() - start) / self.period_s) - k
             if behind > 0:  # a stall: resume on the grid, never burst to catch up
                 self.skipped += behind
                 k += behind
@@ -82,7 +87,7 @@ class ControlLoop:
 
     async def _until(self, due: float) -> None:
         """Sleep until ``due``, reacting to every wake-up on the way."""
-        while (delay := due - time.monotonic()) > 0:
+        while (delay := due - self.clock()) > 0:
             self._woken.clear()
             try:
                 async with asyncio.timeout(delay):
@@ -91,7 +96,7 @@ class ControlLoop:
                 return
             if self.react is not None:
                 self.reactions += 1
-                self.react(time.monotonic())
+                self.react(self.clock())
 
     def snapshot(self) -> dict[str, float | int | None]:
         def ms(v: float | None) -> float | None:
@@ -119,6 +124,8 @@ class Supervisor:
         keeper: WatchdogKeeper,
         writer: Writer,
         safety_ios: Sequence[SafetyIo] = (),
+        *,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.engine = engine
@@ -126,7 +133,7 @@ class Supervisor:
         self.keeper = keeper
         self.writer = writer
         self.safety_ios = list(safety_ios)
-        self.loop = ControlLoop(config.period_ms / 1000, self._step, self._react)
+        self.loop = ControlLoop(config.period_ms / 1000, self._step, self._react, clock=clock)
         self._last_plan = 0.0
         self.write_errors = 0
         self._in_flight: set[tuple[str, str]] = set()
@@ -150,7 +157,7 @@ class Supervisor:
 
     def healthy(self, now: float | None = None) -> bool:
         """The loop ran recently enough to vouch for the site."""
-        now = time.monotonic() if now is None else now
+        now = self.loop.clock() if now is None else now
         return now - self.loop.last_tick <= self.config.unhealthy_after_ms / 1000
 
     def inject_stall(self, seconds: float) -> None:
@@ -212,7 +219,7 @@ class Supervisor:
             self.write_errors += 1
             log.warning("%s.%s := %r failed: %s", write.device, write.point, write.value, exc)
         else:
-            self.actuator.sent(write, time.monotonic())
+            self.actuator.sent(write, self.loop.clock())
         finally:
             self._in_flight.discard((write.device, write.point))
 

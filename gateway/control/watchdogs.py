@@ -10,6 +10,7 @@ devices in "managed" mode.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.devices.profile import Watchdog
@@ -38,8 +39,9 @@ class _Kept:
 
 
 class WatchdogKeeper:
-    def __init__(self, image: ProcessImage) -> None:
+    def __init__(self, image: ProcessImage, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.image = image
+        self.clock = clock
         self.kept: dict[str, _Kept] = {}
         self.low_remaining: set[str] = set()  # devices whose remaining time ran low
 
@@ -72,7 +74,7 @@ class WatchdogKeeper:
         """Count a heartbeat that reached the device."""
         kept = self.kept[beat.device]
         if kept.first_sent_at is None:
-            kept.first_sent_at = time.monotonic()
+            kept.first_sent_at = self.clock()
         if kept.watchdog.heartbeat_mode == "counter":
             kept.counter = (kept.counter + 1) & 0xFFFF
 
@@ -82,9 +84,7 @@ class WatchdogKeeper:
         wd = kept.watchdog
         if wd.remaining is None or self.image.reading(device, wd.timeout) == 0:
             return False  # no remaining time reported, or the watchdog is off
-        if kept.first_sent_at is None or time.monotonic() - kept.first_sent_at < self.timeout_s(
-            device
-        ):
+        if kept.first_sent_at is None or self.clock() - kept.first_sent_at < self.timeout_s(device):
             return False  # not kept for a whole timeout yet: what it reports is from before
         sample = self.image.find(device, wd.remaining)
         if (
