@@ -27,7 +27,9 @@ import httpx
 from sqlalchemy import insert
 
 from bench.report import write_result
-from fleet.accounts.auth import Actor, create_token, create_user
+from fleet.accounts.actor import Actor
+from fleet.accounts.tokens import create_token
+from fleet.accounts.users import create_user
 from fleet.core.db import open_database, sessions
 from fleet.models import Alarm, Device, Gateway, LatestValue, Role, Sample, Site, utcnow
 from hil_tests.broker import free_port

@@ -32,7 +32,8 @@ import pytest
 from bench.report import write_result
 from fleet.core.broker import BrokerUrl, EmbeddedBroker
 from fleet.core.db import open_database, sessions
-from fleet.ingest.pipeline import Ingest, run_ingest
+from fleet.ingest.ingest import Ingest
+from fleet.ingest.pipeline import run_ingest
 from fleet.registry import register_gateway
 from gateway import wire
 from hil_tests.broker import HOST, Mosquitto, free_port

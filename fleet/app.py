@@ -4,7 +4,7 @@ database, the MQTT broker connection and the ingest task.
 The lifespan owns everything it starts: the engine is disposed, the ingest task cancelled
 and awaited (it lives in a task group) and the embedded broker shut down when the server
 stops. ``app.state`` holds ``settings``, ``sessions`` (an async_sessionmaker), ``ingest``
-(fleet.ingest.pipeline.Ingest, there with ``Settings.ingest=False`` too, so tests can feed it
+(fleet.ingest.ingest.Ingest, there with ``Settings.ingest=False`` too, so tests can feed it
 directly) and ``ingest_ready`` (set once subscribed).
 """
 
@@ -26,7 +26,8 @@ from fleet import api
 from fleet.core.broker import BrokerUrl, EmbeddedBroker
 from fleet.core.db import open_database, sessions
 from fleet.core.settings import Settings, default_client_id
-from fleet.ingest.pipeline import Ingest, run_ingest
+from fleet.ingest.ingest import Ingest
+from fleet.ingest.pipeline import run_ingest
 from fleet.models import User
 
 WEB = Path(__file__).parent / "web"

@@ -3,6 +3,10 @@
 Used by the CLI, the API and the tests. Names follow the wire contract (``wire.Name``:
 lower-case letters, digits and dashes, at most 48 characters), because they are the topic
 levels a gateway publishes under.
+
+``register_*`` are idempotent (ingest's tests and tools register what may be there already);
+``add_*`` make something new and refuse a duplicate with AlreadyRegistered, also when the
+database refuses a concurrent insert (its ``IntegrityError`` is translated here).
 """
 
 from __future__ import annotations
@@ -10,16 +14,14 @@ from __future__ import annotations
 import re
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from fleet.errors import AlreadyRegistered, NotRegistered, RegistryError
 from fleet.models import Gateway, Site
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 MAX_NAME = 48
-
-
-class RegistryError(ValueError):
-    """A site or gateway name that cannot be registered; the message names it."""
 
 
 def check_name(what: str, name: str) -> str:
@@ -79,3 +81,26 @@ async def list_gateways(session: AsyncSession) -> list[tuple[str, str]]:
         select(Site.name, Gateway.name).join(Gateway.site).order_by(Site.name, Gateway.name)
     )
     return [(site, gateway) for site, gateway in rows]
+
+
+async def add_site(session: AsyncSession, site: str, title: str = "") -> Site:
+    """A new site, flushed; AlreadyRegistered if there is one of that name."""
+    if await find_site(session, site) is not None:
+        raise AlreadyRegistered(f"site {site!r} exists already")
+    try:
+        return await register_site(session, site, title)
+    except IntegrityError:  # registered by someone else between the check and the insert
+        raise AlreadyRegistered(f"site {site!r} exists already") from None
+
+
+async def add_gateway(session: AsyncSession, site: str, gateway: str) -> Gateway:
+    """A new gateway of an existing site, flushed; NotRegistered if there is no such site,
+    AlreadyRegistered if the site has a gateway of that name."""
+    if await find_site(session, site) is None:
+        raise NotRegistered(f"no site {site!r}")
+    if await find_gateway(session, site, gateway) is not None:
+        raise AlreadyRegistered(f"gateway {gateway!r} of site {site!r} exists already")
+    try:
+        return await register_gateway(session, site, gateway)
+    except IntegrityError:  # registered by someone else between the check and the insert
+        raise AlreadyRegistered(f"gateway {gateway!r} of site {site!r} exists already") from None

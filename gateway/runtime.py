@@ -1,32 +1,34 @@
 """The gateway runtime: every bus of a site polled in parallel into one process image.
 
 ``async with Gateway(site) as gw:`` opens every port and connection, starts one scheduler
-task per bus (and a SunSpec discovery task per SunSpec device) in a task group it owns, and
-on exit cancels and awaits them and closes every port. A site with an ``[uplink]`` table
-also runs the uplink to the fleet (:mod:`gateway.uplink.link`): it hears every image update, every
-alarm event, and reports the buses' and the control loop's statistics in its health message.
+task per bus (and a SunSpec discovery task per SunSpec device, :mod:`gateway.bus.discovery`)
+in a task group it owns, and on exit cancels and awaits them and closes every port. A site
+with an ``[uplink]`` table also runs the uplink to the fleet (:mod:`gateway.uplink.link`): it
+hears every image update, every alarm event, and reports the buses' and the control loop's
+statistics in its health message. Writes and commands to devices go through
+``gw.commands`` (:mod:`gateway.commands`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Self
+from typing import Self
 
 from gateway.bus.breaker import BreakerPolicy, CircuitBreaker
 from gateway.bus.coalesce import CostModel
-from gateway.bus.pdu import Read, Write
-from gateway.bus.poller import CLASS_PRIORITY, COMMAND_PRIORITY, DevicePoller
+from gateway.bus.discovery import discover_sunspec
+from gateway.bus.poller import DevicePoller
 from gateway.bus.rtu import RtuTransport
 from gateway.bus.scheduler import BusScheduler
 from gateway.bus.tcp import TcpTransport
 from gateway.bus.transport import Transport
+from gateway.commands import DeviceCommands
 from gateway.control.actuator import Actuator
 from gateway.control.alarms import AlarmLog, read_journal
 from gateway.control.command_socket import SOCKET_NAME, ControlServer
@@ -36,17 +38,13 @@ from gateway.control.rules import PRIORITY_OPERATOR
 from gateway.control.safety_io import SafetyIo
 from gateway.control.standard import controllers
 from gateway.control.watchdogs import WatchdogKeeper
-from gateway.devices import codec, sunspec
-from gateway.devices.profile import DeviceKind, PollClass, Table
-from gateway.errors import BusError, GatewayError, InterlockError
+from gateway.devices import codec
+from gateway.devices.profile import DeviceKind
+from gateway.errors import GatewayError
 from gateway.image import Listener, ProcessImage, Quality, Sample
 from gateway.site import RtuBus, SiteConfig, TcpBus, device_profile
 from gateway.uplink.health import RuntimeStats
 from gateway.uplink.link import Uplink
-
-log = logging.getLogger(__name__)
-
-DISCOVERY_RETRY_S = (1.0, 30.0)
 
 
 def open_transport(bus: RtuBus | TcpBus) -> Transport:
@@ -95,6 +93,7 @@ class Gateway:
         self.schedulers: dict[str, BusScheduler] = {}
         self.pollers: dict[str, DevicePoller] = {}
         self.uplink: Uplink | None = None
+        self.commands = DeviceCommands(self.image, self.actuator, self.pollers, self.schedulers)
         self._policy = policy or BreakerPolicy()
         self._stack = contextlib.AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
@@ -150,7 +149,10 @@ class Gateway:
         for poller in self.pollers.values():
             if not poller.ready:
                 self._tasks.append(
-                    tg.create_task(self._discover(poller), name=f"sunspec:{poller.name}")
+                    tg.create_task(
+                        discover_sunspec(poller, self.schedulers[poller.device.bus]),
+                        name=f"sunspec:{poller.name}",
+                    )
                 )
         self.engine = InterlockEngine(
             self.site.all_interlocks(),
@@ -190,7 +192,7 @@ class Gateway:
                 self.engine,
                 self.actuator,
                 self.keeper,
-                self.write,
+                self.commands.write,
                 safety_ios,
             )
         )
@@ -220,85 +222,6 @@ class Gateway:
         loop = supervisor.loop.snapshot() if supervisor is not None else {}
         buses = {name: s.stats.snapshot(now) for name, s in self.schedulers.items()}
         return RuntimeStats(loop, buses)
-
-    async def _discover(self, poller: DevicePoller) -> None:
-        """Walk the SunSpec model chain until it is found, then start polling the device."""
-        scheduler = self.schedulers[poller.device.bus]
-        bases = (
-            (poller.device.sunspec_base,)
-            if poller.device.sunspec_base is not None
-            else sunspec.DEFAULT_BASES
-        )
-
-        async def read(address: int, count: int) -> list[int]:
-            request = Read(Table.HOLDING, address, count)
-            return await scheduler.request(poller.name, request, CLASS_PRIORITY[PollClass.SLOW])
-
-        pause, max_pause = DISCOVERY_RETRY_S
-        while True:
-            try:
-                starts = await sunspec.discover(read, bases)
-                poller.place(sunspec.place(poller.profile, starts), time.monotonic())
-                scheduler.wake()
-            except (BusError, GatewayError) as exc:
-                log.warning(
-                    "%s: SunSpec discovery failed (%s); retrying in %.0f s", poller.name, exc, pause
-                )
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, max_pause)
-                continue
-            log.info("%s: SunSpec models at %s", poller.name, starts)
-            return
-
-    # -- writes -----------------------------------------------------------------------------
-
-    async def write(self, device: str, point: str, value: codec.Value) -> None:
-        """Write an engineering value to a writable point, ahead of all polling."""
-        poller = self._poller(device)
-        if not poller.ready:
-            raise GatewayError(f"{device}: not discovered yet; cannot write {point!r}")
-        p = poller.profile.point(point)
-        if not p.writable or p.address is None:
-            raise GatewayError(f"{device}: point {point!r} is not writable")
-        sf = None
-        if p.scale_factor is not None:
-            sf_value = self.image.value(device, p.scale_factor)
-            if not isinstance(sf_value, int):
-                raise GatewayError(f"{device}: scale factor {p.scale_factor!r} not known yet")
-            sf = sf_value
-        request = Write(p.table, p.address, tuple(codec.encode(p, value, sf)))
-        await self.schedulers[poller.device.bus].request(device, request, COMMAND_PRIORITY)
-
-    async def command(self, device: str, name: str, value: codec.Value = None) -> None:
-        """Run a profile command: a fixed value, or the one given."""
-        poller = self._poller(device)
-        cmd = next((c for c in poller.profile.commands if c.name == name), None)
-        if cmd is None:
-            known = ", ".join(c.name for c in poller.profile.commands)
-            raise GatewayError(f"{device}: no command {name!r} (commands: {known})")
-        if cmd.value is None and value is None:
-            raise GatewayError(f"{device}: command {name!r} needs a value")
-        await self.write(device, cmd.point, cmd.value if cmd.value is not None else value)
-
-    async def open_door(
-        self, device: str, door: int, *, purpose: Literal["pickup", "deposit"]
-    ) -> None:
-        """Pulse a locker door open; deposits are refused while an interlock suspends them
-        (a fire alarm), pick-ups never are."""
-        if purpose == "deposit":
-            holders = self.actuator.inhibited_by(f"{device}.deposits")
-            if holders:
-                raise InterlockError(
-                    f"{device}: deposits are suspended by {', '.join(holders)}; pick-ups only"
-                )
-        await self.write(device, f"unlock_{door}", True)
-
-    def _poller(self, device: str) -> DevicePoller:
-        try:
-            return self.pollers[device]
-        except KeyError:
-            known = ", ".join(self.pollers)
-            raise GatewayError(f"unknown device {device!r} (devices: {known})") from None
 
 
 def _timeout_ms(poller: DevicePoller) -> int | None:

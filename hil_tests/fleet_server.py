@@ -26,7 +26,7 @@ from typing import Any, Self, TypeVar
 import uvicorn
 from sqlalchemy import update
 
-from fleet.accounts.auth import create_user
+from fleet.accounts.users import create_user
 from fleet.app import create_app
 from fleet.core.settings import Settings
 from fleet.models import Role, User

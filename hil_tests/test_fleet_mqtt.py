@@ -19,9 +19,11 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from fleet.core.broker import BrokerUrl, EmbeddedBroker, EmbeddedBrokerError
+from fleet.core.broker import BrokerUrl, EmbeddedBroker
 from fleet.core.db import create_engine, open_database, sessions
-from fleet.ingest.pipeline import Ingest, run_ingest
+from fleet.errors import EmbeddedBrokerError
+from fleet.ingest.ingest import Ingest
+from fleet.ingest.pipeline import run_ingest
 from fleet.models import Alarm, Device, Gateway, LatestValue, ReceivedBatch, Sample
 from fleet.registry import register_gateway
 from gateway import wire

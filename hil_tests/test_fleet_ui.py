@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import pytest
 
-from fleet.accounts.auth import LOGIN_FAILED
+from fleet.errors import LOGIN_FAILED
 from fleet.models import Role
 from gateway import wire
 from gateway.devices.profile import Access, PollClass, available_models, load_profile

@@ -1,5 +1,5 @@
 """The standard interlocks end to end: an input changed at a simulated device, the corrective
-write observed at the simulated target device (devices.md §5)."""
+write observed at the simulated target device (docs/interlocks.md)."""
 
 from __future__ import annotations
 
@@ -212,8 +212,8 @@ async def test_i1_fire_alarm_at_the_sio_stops_chargers_pv_and_recalls_the_elevat
         await rig.wait_for(lambda: lift.get("req_fire_recall") == 1, what="fire recall requested")
         assert "fire-alarm/critical" in rig.gw.alarms.active
         with pytest.raises(InterlockError, match="deposits are suspended by fire-alarm"):
-            await rig.gw.open_door("lockers", 3, purpose="deposit")
-        await rig.gw.open_door("lockers", 3, purpose="pickup")
+            await rig.gw.commands.open_door("lockers", 3, purpose="deposit")
+        await rig.gw.commands.open_door("lockers", 3, purpose="pickup")
         board.set_input("fire_alarm_loop", True)
         await rig.wait_for(lambda: board.outputs == 0b0011, what="relays back to normal")
         await rig.wait_for(lambda: lift.get("req_fire_recall") == 0, what="recall cancelled")

@@ -19,7 +19,8 @@ from sqlalchemy import select
 
 from fleet.core.broker import BrokerUrl
 from fleet.core.db import open_database, sessions
-from fleet.ingest.pipeline import Ingest, run_ingest
+from fleet.ingest.ingest import Ingest
+from fleet.ingest.pipeline import run_ingest
 from fleet.models import Alarm, Gap, ReceivedBatch
 from fleet.registry import register_gateway
 from gateway.control.alarms import read_journal

@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from fleet.accounts.auth import TooManyLogins
 from fleet.core.settings import Settings
+from fleet.errors import TooManyLogins
 
 #: at most this many names and addresses remembered; beyond it the stalest are forgotten
 MAX_KEYS = 100_000

@@ -1,35 +1,43 @@
 """The fleet's REST API under ``/api``: one router module per resource, typed dependencies
-in :mod:`fleet.api.deps`, and the translation of fleet.accounts.auth's errors into HTTP answers."""
+in :mod:`fleet.api.deps`, and the one translation of fleet errors (:mod:`fleet.errors`) into
+HTTP answers, :data:`STATUS`."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from fleet.accounts.auth import (
+from fleet.api import alarms, audit, history, ingest, overview, session, sites, tokens, users
+from fleet.errors import (
     AccessDenied,
-    AuthError,
+    AlreadyRegistered,
+    FleetError,
     LastAdmin,
     LoginFailed,
+    NotRegistered,
+    RegistryError,
     TokenNotFound,
     TooManyLogins,
     UserError,
     UserExists,
     UserNotFound,
 )
-from fleet.api import alarms, audit, history, ingest, overview, session, sites, tokens, users
-from fleet.registry import RegistryError
 
-STATUS: dict[type[Exception], int] = {
+#: The answer to each error a request can cause, ``{"detail": message}`` with this status; an
+#: error takes the status of its most specific class here. A fleet error not under one of
+#: these (a bad URL in the server's settings, its broker) is the server's fault: a 500.
+STATUS: dict[type[FleetError], int] = {
     LoginFailed: 401,
     AccessDenied: 403,
     TokenNotFound: 404,
     UserNotFound: 404,
+    NotRegistered: 404,
     UserExists: 409,
+    AlreadyRegistered: 409,
     LastAdmin: 409,
-    TooManyLogins: 429,
     UserError: 422,
     RegistryError: 422,
+    TooManyLogins: 429,
 }
 
 router = APIRouter(prefix="/api")
@@ -37,14 +45,19 @@ for module in (session, overview, sites, history, alarms, users, tokens, audit, 
     router.include_router(module.router)
 
 
+def status_of(error: Exception) -> int:
+    """The HTTP status answering ``error``: that of its most specific class in STATUS, else
+    500."""
+    return next((STATUS[kind] for kind in type(error).__mro__ if kind in STATUS), 500)
+
+
 async def _error(request: Request, exc: Exception) -> JSONResponse:
-    status = next(code for kind, code in STATUS.items() if isinstance(exc, kind))
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyLogins) else None
-    return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+    return JSONResponse({"detail": str(exc)}, status_code=status_of(exc), headers=headers)
 
 
 def install(app: FastAPI) -> None:
     """Add the API routes and the error answers to ``app``."""
     app.include_router(router)
-    for kind in (AuthError, RegistryError):
+    for kind in STATUS:
         app.add_exception_handler(kind, _error)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import CursorResult, update
 
 from fleet.accounts import audit
-from fleet.accounts.auth import Actor
+from fleet.accounts.actor import Actor
 from fleet.api.deps import ActorDep, RowId, SessionDep, role
 from fleet.models import Alarm, Role, utcnow
 from fleet.queries.alarms import AlarmState, AlarmView, alarm, alarms, view

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from fleet.accounts import audit
-from fleet.accounts.auth import Actor
+from fleet.accounts.actor import Actor
 from fleet.api.deps import SessionDep, role
 from fleet.models import Role
 

@@ -14,7 +14,9 @@ from fastapi import Depends, HTTPException, Path, Request
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fleet.accounts.auth import Actor, session_actor, token_actor
+from fleet.accounts.actor import Actor
+from fleet.accounts.logins import session_actor
+from fleet.accounts.tokens import token_actor
 from fleet.core.settings import Settings
 from fleet.models import Role
 

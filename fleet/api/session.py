@@ -9,9 +9,11 @@ from fastapi import APIRouter, Cookie, Depends, Request, Response
 from pydantic import BaseModel, Field
 
 from fleet.accounts import audit
-from fleet.accounts.auth import MAX_PASSWORD, LoginFailed, TooManyLogins, log_in, log_out
 from fleet.accounts.login_throttle import LoginGuard
+from fleet.accounts.logins import log_in, log_out
+from fleet.accounts.passwords import MAX_PASSWORD
 from fleet.api.deps import COOKIE, ActorDep, SessionDep, SettingsDep
+from fleet.errors import LoginFailed, TooManyLogins
 from fleet.models import Role
 
 router = APIRouter(tags=["session"])

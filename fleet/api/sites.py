@@ -6,16 +6,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import IntegrityError
 
 from fleet.accounts import audit
-from fleet.accounts.auth import Actor
+from fleet.accounts.actor import Actor
 from fleet.api.deps import ActorDep, SessionDep, role
 from fleet.models import Role
 from fleet.queries.gateways import GatewaySummary, summaries
 from fleet.queries.overview import SiteListing, site_listing
 from fleet.queries.site import SiteDetail, site_detail
-from fleet.registry import find_gateway, find_site, register_gateway, register_site
+from fleet.registry import add_gateway, add_site
 
 router = APIRouter(tags=["sites"])
 Operator = Annotated[Actor, role(Role.OPERATOR, "registering sites and gateways")]
@@ -37,13 +36,7 @@ async def list_sites(_actor: ActorDep, session: SessionDep) -> list[SiteListing]
 
 @router.post("/sites", status_code=201)
 async def create_site(new: NewSite, actor: Operator, session: SessionDep) -> SiteListing:
-    if await find_site(session, new.name) is not None:
-        raise HTTPException(409, f"site {new.name!r} exists already")
-    try:
-        site = await register_site(session, new.name, new.title)
-    except IntegrityError:  # registered by someone else between the check and the insert
-        await session.rollback()
-        raise HTTPException(409, f"site {new.name!r} exists already") from None
+    site = await add_site(session, new.name, new.title)
     audit.record(session, actor.label, "site.create", f"site:{site.name}", {"title": site.title})
     await session.commit()
     return SiteListing(name=site.name, title=site.title, gateways=0)
@@ -54,15 +47,7 @@ async def create_gateway(
     site: str, new: NewGateway, actor: Operator, session: SessionDep
 ) -> GatewaySummary:
     """Register a gateway: ingest accepts its messages from now on."""
-    if await find_site(session, site) is None:
-        raise HTTPException(404, f"no site {site!r}")
-    if await find_gateway(session, site, new.name) is not None:
-        raise HTTPException(409, f"gateway {new.name!r} of site {site!r} exists already")
-    try:
-        gateway = await register_gateway(session, site, new.name)
-    except IntegrityError:  # registered by someone else between the check and the insert
-        await session.rollback()
-        raise HTTPException(409, f"gateway {new.name!r} of site {site!r} exists already") from None
+    gateway = await add_gateway(session, site, new.name)
     audit.record(session, actor.label, "gateway.create", f"gateway:{site}/{gateway.name}")
     await session.commit()
     return next(line.summary for line in await summaries(session, site) if line.id == gateway.id)

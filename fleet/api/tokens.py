@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from fleet.accounts import audit
-from fleet.accounts.auth import DEFAULT_TOKEN_LIFETIME, create_token, revoke_token
+from fleet.accounts.tokens import DEFAULT_TOKEN_LIFETIME, create_token, revoke_token
 from fleet.api.deps import ActorDep, LoggedInActorDep, RowId, SessionDep
 from fleet.models import ApiToken, Role, User
 

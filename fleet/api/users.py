@@ -11,7 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 
 from fleet.accounts import audit
-from fleet.accounts.auth import MAX_PASSWORD, Actor, create_user, update_user
+from fleet.accounts.actor import Actor
+from fleet.accounts.passwords import MAX_PASSWORD
+from fleet.accounts.users import create_user, update_user
 from fleet.api.deps import SessionDep, role
 from fleet.models import Role, User
 

@@ -18,13 +18,11 @@ from urllib.parse import unquote, urlsplit
 from amqtt.broker import Broker  # type: ignore[import-untyped]
 from amqtt.errors import BrokerError  # type: ignore[import-untyped]
 
+from fleet.errors import BrokerUrlError, EmbeddedBrokerError
+
 SCHEMES = {"mqtt": (False, 1883), "mqtts": (True, 8883)}
 #: amqtt logs every connection at INFO; the fleet wants its warnings only.
 QUIET_LOGGERS = ("amqtt", "transitions")
-
-
-class BrokerUrlError(ValueError):
-    """A broker URL the fleet cannot use; the message names it and what is expected."""
 
 
 @dataclass(frozen=True)
@@ -72,10 +70,6 @@ class BrokerUrl:
         """The URL without its password (for logs)."""
         user = f"{self.username}@" if self.username else ""
         return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
-
-
-class EmbeddedBrokerError(RuntimeError):
-    """The embedded broker could not listen (the message names the address and why)."""
 
 
 class EmbeddedBroker:

@@ -22,12 +22,10 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from fleet.errors import DatabaseUrlError
+
 MIGRATIONS = Path(__file__).parents[1] / "migrations"
 DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
-
-
-class DatabaseUrlError(ValueError):
-    """A database URL the fleet cannot use; the message names it and what is expected."""
 
 
 def async_url(url: str) -> str:

@@ -1,174 +1,46 @@
 """The store: one decoded gateway message into the database, inside the caller's transaction
-(fleet.ingest.pipeline owns the transaction, one per message, and everything before and after it).
+(:class:`fleet.ingest.ingest.Ingest` owns the transaction, one per message).
 
 * ``state`` (retained): the gateway's online flag, version and start time, and its devices
   with their models;
-* ``telemetry``: the batch's sequence number (:class:`ReceivedBatch`; a number seen before is
-  a duplicate and nothing is stored twice), one :class:`Sample` per reading, the newest
-  reading per point (:class:`LatestValue`, replaced only by a newer one) and the devices'
-  ``last_seen``;
+* ``telemetry``: the batch's sequence number (:mod:`fleet.ingest.sequences`: a number seen
+  before is a duplicate and nothing is stored twice), one :class:`Sample` per reading, the
+  newest reading per point (:class:`LatestValue`, replaced only by a newer one) and the
+  devices' ``last_seen``;
 * ``events``: the same sequence bookkeeping; a "raised" event opens an :class:`Alarm` (one per
   gateway, event id and time, so a replay never duplicates it), a "cleared" one closes the
   open alarms with its key raised at or before it;
 * ``health``: the last report as JSON, unless the stored one is newer.
 
-Sequence numbers per gateway and kind start at 1 and have no holes. A number beyond the
-highest stored + 1 opens a :class:`Gap` of the missing ones; a later arrival inside an open gap
-shrinks it, splits it in two, or closes it (``closed_at``) when it was the last one missing.
-
-A gateway replaced or re-imaged under the same name (a new outbox) starts again at 1. A number
-already stored with another ``sent_at`` or size is such a restart, not a duplicate: logged at
-WARNING, the old numbering's open gaps are closed and the batch starts the next ``epoch`` (its
-gaps counted from 1 again). The same number with the same ``sent_at`` and size, in any epoch,
-is a duplicate.
-
-A time more than :data:`AHEAD_S` ahead of the fleet's clock (a gateway's clock glitch) is
-refused ("schema"): it would hold a latest value or the health report forever.
-A value the database would refuse (a string longer than its column, holding NUL or a lone
-surrogate that UTF-8 cannot carry, a time out of range, a number beyond BIGINT) raises
-:class:`Rejected` ("schema") naming it.
+Every value goes through :mod:`fleet.ingest.columns` first, which refuses what the database
+would (:class:`~fleet.errors.Rejected`, "schema").
 Written for throughput: a telemetry batch is five statements (its number, the gateway's
 ``last_seen``, the samples and the latest values as executemany, the devices' ``last_seen``),
-with ids and the highest sequence numbers remembered between messages (:class:`Known`); one
-more (is it a replay of an older epoch?) once a gateway's numbering restarted.
+with ids and the highest sequence numbers remembered between messages
+(:class:`~fleet.ingest.known.Known`).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import bindparam, case, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import ColumnElement
 
-from fleet.models import (
-    Alarm,
-    Base,
-    BatchKind,
-    Device,
-    Gap,
-    Gateway,
-    LatestValue,
-    ReceivedBatch,
-    Sample,
-)
+from fleet.errors import Rejected
+from fleet.ingest.columns import KEY, happened, number, sequence, text, when
+from fleet.ingest.known import Known
+from fleet.ingest.sequences import Batch, Sequences
+from fleet.ingest.upsert import upsert
+from fleet.models import Alarm, Base, BatchKind, Device, Gateway, LatestValue, Sample
 from gateway import wire
-
-log = logging.getLogger(__name__)
-
-BIGINT_MAX = 2**63 - 1
-BIGINT_MIN = -(2**63)
-#: Column widths of fleet.models that a gateway's strings must fit.
-SHORT = 64  # device, point, version, model, interlock, cleared_by
-KEY = 200  # alarm key
-#: How far ahead of the fleet's clock a gateway's time may be (clocks differ a little).
-AHEAD_S = 300.0
-
-
-class Rejected(Exception):
-    """A message ingest refuses: ``reason`` is one of fleet.ingest.pipeline.REASONS."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
-# -- what the database takes ------------------------------------------------------------------
-
-
-def when(t: float, what: str) -> datetime:
-    """A gateway's wall-clock time (s since the epoch) as an aware UTC datetime."""
-    try:
-        return datetime.fromtimestamp(t, UTC)
-    except (OverflowError, OSError, ValueError):
-        raise Rejected("schema", f"{what}: {t!r} is not a time") from None
-
-
-def text(value: str, what: str, limit: int | None = SHORT) -> str:
-    """A gateway's string that fits its column (PostgreSQL refuses NUL and overlong text;
-    neither database takes a lone surrogate, which JSON's "\\ud800" escape can carry)."""
-    if "\x00" in value:
-        raise Rejected("schema", f"{what} {value[:40]!r}: contains a NUL character")
-    try:
-        value.encode()
-    except UnicodeEncodeError as exc:
-        raise Rejected(
-            "schema", f"{what} {value[:40]!r}: {exc.reason} at character {exc.start}"
-        ) from None
-    if limit is not None and len(value) > limit:
-        raise Rejected(
-            "schema", f"{what} {value[:40]!r}…: {len(value)} characters, at most {limit}"
-        )
-    return value
-
-
-def sequence(seq: int, what: str) -> int:
-    """A gateway's number that fits a BIGINT column."""
-    if seq > BIGINT_MAX:
-        raise Rejected("schema", f"{what} {seq}: above {BIGINT_MAX}")
-    if seq < BIGINT_MIN:
-        raise Rejected("schema", f"{what} {seq}: below {BIGINT_MIN}")
-    return seq
-
-
-def number(value: wire.Scalar) -> float | None:
-    """A reading's value for plots: numbers and booleans as floats, anything else None."""
-    if isinstance(value, bool | int | float):
-        try:
-            return float(value)
-        except OverflowError:
-            return None
-    return None
-
-
-# -- writing ---------------------------------------------------------------------------------
-
-
-def upsert(session: AsyncSession, table: Any) -> sqlite.Insert | postgresql.Insert:
-    """The dialect's INSERT, which has ``on_conflict_do_nothing/update``."""
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
-
 
 DEVICES = Base.metadata.tables[Device.__tablename__]
 SAMPLES = Base.metadata.tables[Sample.__tablename__]
 LATEST = Base.metadata.tables[LatestValue.__tablename__]
-
-
-@dataclass
-class Known:
-    """Ids and highest sequence numbers ingest has read or written, so that a message costs
-    few statements. Correct while this process is the only writer of batches (ingest handles
-    one message at a time) and forgotten after any message that failed: its transaction was
-    rolled back, and a gateway or device may have been deleted."""
-
-    gateways: dict[tuple[str, str], int] = field(default_factory=dict)
-    devices: dict[tuple[int, str], int] = field(default_factory=dict)
-    #: (gateway id, kind) -> the current epoch
-    epochs: dict[tuple[int, str], int] = field(default_factory=dict)
-    #: (gateway id, kind, epoch) -> the highest sequence number stored in it
-    highest: dict[tuple[int, str, int], int] = field(default_factory=dict)
-
-    def forget(self) -> None:
-        self.gateways.clear()
-        self.devices.clear()
-        self.epochs.clear()
-        self.highest.clear()
-
-
-@dataclass
-class Batch:
-    """What storing one message did."""
-
-    duplicate: bool = False
-    gaps_opened: int = 0
 
 
 class Writer:
@@ -179,6 +51,7 @@ class Writer:
         self.gateway_id = gateway_id
         self.now = now
         self.known = known
+        self.sequences = Sequences(session, gateway_id, now, known)
 
     async def store(self, kind: wire.Kind, message: wire.Payload) -> Batch:
         if isinstance(message, wire.State):
@@ -192,17 +65,8 @@ class Writer:
         raise Rejected("topic", f"the fleet does not ingest {kind.value!r}")
 
     def time(self, t: float, what: str) -> datetime:
-        """A gateway's time of something that happened: not after the fleet received it
-        (give or take :data:`AHEAD_S`)."""
-        moment = when(t, what)
-        ahead = (moment - self.now).total_seconds()
-        if ahead > AHEAD_S:
-            raise Rejected(
-                "schema",
-                f"{what} {moment.isoformat()}: {ahead:.0f} s ahead of the fleet's clock "
-                f"(at most {AHEAD_S:.0f} s)",
-            )
-        return moment
+        """A gateway's time of something that happened (:func:`fleet.ingest.columns.happened`)."""
+        return happened(t, what, self.now)
 
     async def seen(self) -> None:
         await self.session.execute(
@@ -293,157 +157,6 @@ class Writer:
         known.update(((self.gateway_id, name), device_id) for name, device_id in ids.items())
         return ids
 
-    # -- batches -------------------------------------------------------------------------------
-
-    async def receive(self, kind: BatchKind, seq: int, sent_at: datetime, size: int) -> Batch:
-        """Record batch ``seq``; a duplicate, or the gaps it opened, or the gap it filled; or
-        the first of a restarted numbering (the next epoch)."""
-        epoch, highest = await self.current(kind)
-        if epoch > 0 and await self.replayed(kind, seq, sent_at, size):
-            return Batch(duplicate=True)
-        if not await self.insert(kind, epoch, seq, sent_at, size):
-            stored = (
-                await self.session.execute(
-                    select(ReceivedBatch.sent_at, ReceivedBatch.size).where(
-                        ReceivedBatch.gateway_id == self.gateway_id,
-                        ReceivedBatch.kind == kind.value,
-                        ReceivedBatch.epoch == epoch,
-                        ReceivedBatch.seq == seq,
-                    )
-                )
-            ).one()
-            if tuple(stored) == (sent_at, size):
-                return Batch(duplicate=True)
-            epoch, highest = await self.restart(kind, epoch, seq), 0
-            await self.insert(kind, epoch, seq, sent_at, size)
-        self.known.epochs[(self.gateway_id, kind.value)] = epoch
-        self.known.highest[(self.gateway_id, kind.value, epoch)] = max(highest, seq)
-        if seq > highest + 1:
-            self.session.add(
-                Gap(
-                    gateway_id=self.gateway_id,
-                    kind=kind.value,
-                    epoch=epoch,
-                    first=highest + 1,
-                    last=seq - 1,
-                    detected_at=self.now,
-                )
-            )
-            return Batch(gaps_opened=1)
-        if seq < highest:
-            await self.fill(kind, epoch, seq)
-        return Batch()
-
-    async def current(self, kind: BatchKind) -> tuple[int, int]:
-        """The gateway's current epoch for ``kind`` and the highest number stored in it."""
-        epoch = self.known.epochs.get((self.gateway_id, kind.value))
-        if epoch is not None:
-            highest = self.known.highest.get((self.gateway_id, kind.value, epoch))
-            if highest is not None:
-                return epoch, highest
-        row = (
-            await self.session.execute(
-                select(ReceivedBatch.epoch, func.max(ReceivedBatch.seq))
-                .where(
-                    ReceivedBatch.gateway_id == self.gateway_id,
-                    ReceivedBatch.kind == kind.value,
-                )
-                .group_by(ReceivedBatch.epoch)
-                .order_by(ReceivedBatch.epoch.desc())
-                .limit(1)
-            )
-        ).first()
-        return (0, 0) if row is None else (row[0], row[1])
-
-    async def replayed(self, kind: BatchKind, seq: int, sent_at: datetime, size: int) -> bool:
-        """Whether this very batch (number, time and size) is stored in any epoch."""
-        rows = await self.session.execute(
-            select(ReceivedBatch.sent_at, ReceivedBatch.size).where(
-                ReceivedBatch.gateway_id == self.gateway_id,
-                ReceivedBatch.kind == kind.value,
-                ReceivedBatch.seq == seq,
-            )
-        )
-        return any(tuple(row) == (sent_at, size) for row in rows)
-
-    async def insert(
-        self, kind: BatchKind, epoch: int, seq: int, sent_at: datetime, size: int
-    ) -> bool:
-        """Record the batch's number; False when it is taken in ``epoch`` already."""
-        stored = await self.session.execute(
-            upsert(self.session, ReceivedBatch)
-            .values(
-                gateway_id=self.gateway_id,
-                kind=kind.value,
-                epoch=epoch,
-                seq=seq,
-                received_at=self.now,
-                sent_at=sent_at,
-                size=size,
-            )
-            .on_conflict_do_nothing()
-            .returning(ReceivedBatch.seq)
-        )
-        return stored.scalar_one_or_none() is not None
-
-    async def restart(self, kind: BatchKind, epoch: int, seq: int) -> int:
-        """The gateway numbers its batches from 1 again (a new outbox): what was missing of
-        the old numbering will not come any more. The new epoch."""
-        gateway = await self.session.scalar(
-            select(Gateway.name).where(Gateway.id == self.gateway_id)
-        )
-        log.warning(
-            "gateway %r (id %d) %s: sequence restarted at %d: new outbox? "
-            "Open gaps of the old numbering closed",
-            gateway,
-            self.gateway_id,
-            kind.value,
-            seq,
-        )
-        await self.session.execute(
-            update(Gap)
-            .where(
-                Gap.gateway_id == self.gateway_id,
-                Gap.kind == kind.value,
-                Gap.closed_at.is_(None),
-            )
-            .values(closed_at=self.now)
-        )
-        return epoch + 1
-
-    async def fill(self, kind: BatchKind, epoch: int, seq: int) -> None:
-        """A late batch arrived: shrink, split or close the open gap it was missing from."""
-        gap = await self.session.scalar(
-            select(Gap).where(
-                Gap.gateway_id == self.gateway_id,
-                Gap.kind == kind.value,
-                Gap.epoch == epoch,
-                Gap.closed_at.is_(None),
-                Gap.first <= seq,
-                Gap.last >= seq,
-            )
-        )
-        if gap is None:
-            return
-        if gap.first == gap.last:
-            gap.closed_at = self.now
-        elif seq == gap.first:
-            gap.first += 1
-        elif seq == gap.last:
-            gap.last -= 1
-        else:
-            self.session.add(
-                Gap(
-                    gateway_id=self.gateway_id,
-                    kind=kind.value,
-                    epoch=epoch,
-                    first=seq + 1,
-                    last=gap.last,
-                    detected_at=gap.detected_at,
-                )
-            )
-            gap.last = seq - 1
-
     async def telemetry(self, batch: wire.TelemetryBatch) -> Batch:
         readings = [
             (
@@ -455,7 +168,7 @@ class Writer:
             for r in batch.readings
         ]
         seq = sequence(batch.seq, "seq")
-        received = await self.receive(
+        received = await self.sequences.receive(
             BatchKind.TELEMETRY, seq, self.time(batch.at, "at"), len(readings)
         )
         await self.seen()
@@ -508,7 +221,7 @@ class Writer:
             for e in batch.events
         ]
         seq = sequence(batch.seq, "seq")
-        received = await self.receive(
+        received = await self.sequences.receive(
             BatchKind.EVENTS, seq, self.time(batch.at, "at"), len(checked)
         )
         await self.seen()
@@ -517,6 +230,8 @@ class Writer:
         for event_id, event, at in checked:
             if event.kind == "raised":
                 await self.raised(event_id, event, at)
+            elif event.kind == "updated":
+                await self.updated(event, at)
             else:
                 await self.cleared(event, at)
         return received
@@ -534,9 +249,29 @@ class Writer:
                 message=text(event.message, "message", None),
                 values=dict(event.values),
                 raised_at=at,
+                suppressed_by=_suppressed_by(event),
+                count=event.count,
             )
             .on_conflict_do_nothing(
                 index_elements=[Alarm.gateway_id, Alarm.raised_event, Alarm.raised_at]
+            )
+        )
+
+    async def updated(self, event: wire.Event, at: datetime) -> None:
+        """Change the open alarm with this key raised at or before this event in place."""
+        await self.session.execute(
+            update(Alarm)
+            .where(
+                Alarm.gateway_id == self.gateway_id,
+                Alarm.key == text(event.key, "alarm key", KEY),
+                Alarm.cleared_at.is_(None),
+                Alarm.raised_at <= at,
+            )
+            .values(
+                message=text(event.message, "message", None),
+                values=dict(event.values),
+                suppressed_by=_suppressed_by(event),
+                count=event.count,
             )
         )
 
@@ -555,3 +290,7 @@ class Writer:
                 cleared_at=at, cleared_by=None if event.by is None else text(event.by, "cleared by")
             )
         )
+
+
+def _suppressed_by(event: wire.Event) -> str | None:
+    return None if event.suppressed_by is None else text(event.suppressed_by, "suppressed by", KEY)

@@ -8,6 +8,12 @@ closing the port, which would break every other unit on the line (pymodbus #3012
 The per-attempt timeout adapts to the unit's measured latency like TCP's retransmission
 timeout (Jacobson/Karels: srtt + 4·rttvar), clamped to a policy range, so a slow but alive
 unit is not declared dead and a fast one does not cost a long wait when it misses a frame.
+
+The probing schedule is a :class:`gateway.backoff.Backoff` from the policy: the first probe one
+``backoff_initial_s`` (give or take ``jitter`` of it) after opening, each unanswered probe
+multiplying the wait by ``backoff_factor`` up to ``backoff_max_s``, a probe given back
+(:meth:`CircuitBreaker.abandon`) retried after the same wait, and a unit that answers starting
+again from the initial wait.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+
+from gateway.backoff import Backoff
 
 
 class BreakerState(StrEnum):
@@ -40,13 +48,18 @@ class BreakerPolicy:
 class CircuitBreaker:
     def __init__(self, policy: BreakerPolicy | None = None, rng: random.Random | None = None):
         self.policy = policy or BreakerPolicy()
-        self._rng = rng or random.Random()  # noqa: S311 - back-off jitter, not a secret
         self.state = BreakerState.CLOSED
         self.consecutive_failures = 0
         self.next_probe_at: float | None = None
         self.transitions = 0
         self.on_change: Callable[[BreakerState, BreakerState], None] | None = None
-        self._backoff = self.policy.backoff_initial_s
+        self._probes = Backoff(
+            self.policy.backoff_initial_s,
+            self.policy.backoff_max_s,
+            factor=self.policy.backoff_factor,
+            jitter=(1 - self.policy.jitter, 1 + self.policy.jitter),
+            rng=rng,
+        )
         self._probe_out = False
         self._srtt: float | None = None
         self._rttvar = 0.0
@@ -85,7 +98,7 @@ class CircuitBreaker:
         self.consecutive_failures = 0
         self._probe_out = False
         if self.state is not BreakerState.CLOSED:
-            self._backoff = self.policy.backoff_initial_s
+            self._probes.reset()
             self.next_probe_at = None
             self._set(BreakerState.CLOSED)
 
@@ -97,11 +110,12 @@ class CircuitBreaker:
         p = self.policy
         self.consecutive_failures += 1
         self._probe_out = False
-        if self.state is BreakerState.HALF_OPEN:
-            self._backoff = min(self._backoff * p.backoff_factor, p.backoff_max_s)
-            self._open(now)
-        elif self.state is BreakerState.CLOSED and self.consecutive_failures >= p.failures_to_open:
-            self._open(now)
+        probe_failed = self.state is BreakerState.HALF_OPEN
+        too_many = (
+            self.state is BreakerState.CLOSED and self.consecutive_failures >= p.failures_to_open
+        )
+        if probe_failed or too_many:  # from CLOSED the first step: it was reset when it closed
+            self._open(now, self._probes.next())
 
     def abandon(self, now: float) -> None:
         """A request handed out by :meth:`allow` ended without a verdict (cancelled, or an
@@ -109,12 +123,11 @@ class CircuitBreaker:
         back to OPEN with the same back-off and probes again later instead of waiting for an
         outcome that never comes."""
         if self.state is BreakerState.HALF_OPEN and self._probe_out:
-            self._open(now)
+            self._open(now, self._probes.again())
         self._probe_out = False
 
-    def _open(self, now: float) -> None:
-        spread = self._backoff * self.policy.jitter
-        self.next_probe_at = now + self._backoff + self._rng.uniform(-spread, spread)
+    def _open(self, now: float, wait: float) -> None:
+        self.next_probe_at = now + wait
         self._set(BreakerState.OPEN)
 
     def _sample(self, latency_s: float) -> None:

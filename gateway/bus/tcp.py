@@ -14,6 +14,7 @@ import time
 from types import TracebackType
 from typing import Self
 
+from gateway.backoff import Backoff
 from gateway.errors import BusTimeout, FrameError, TransportClosed
 
 _MBAP = 7
@@ -32,7 +33,7 @@ class TcpTransport:
         self._tid = 0
         self._lock = asyncio.Lock()
         self._retry_at = 0.0
-        self._retry_pause = _RECONNECT_MIN_S
+        self._reconnects = Backoff(_RECONNECT_MIN_S, _RECONNECT_MAX_S)
         self.stale_answers = 0
 
     async def __aenter__(self) -> Self:
@@ -110,13 +111,12 @@ class TcpTransport:
             async with asyncio.timeout(self.connect_timeout):
                 self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         except (OSError, TimeoutError) as exc:
-            self._retry_at = time.monotonic() + self._retry_pause
-            self._retry_pause = min(self._retry_pause * 2, _RECONNECT_MAX_S)
+            self._retry_at = time.monotonic() + self._reconnects.next()
             reason = "timed out" if isinstance(exc, TimeoutError) else str(exc)
             raise TransportClosed(
                 self.name, unit_id, f"cannot connect to {self.host}:{self.port}: {reason}"
             ) from None
-        self._retry_pause = _RECONNECT_MIN_S
+        self._reconnects.reset()
         return self._reader, self._writer
 
     async def _close(self) -> None:

@@ -17,7 +17,7 @@ With ``NORMAL`` a power cut may roll back the last commits, and with them the se
 counter: numbers already published would then be reused for new batches, which the fleet
 would drop as duplicates. On this project's reference VM a ``FULL`` commit costs ~0.3 ms, on
 a Raspberry Pi SD card several ms, which is why the uplink calls the outbox from one
-dedicated thread rather than from the event loop (see ``gateway.uplink.link``).
+dedicated thread rather than from the event loop (see ``gateway.uplink.outbox_thread``).
 
 Bounds. At most ``max_rows`` rows and none older than ``max_age_s`` (wall clock, so the
 bound holds across restarts). Kinds named in ``last_to_drop`` (the uplink names ``events``:

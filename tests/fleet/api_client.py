@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from fleet.accounts.auth import create_user
+from fleet.accounts.users import create_user
 from fleet.app import create_app
 from fleet.core.settings import Settings
-from fleet.ingest.pipeline import Ingest, Outcome
+from fleet.ingest.ingest import Ingest, Outcome
 from fleet.models import Role
 from gateway import wire
 

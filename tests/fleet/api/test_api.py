@@ -20,7 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import event, select
 
-from fleet.accounts.auth import LOGIN_FAILED, digest
+from fleet.accounts.credentials import digest
+from fleet.errors import LOGIN_FAILED
 from fleet.models import Device, LoginSession, Role, Sample
 from fleet.registry import register_gateway
 from gateway import wire

@@ -11,7 +11,8 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from fleet.accounts.auth import LOGIN_FAILED, digest
+from fleet.accounts.credentials import digest
+from fleet.errors import LOGIN_FAILED
 from fleet.models import ApiToken, LoginSession, Role, User
 from fleet.registry import register_gateway
 from gateway import wire

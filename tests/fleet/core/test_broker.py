@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fleet.core.broker import BrokerUrl, BrokerUrlError
+from fleet.core.broker import BrokerUrl
+from fleet.errors import BrokerUrlError
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,9 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from fleet.core.db import async_url, create_engine, open_database, sessions
-from fleet.ingest.pipeline import REJECTION_LOG_EVERY_S, Ingest, RejectionLog, feed
+from fleet.ingest.ingest import Ingest
+from fleet.ingest.pipeline import feed
+from fleet.ingest.rejections import REJECTION_LOG_EVERY_S, RejectionLog
 from fleet.models import (
     Alarm,
     Device,
@@ -492,7 +494,7 @@ BAD_INPUT = [
 async def test_each_bad_input_is_rejected_counted_logged_and_stored(
     fleet: Fleet, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="fleet.ingest.pipeline")
+    caplog.set_level(logging.WARNING, logger="fleet.ingest.rejections")
     ticks = itertools.count(0.0, REJECTION_LOG_EVERY_S)  # a minute between rejections
     fleet.ingest = Ingest(fleet.sessions, RejectionLog(clock=lambda: next(ticks)))
     for n, (reason, name, payload) in enumerate(BAD_INPUT, start=1):
@@ -552,7 +554,7 @@ async def test_the_same_rejection_is_logged_once_a_minute_but_counted_and_stored
 ) -> None:
     clock = [1000.0]
     fleet.ingest = Ingest(fleet.sessions, RejectionLog(clock=lambda: clock[0]))
-    caplog.set_level(logging.WARNING, logger="fleet.ingest.pipeline")
+    caplog.set_level(logging.WARNING, logger="fleet.ingest.rejections")
     stranger = topic(wire.Kind.TELEMETRY, "gw-stranger")
     for _ in range(5):  # a gateway nobody registered, sending all the time
         await fleet.ingest.handle(stranger, telemetry(1))

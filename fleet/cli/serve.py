@@ -1,0 +1,112 @@
+"""``fleet serve``: the API, the web UI and ingest, with an embedded MQTT broker unless an
+external one is given."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+
+from fleet.cli import database
+from fleet.cli.exits import EXIT_FAILED, EXIT_OK
+from fleet.core.broker import BrokerUrl
+from fleet.core.settings import Settings
+from fleet.errors import BadInput, BrokerUrlError
+
+EMBEDDED_BROKER_OPEN = (
+    "the embedded broker has no authentication: listen on 127.0.0.1, or use --mqtt with a "
+    "broker that has per-gateway credentials and ACLs"
+)
+
+
+def add_parser(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], db: argparse.ArgumentParser
+) -> None:
+    """``fleet serve``; ``db`` adds the ``--db`` option."""
+    serve = commands.add_parser("serve", parents=[db], help="run the API, web UI and ingest")
+    serve.add_argument(
+        "--mqtt", metavar="URL", help="external broker mqtt[s]://[USER:PW@]HOST[:PORT]"
+    )
+    serve.add_argument(
+        "--mqtt-listen", metavar="HOST:PORT", type=_host_port, default=("127.0.0.1", 1883),
+        help="where the embedded broker listens when --mqtt is not given (default 127.0.0.1:1883)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--mqtt-listen-insecure", action="store_true",
+        help="let the embedded broker (no authentication) listen on a non-loopback address",
+    )  # fmt: skip
+    serve.add_argument(
+        "--mqtt-client-id", metavar="ID",
+        help="ingest's MQTT client id (its persistent session); default doorstep-fleet-HOSTNAME",
+    )  # fmt: skip
+    serve.add_argument("--host", default="127.0.0.1", help="HTTP address (default 127.0.0.1)")
+    serve.add_argument("--port", type=_port, default=8080, help="HTTP port (default 8080)")
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected HOST:PORT, e.g. 127.0.0.1:1883")
+    return host, _port(port)
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected a TCP port 1..65535")
+    return port
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+def _check_mqtt_listen(args: argparse.Namespace) -> None:
+    """Refuse an embedded broker reachable from the network, where anyone could publish as
+    any gateway, unless --mqtt-listen-insecure says so; warn then."""
+    host = args.mqtt_listen[0]
+    if args.mqtt is not None or _loopback(host):
+        return
+    if not args.mqtt_listen_insecure:
+        raise BadInput(
+            f"--mqtt-listen {host}: {EMBEDDED_BROKER_OPEN} "
+            "(or add --mqtt-listen-insecure to listen there anyway)"
+        )
+    print(
+        f"fleet: warning: --mqtt-listen {host}: the embedded broker has no authentication: "
+        "anyone who reaches it can publish as any gateway",
+        file=sys.stderr,
+    )
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run the server until it is stopped: exit 0, or 1 if it never started."""
+    import uvicorn  # only the server needs it
+
+    from fleet.app import create_app
+
+    _check_mqtt_listen(args)
+    if args.mqtt is not None:
+        try:
+            BrokerUrl.parse(args.mqtt)
+        except BrokerUrlError as exc:
+            raise BadInput(f"--mqtt: {exc}") from None
+    settings = Settings(
+        database_url=database.url(args.db),
+        mqtt_url=args.mqtt,
+        mqtt_listen=args.mqtt_listen,
+        mqtt_client_id=args.mqtt_client_id,
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host=args.host, port=args.port, log_level="info")
+    )
+    server.run()
+    return EXIT_OK if server.started else EXIT_FAILED

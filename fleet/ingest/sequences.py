@@ -1,0 +1,200 @@
+"""The batch numbers of one gateway: duplicates, gaps and restarted numberings (epochs).
+
+Sequence numbers per gateway and kind (telemetry, events) start at 1 and have no holes. Each
+received number is recorded (:class:`~fleet.models.ReceivedBatch`); a number seen before is a
+duplicate and nothing of its batch is stored twice. A number beyond the highest stored + 1
+opens a :class:`~fleet.models.Gap` of the missing ones; a later arrival inside an open gap
+shrinks it, splits it in two, or closes it (``closed_at``) when it was the last one missing.
+
+A gateway replaced or re-imaged under the same name (a new outbox) starts again at 1. A number
+already stored with another ``sent_at`` or size is such a restart, not a duplicate: logged at
+WARNING, the old numbering's open gaps are closed and the batch starts the next ``epoch`` (its
+gaps counted from 1 again). The same number with the same ``sent_at`` and size, in any epoch,
+is a duplicate.
+
+A batch's number costs one statement while nothing restarted: the current epoch and highest
+number are remembered between messages (:class:`~fleet.ingest.known.Known`); one more (is it
+a replay of an older epoch?) once a gateway's numbering restarted.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fleet.ingest.known import Known
+from fleet.ingest.upsert import upsert
+from fleet.models import BatchKind, Gap, Gateway, ReceivedBatch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Batch:
+    """What storing one message did."""
+
+    duplicate: bool = False
+    gaps_opened: int = 0
+
+
+class Sequences:
+    """Records one gateway's batch numbers inside the caller's transaction."""
+
+    def __init__(self, session: AsyncSession, gateway_id: int, now: datetime, known: Known) -> None:
+        self.session = session
+        self.gateway_id = gateway_id
+        self.now = now
+        self.known = known
+
+    async def receive(self, kind: BatchKind, seq: int, sent_at: datetime, size: int) -> Batch:
+        """Record batch ``seq``; a duplicate, or the gaps it opened, or the gap it filled; or
+        the first of a restarted numbering (the next epoch)."""
+        epoch, highest = await self.current(kind)
+        if epoch > 0 and await self.replayed(kind, seq, sent_at, size):
+            return Batch(duplicate=True)
+        if not await self.insert(kind, epoch, seq, sent_at, size):
+            stored = (
+                await self.session.execute(
+                    select(ReceivedBatch.sent_at, ReceivedBatch.size).where(
+                        ReceivedBatch.gateway_id == self.gateway_id,
+                        ReceivedBatch.kind == kind.value,
+                        ReceivedBatch.epoch == epoch,
+                        ReceivedBatch.seq == seq,
+                    )
+                )
+            ).one()
+            if tuple(stored) == (sent_at, size):
+                return Batch(duplicate=True)
+            epoch, highest = await self.restart(kind, epoch, seq), 0
+            await self.insert(kind, epoch, seq, sent_at, size)
+        self.known.epochs[(self.gateway_id, kind.value)] = epoch
+        self.known.highest[(self.gateway_id, kind.value, epoch)] = max(highest, seq)
+        if seq > highest + 1:
+            self.session.add(
+                Gap(
+                    gateway_id=self.gateway_id,
+                    kind=kind.value,
+                    epoch=epoch,
+                    first=highest + 1,
+                    last=seq - 1,
+                    detected_at=self.now,
+                )
+            )
+            return Batch(gaps_opened=1)
+        if seq < highest:
+            await self.fill(kind, epoch, seq)
+        return Batch()
+
+    async def current(self, kind: BatchKind) -> tuple[int, int]:
+        """The gateway's current epoch for ``kind`` and the highest number stored in it."""
+        epoch = self.known.epochs.get((self.gateway_id, kind.value))
+        if epoch is not None:
+            highest = self.known.highest.get((self.gateway_id, kind.value, epoch))
+            if highest is not None:
+                return epoch, highest
+        row = (
+            await self.session.execute(
+                select(ReceivedBatch.epoch, func.max(ReceivedBatch.seq))
+                .where(
+                    ReceivedBatch.gateway_id == self.gateway_id,
+                    ReceivedBatch.kind == kind.value,
+                )
+                .group_by(ReceivedBatch.epoch)
+                .order_by(ReceivedBatch.epoch.desc())
+                .limit(1)
+            )
+        ).first()
+        return (0, 0) if row is None else (row[0], row[1])
+
+    async def replayed(self, kind: BatchKind, seq: int, sent_at: datetime, size: int) -> bool:
+        """Whether this very batch (number, time and size) is stored in any epoch."""
+        rows = await self.session.execute(
+            select(ReceivedBatch.sent_at, ReceivedBatch.size).where(
+                ReceivedBatch.gateway_id == self.gateway_id,
+                ReceivedBatch.kind == kind.value,
+                ReceivedBatch.seq == seq,
+            )
+        )
+        return any(tuple(row) == (sent_at, size) for row in rows)
+
+    async def insert(
+        self, kind: BatchKind, epoch: int, seq: int, sent_at: datetime, size: int
+    ) -> bool:
+        """Record the batch's number; False when it is taken in ``epoch`` already."""
+        stored = await self.session.execute(
+            upsert(self.session, ReceivedBatch)
+            .values(
+                gateway_id=self.gateway_id,
+                kind=kind.value,
+                epoch=epoch,
+                seq=seq,
+                received_at=self.now,
+                sent_at=sent_at,
+                size=size,
+            )
+            .on_conflict_do_nothing()
+            .returning(ReceivedBatch.seq)
+        )
+        return stored.scalar_one_or_none() is not None
+
+    async def restart(self, kind: BatchKind, epoch: int, seq: int) -> int:
+        """The gateway numbers its batches from 1 again (a new outbox): what was missing of
+        the old numbering will not come any more. The new epoch."""
+        gateway = await self.session.scalar(
+            select(Gateway.name).where(Gateway.id == self.gateway_id)
+        )
+        log.warning(
+            "gateway %r (id %d) %s: sequence restarted at %d: new outbox? "
+            "Open gaps of the old numbering closed",
+            gateway,
+            self.gateway_id,
+            kind.value,
+            seq,
+        )
+        await self.session.execute(
+            update(Gap)
+            .where(
+                Gap.gateway_id == self.gateway_id,
+                Gap.kind == kind.value,
+                Gap.closed_at.is_(None),
+            )
+            .values(closed_at=self.now)
+        )
+        return epoch + 1
+
+    async def fill(self, kind: BatchKind, epoch: int, seq: int) -> None:
+        """A late batch arrived: shrink, split or close the open gap it was missing from."""
+        gap = await self.session.scalar(
+            select(Gap).where(
+                Gap.gateway_id == self.gateway_id,
+                Gap.kind == kind.value,
+                Gap.epoch == epoch,
+                Gap.closed_at.is_(None),
+                Gap.first <= seq,
+                Gap.last >= seq,
+            )
+        )
+        if gap is None:
+            return
+        if gap.first == gap.last:
+            gap.closed_at = self.now
+        elif seq == gap.first:
+            gap.first += 1
+        elif seq == gap.last:
+            gap.last -= 1
+        else:
+            self.session.add(
+                Gap(
+                    gateway_id=self.gateway_id,
+                    kind=kind.value,
+                    epoch=epoch,
+                    first=seq + 1,
+                    last=gap.last,
+                    detected_at=gap.detected_at,
+                )
+            )
+            gap.last = seq - 1
