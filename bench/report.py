@@ -1,5 +1,5 @@
-"""The one format every benchmark writes (ARCHITECTURE.md, "bench/"): numbers to read, not
-pass/fail."""
+"""The one format every benchmark writes, ``bench/results/NAME.json`` (benchmark, command,
+metrics, targets, units): numbers to read, not pass/fail."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Wiring (edit the constants for another board revision):
 * inputs: dry contacts between GP2..GP9 and GND, internal pull-ups, so a closed contact reads
-  0 on the pin and 1 in the DI bitmap (devices.md: 1 = contact closed; a broken wire on the
+  0 on the pin and 1 in the DI bitmap (docs/devices.md#sio-1: 1 = contact closed; a broken wire on the
   healthy-closed fire loop and e-stop reads as alarm / pressed);
 * outputs: relay drivers on GP10..GP17, high = energised, with pull-downs on the board so a
   resetting or unpowered MCU leaves every relay off; the actual state is read back from the

@@ -1,4 +1,4 @@
-"""The SIO-1 register map (devices.md, "Safety-I/O controller (SIO-1)") and how each
+"""The SIO-1 register map (docs/devices.md#sio-1) and how each
 register is read.
 
 All addresses are 0-based PDU addresses. This module is the one place that says which

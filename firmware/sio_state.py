@@ -1,4 +1,4 @@
-"""The SIO-1 state machine: BOOT-SAFE, CLAIMED, FAILSAFE, FAULT (devices.md, "States").
+"""The SIO-1 state machine: BOOT-SAFE, CLAIMED, FAILSAFE, FAULT (docs/safety.md#sio-1-states).
 
 Outputs are energised only in CLAIMED, where they follow HR 2. A claim (HR 3 = 0xC1A1)
 enters CLAIMED from BOOT-SAFE or FAILSAFE; writes to HR 0 are heartbeats, and a CLAIMED

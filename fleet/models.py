@@ -1,7 +1,7 @@
 """The fleet database: one SQLAlchemy 2 declarative schema for SQLite and PostgreSQL.
 
 Timestamps are set in Python as aware UTC datetimes (:func:`utcnow`), never by the database:
-SQLite would hand back naive second-resolution values (tooling.md). Alembic migrations in
+SQLite would hand back naive second-resolution values. Alembic migrations in
 ``fleet/migrations`` create exactly this schema; the tests compare the two.
 
 Ingest keeps, per gateway and batch kind (telemetry, events), every sequence number it
@@ -194,7 +194,8 @@ class Gap(Base):
 
 
 class Alarm(Base):
-    """An alarm a gateway raised (wire.Event kind "raised"), closed by its "cleared" event and
+    """An alarm a gateway raised (wire.Event kind "raised"), changed in place by "updated"
+    events (message, values, suppression, count), closed by its "cleared" event and
     acknowledged by a person (maintainer or above). A raise is one alarm per event id and
     time: a replay is refused, a restarted journal's reused id (at another time) is not."""
 
@@ -218,6 +219,10 @@ class Alarm(Base):
     cleared_by: Mapped[str | None] = mapped_column(String(64), default=None)
     acked_at: Mapped[datetime | None] = mapped_column(default=None)
     acked_by: Mapped[str | None] = mapped_column(String(64), default=None)
+    #: The key of the gateway's alarm this one only follows from (shown under it).
+    suppressed_by: Mapped[str | None] = mapped_column(String(200), default=None)
+    #: How often it came back while held as chattering.
+    count: Mapped[int] = mapped_column(default=1)
 
 
 class User(Base):

@@ -1,6 +1,6 @@
 """The wire contract between gateways and the fleet: MQTT topics and versioned JSON payloads.
 
-One module, imported by both sides (ARCHITECTURE.md, "Contracts"). Every payload carries its
+One module, imported by both sides (for people: docs/wire.md). Every payload carries its
 schema version ``v``; a reader refuses a version it does not know with an error that says so,
 and refuses anything larger than :data:`MAX_PAYLOAD` before parsing it.
 
@@ -111,12 +111,15 @@ class TelemetryBatch(Payload):
 
 
 class Event(BaseModel):
-    """An alarm raised or cleared (gateway.control.alarms.AlarmEvent on the wire)."""
+    """An alarm raised, updated in place (its message, values, suppression or count) or
+    cleared: gateway.control.alarms.AlarmEvent on the wire. ``suppressed_by`` names the alarm
+    whose cause this one only follows from (a screen shows it under that one); ``count`` is
+    how often a chattering alarm came back while held."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: int  # the gateway's alarm sequence number
-    kind: Literal["raised", "cleared"]
+    kind: Literal["raised", "updated", "cleared"]
     key: str
     severity: Literal["critical", "major", "minor", "info"]
     interlock: str
@@ -125,6 +128,8 @@ class Event(BaseModel):
     values: dict[str, Scalar] = Field(default_factory=dict)
     at: float
     by: str | None = None
+    suppressed_by: str | None = None
+    count: int = Field(default=1, ge=1)
 
 
 class EventBatch(Payload):

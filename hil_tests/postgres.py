@@ -2,7 +2,7 @@
 a free loopback port with fsync off, one database per test (``fresh_database``).
 
 initdb refuses to run as root, so as root the cluster belongs to the ``postgres`` user and the
-commands run through ``runuser`` (tooling.md). :func:`postgres_bin` finds Debian's PostgreSQL
+commands run through ``runuser``. :func:`postgres_bin` finds Debian's PostgreSQL
 or skips the test saying how to get it; under CI (``CI=true``) a missing server fails instead.
 """
 

@@ -1,6 +1,6 @@
 """The SIO-1 firmware's main loop on the host board layer, on a real pseudo-terminal, talked
 to with real Modbus RTU frames by the gateway's own transport: the claim protocol, the
-outputs, the watchdog and the refusals of devices.md ("Safety-I/O controller (SIO-1)").
+outputs, the watchdog and the refusals of docs/devices.md#sio-1.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ sio_app = importlib.import_module("sio_app")
 
 UNIT = 5
 RESPONSE_TIMEOUT_S = 0.5
-#: devices.md allows a main-loop tick of up to 10 ms; the thread may be scheduled late.
+#: twice the firmware's 5 ms main-loop pass (docs/safety.md#sio-1-states); the thread may be
+#: scheduled late.
 TICK_S = 0.010
 SCHEDULING_SLACK_S = 0.015
 
@@ -86,8 +87,8 @@ async def test_claim_sequence_of_devices_md(sio: object, bus: RtuTransport) -> N
     assert await ir(bus, R.IR_STATE) == R.BOOT_SAFE
     assert await ir(bus, R.IR_INPUTS) == 0b11  # fire loop healthy, e-stop released
     assert await ir(bus, R.IR_OUTPUTS) == 0
-    # 2. A non-default timeout, the outputs wanted now, the claim. devices.md's decided
-    # details refuse HR 2 outside CLAIMED (exception 04, no change), so the bitmap written
+    # 2. A non-default timeout, the outputs wanted now, the claim. The board refuses
+    # HR 2 outside CLAIMED (exception 04, no change), so the bitmap written
     # before the claim does not land; the claim starts with every output off, and the
     # outputs wanted now go in right after it.
     assert await write(bus, R.HR_WATCHDOG_TIMEOUT, 300) == []

@@ -36,6 +36,10 @@ class AlarmView(BaseModel):
     cleared_at: datetime | None
     acked_at: datetime | None
     acked_by: str | None
+    #: The key of the alarm of the same gateway whose cause this one only follows from.
+    suppressed_by: str | None = None
+    #: How often a chattering alarm came back while held.
+    count: int = 1
 
 
 def view(alarm: Alarm, site: str, gateway: str) -> AlarmView:
@@ -43,7 +47,8 @@ def view(alarm: Alarm, site: str, gateway: str) -> AlarmView:
         id=alarm.id, site=site, gateway=gateway, key=alarm.key, severity=alarm.severity,
         interlock=alarm.interlock, device=alarm.device, message=alarm.message,
         values=alarm.values, raised_at=alarm.raised_at, cleared_at=alarm.cleared_at,
-        acked_at=alarm.acked_at, acked_by=alarm.acked_by,
+        acked_at=alarm.acked_at, acked_by=alarm.acked_by, suppressed_by=alarm.suppressed_by,
+        count=alarm.count,
     )  # fmt: skip
 
 

@@ -1,5 +1,5 @@
 /* Doorstep fleet UI: one page, a hash router, plain DOM. Talks only to the REST API
- * (fleet_contract.md). Views re-render every REFRESH_MS by patching the DOM in place
+ * (the REST API, OpenAPI at /docs). Views re-render every REFRESH_MS by patching the DOM in place
  * (no flicker, focus kept); the status bar says when data was last fetched and warns when
  * a refresh fails. Device models are described by /static/models.json, generated from
  * gateway/profiles (enum labels, bit names, units). */

@@ -7,9 +7,10 @@ nothing demands it any more. A demand may instead be a *limit* (a ceiling): the 
 caps whatever value wins, so a feeder allocation, a derating and a fire stop combine safely.
 Increases can be ramped; decreases never are.
 
-Writes go out only after the device's state has been read back (devices.md I9), only when the
-wanted value differs from what the device reports, and decreases before increases so that a
-sum of setpoints on the wire never passes through a higher total.
+Writes go out only after the device's state has been read back (I9, see
+docs/interlocks.md#i9-restart), only when the wanted value differs from what the device
+reports, and decreases before increases so that a sum of setpoints on the wire never passes
+through a higher total.
 """
 
 from __future__ import annotations

@@ -32,6 +32,17 @@ class Truth(Enum):
         return cls.TRUE if value else cls.FALSE
 
 
+#: How a person reads each operator: ``expected 0``, ``expected above 60``.
+_EXPECTED = {
+    "eq": "{}",
+    "ne": "anything but {}",
+    "gt": "above {}",
+    "ge": "{} or more",
+    "lt": "below {}",
+    "le": "{} or less",
+    "has": "{} set",
+}
+
 _PLAIN: dict[str, Callable[[float, float], bool]] = {
     "gt": operator.gt,
     "ge": operator.ge,
@@ -40,16 +51,38 @@ _PLAIN: dict[str, Callable[[float, float], bool]] = {
 }
 
 
+@dataclass(frozen=True)
+class Untrusted:
+    """An input whose sample could not be used: its quality (None: not read yet) and since when
+    (the sample's monotonic time)."""
+
+    device: str
+    point: str
+    quality: Quality | None
+    since: float | None
+
+    def __str__(self) -> str:
+        state = "not read yet" if self.quality is None else self.quality.value
+        return f"{self.device}.{self.point} {state}"
+
+
 @dataclass
 class Evaluation:
-    """The result of one evaluation, with the inputs that were not GOOD (for alarms)."""
+    """The result of one evaluation: the inputs that were not GOOD (for the "input not
+    available" alarm), and what the comparisons found true say (``says``: which fault)."""
 
     truth: Truth
-    untrusted: list[str] = field(default_factory=list)
+    untrusted: list[Untrusted] = field(default_factory=list)
+    found: list[str] = field(default_factory=list)
 
 
 class Node:
     def evaluate(self, image: ProcessImage, out: Evaluation) -> Truth:
+        raise NotImplementedError
+
+    def unmet(self, image: ProcessImage, want: Truth) -> list[str]:
+        """What keeps the condition from being ``want`` (TRUE or FALSE), one line per input;
+        empty when it is. For a person refused a reset: the exact part that is not met."""
         raise NotImplementedError
 
 
@@ -60,17 +93,41 @@ class CompareNode(Node):
         self.op = cmp.operator
         self.operand = _resolve(cmp, profile)
         self.hysteresis = cmp.hysteresis
+        self.says = cmp.says
+        self.expected = _EXPECTED[cmp.operator].format(cmp.operand)
+        self.labels = profile.point(self.point).enum or {}
         self.held = False  # for hysteresis: the comparison was true last time
 
     def evaluate(self, image: ProcessImage, out: Evaluation) -> Truth:
         sample = image.find(self.device, self.point)
         if sample is None:
-            out.untrusted.append(f"{self.ref} not read yet")
+            out.untrusted.append(Untrusted(self.device, self.point, None, None))
             return Truth.UNKNOWN
         if sample.quality is not Quality.GOOD or sample.value is None:
-            out.untrusted.append(f"{self.ref} {sample.quality.value}")
+            out.untrusted.append(Untrusted(self.device, self.point, sample.quality, sample.at))
             return Truth.UNKNOWN
-        return Truth.of(self._test(sample.value))
+        truth = Truth.of(self._test(sample.value))
+        if truth is Truth.TRUE and self.says:
+            out.found.append(self.says)
+        return truth
+
+    def unmet(self, image: ProcessImage, want: Truth) -> list[str]:
+        """Why this comparison is not ``want``: ``charger-1.lockout_latched is 1, expected
+        eq 0`` (or that its input is not available)."""
+        sample = image.find(self.device, self.point)
+        if sample is None or sample.quality is not Quality.GOOD or sample.value is None:
+            state = "not read yet" if sample is None else sample.quality.value
+            return [f"{self.ref} is {state}, so it cannot be checked"]
+        if Truth.of(self._test(sample.value)) is want:
+            return []
+        shown = (
+            self.labels.get(sample.value, sample.value)
+            if isinstance(sample.value, int)
+            else sample.value
+        )
+        if want is Truth.TRUE:
+            return [f"{self.ref} is {shown}, expected {self.expected}"]
+        return [f"{self.ref} is {shown}" + (f" ({self.says})" if self.says else "")]
 
     def _test(self, value: object) -> bool:
         if self.op == "has":
@@ -105,6 +162,12 @@ class JunctionNode(Node):
             return self.decisive
         return Truth.UNKNOWN if Truth.UNKNOWN in results else self.otherwise
 
+    def unmet(self, image: ProcessImage, want: Truth) -> list[str]:
+        reasons = [r for p in self.parts for r in p.unmet(image, want)]
+        if want is self.decisive:  # one part would do: every part falls short
+            return reasons if all(p.unmet(image, want) for p in self.parts) else []
+        return reasons  # every part must be ``want``: each that is not says why
+
 
 class NotNode(Node):
     def __init__(self, part: Node) -> None:
@@ -113,6 +176,9 @@ class NotNode(Node):
     def evaluate(self, image: ProcessImage, out: Evaluation) -> Truth:
         t = self.part.evaluate(image, out)
         return t if t is Truth.UNKNOWN else Truth.of(t is Truth.FALSE)
+
+    def unmet(self, image: ProcessImage, want: Truth) -> list[str]:
+        return self.part.unmet(image, Truth.of(want is Truth.FALSE))
 
 
 def compile_condition(condition: Condition, profiles: dict[str, Profile]) -> Node:

@@ -5,8 +5,14 @@ Each interlock is a small state machine over its condition's truth:
     idle --(true or UNKNOWN for on_delay)--> active --(false for off_delay)--> idle
     active (latching) --(reset, accepted only while false and reset_when holds)--> idle
 
-While active its write actions are demands on the actuator and its alarms are raised; when it
-stands down they are withdrawn and cleared. A latched interlock survives a gateway restart
+While active its write actions are demands on the actuator; when it stands down they are
+withdrawn. Its alarms tell a person what is true: while its condition is known true they are
+raised (naming which fault, from the comparisons' ``says``); while it is active only because
+its condition is *unknown* (an input stale, bad or offline) it raises one "input not
+available" alarm of its own instead, naming the root cause once, at the interlock's
+``unknown_severity`` — suppressed under the device's comm-loss alarm when that device being
+offline is the only reason. When the input comes back false that alarm clears at once and
+the actions stand down through the off-delay. A latched interlock survives a gateway restart
 (its latch is kept in the state file), and comes back holding its demands — but nothing is
 written to a device before its state has been read back (the actuator's rule), and no
 momentary command is ever replayed: interlocks only hold levels.
@@ -17,14 +23,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 from gateway.control.actuator import Actuator
 from gateway.control.alarms import AlarmLog
-from gateway.control.conditions import Node, Truth, compile_condition, evaluate
+from gateway.control.conditions import Node, Truth, Untrusted, compile_condition, evaluate
 from gateway.control.rules import (
     AlarmAction,
     InhibitAction,
@@ -70,6 +77,12 @@ class RuleRuntime:
         self.active = False
         self.latched = False
         self.truth = Truth.FALSE
+        self.untrusted: list[Untrusted] = []
+        self.found: list[str] = []  # what the true comparisons say (which fault)
+        self.unknown_since: float | None = None  # start of the current run of UNKNOWN
+        #: Which of its alarms stands: its own (condition known true), "input not available"
+        #: (condition unknown), or none.
+        self.alarmed: Literal["", "condition", "unavailable"] = ""
         self._since: float | None = None  # start of the current run of the opposite truth
         self.armed_at = 0.0  # before this, UNKNOWN inputs (not read yet) hold the state
         self.device = split_ref(compares(spec.when)[0].point)[0]
@@ -80,6 +93,11 @@ class RuleRuntime:
         result = evaluate(self.node, image)
         self.truth = result.truth
         self.untrusted = result.untrusted
+        self.found = result.found
+        if result.truth is not Truth.UNKNOWN:
+            self.unknown_since = None
+        elif self.unknown_since is None:
+            self.unknown_since = now
         if result.truth is Truth.UNKNOWN and now < self.armed_at:
             return None  # inputs not read yet since start: no alarm burst at every start
         tripped = result.truth is not Truth.FALSE  # UNKNOWN counts as tripped
@@ -101,14 +119,17 @@ class RuleRuntime:
         return tripped
 
     def can_reset(self, image: ProcessImage) -> str | None:
-        """Why a reset is refused now, or None if it is accepted."""
+        """Why a reset is refused now (the exact part of the condition that is not met, and
+        what to do), or None if it is accepted."""
         if not self.latched:
             return f"interlock {self.name!r} is not latched"
-        inputs = self.describe_inputs(image)
         if evaluate(self.node, image).truth is not Truth.FALSE:
-            return f"interlock {self.name!r}: the fault is still present ({inputs})"
+            unmet = "; ".join(self.node.unmet(image, Truth.FALSE))
+            return f"interlock {self.name!r}: the fault is still present ({unmet})"
         if self.reset_node and evaluate(self.reset_node, image).truth is not Truth.TRUE:
-            return f"interlock {self.name!r}: the reset condition is not met ({inputs})"
+            unmet = "; ".join(self.reset_node.unmet(image, Truth.TRUE))
+            hint = f": {self.spec.reset_hint}" if self.spec.reset_hint else ""
+            return f"interlock {self.name!r}: {unmet}{hint}"
         return None
 
     def describe_inputs(self, image: ProcessImage) -> str:
@@ -162,16 +183,23 @@ class InterlockEngine:
 
     def tick(self, now: float, dt: float) -> None:
         latches_before = [r.latched for r in self.rules.values()]
+        first = [c for c in self.controllers if getattr(c, "before_rules", False)]
+        for controller in first:
+            controller.tick(now, dt)
         for rule in self.rules.values():
             change = rule.step(now, self.image)
             if change is True:
                 self._activate(rule)
             elif change is False:
                 self._release(rule, by=None)
+            if rule.active:
+                self._alarm(rule, now)
         if [r.latched for r in self.rules.values()] != latches_before:
             self._save()
         for controller in self.controllers:
-            controller.tick(now, dt)
+            if controller not in first:
+                controller.tick(now, dt)
+        self.alarms.tick()
 
     def reset(self, name: str, by: str) -> None:
         """An authorised reset of a latched interlock; refused while the fault is present."""
@@ -194,9 +222,7 @@ class InterlockEngine:
         log.warning("interlock %s active (%s)", rule.name, rule.describe_inputs(self.image))
         self._demand(rule)
         for action in rule.spec.actions:
-            if isinstance(action, AlarmAction):
-                self._raise(rule, action)
-            elif isinstance(action, InhibitAction):
+            if isinstance(action, InhibitAction):
                 self.actuator.inhibit(rule.name, action.inhibit)
         self._save()
 
@@ -217,13 +243,33 @@ class InterlockEngine:
                 self.alarms.clear(_alarm_key(rule.name, action), by=by)
             elif isinstance(action, InhibitAction):
                 self.actuator.allow(rule.name, action.inhibit)
+        self.alarms.clear(_unavailable_key(rule.name), by=by)
+        rule.alarmed = ""
         self._save()
+
+    # -- alarms -------------------------------------------------------------------------------
+
+    def _alarm(self, rule: RuleRuntime, now: float) -> None:
+        """Bring an active interlock's alarms in line with what is known (each cycle)."""
+        if rule.truth is Truth.TRUE and rule.alarmed != "condition":
+            self.alarms.clear(_unavailable_key(rule.name))
+            for action in rule.spec.actions:
+                if isinstance(action, AlarmAction):
+                    self._raise(rule, action)
+            rule.alarmed = "condition"
+        elif rule.truth is Truth.UNKNOWN and rule.alarmed != "condition":
+            assert rule.unknown_since is not None
+            if now - rule.unknown_since >= rule.spec.unknown_alarm_delay_s:
+                self._unavailable(rule)
+        elif rule.truth is Truth.FALSE and rule.alarmed == "unavailable":
+            self.alarms.clear(_unavailable_key(rule.name))  # the actions stand down later
+            rule.alarmed = ""
 
     def _raise(self, rule: RuleRuntime, action: AlarmAction) -> None:
         values = {ref: self.image.reading(*split_ref(ref)) for ref in rule.inputs}
         message = action.message
-        if rule.truth is Truth.UNKNOWN:
-            message += f" (inputs not trusted: {', '.join(rule.untrusted)})"
+        if rule.found:
+            message += f": {', '.join(dict.fromkeys(rule.found))}"
         self.alarms.raise_(
             _alarm_key(rule.name, action),
             action.alarm,
@@ -232,6 +278,37 @@ class InterlockEngine:
             device=rule.device,
             values=values,
         )
+
+    def _unavailable(self, rule: RuleRuntime) -> None:
+        """Raise (or bring up to date) the one "input not available" alarm of ``rule``."""
+        causes, offline = _root_causes(rule.untrusted, self.image)
+        precaution = rule.spec.precaution or _default_precaution(rule)
+        message = f"{rule.name} input not available: {causes}; {precaution} as a precaution"
+        parents = [f"comm-loss/{d}" for d in offline]
+        only_offline = offline and len(offline) == len({u.device for u in rule.untrusted})
+        suppressed_by = next((k for k in parents if only_offline and k in self.alarms.active), None)
+        key = _unavailable_key(rule.name)
+        if rule.alarmed == "unavailable":
+            self.alarms.update(key, message=message, suppressed_by=suppressed_by)
+            return
+        self.alarms.raise_(
+            key,
+            rule.spec.unknown_severity,
+            rule.name,
+            message,
+            device=rule.device,
+            suppressed_by=suppressed_by,
+        )
+        rule.alarmed = "unavailable"
+
+    def holding_for(self, device: str) -> list[str]:
+        """The interlocks holding their fail-safe actions only because ``device`` is not
+        read (active, condition unknown, every untrusted input on that device)."""
+        return [
+            r.name
+            for r in self.rules.values()
+            if r.active and r.truth is Truth.UNKNOWN and {u.device for u in r.untrusted} == {device}
+        ]
 
     # -- latches across restarts ------------------------------------------------------------
 
@@ -250,12 +327,53 @@ class InterlockEngine:
             rule = self.rules.get(name)
             if rule is not None and rule.spec.latch:
                 rule.active = rule.latched = True
+                rule.alarmed = "condition"  # its alarm is still active in the journal
                 self._demand(rule)
                 log.warning("interlock %s: still latched from before the restart", name)
 
 
 def _alarm_key(interlock: str, action: AlarmAction) -> str:
     return f"{interlock}/{action.alarm.value}"
+
+
+def _unavailable_key(interlock: str) -> str:
+    return f"{interlock}/unavailable"
+
+
+def _root_causes(untrusted: list[Untrusted], image: ProcessImage) -> tuple[str, list[str]]:
+    """Each device named once: ``sio offline since 14:02:11``, or its unreadable points with
+    their state; and the devices that are offline (stopped answering)."""
+    by_device: dict[str, list[Untrusted]] = {}
+    for u in untrusted:
+        by_device.setdefault(u.device, []).append(u)
+    parts, offline = [], []
+    for device, inputs in by_device.items():
+        if image.offline(device):
+            offline.append(device)
+            parts.append(f"{device} offline{_since(inputs)}")
+            continue
+        states = dict.fromkeys(str(u).split(" ", 1)[1] for u in inputs)
+        points = ", ".join(dict.fromkeys(u.point for u in inputs))
+        parts.append(f"{device} {'/'.join(states)} ({points}){_since(inputs)}")
+    return "; ".join(parts), offline
+
+
+def _since(inputs: list[Untrusted]) -> str:
+    """`` since 14:02:11`` (local time) from the oldest sample's monotonic time."""
+    times = [u.since for u in inputs if u.since is not None]
+    if not times:
+        return ""
+    wall = time.time() - (time.monotonic() - min(times))
+    return f" since {time.strftime('%H:%M:%S', time.localtime(wall))}"
+
+
+def _default_precaution(rule: RuleRuntime) -> str:
+    devices = dict.fromkeys(
+        split_ref(a.write)[0] for a in rule.spec.actions if isinstance(a, WriteAction)
+    )
+    if not devices:
+        return "nothing is done about it"
+    return f"its fail-safe demands on {', '.join(devices)} are held"
 
 
 def _as_stored(profile: Profile, point: str, value: Value) -> Value:

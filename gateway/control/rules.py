@@ -57,6 +57,9 @@ class Compare(Strict):
     #: For gt/ge/lt/le: once true, the condition holds until the value is back past the
     #: threshold by this much (no chattering around a limit).
     hysteresis: float = Field(default=0.0, ge=0)
+    #: What this comparison being true means to a person (``residual current``): an alarm
+    #: names the faults it found, not every fault it could have been.
+    says: str | None = Field(default=None, min_length=1, max_length=80)
 
     @model_validator(mode="after")
     def _one_operator(self) -> Self:
@@ -145,7 +148,18 @@ class Interlock(Strict):
     #: that is unknown (an input lost) acts like any other trip and stands down by itself.
     latch: bool = False
     reset_when: Condition | None = None
+    #: Said when a reset is refused because ``reset_when`` is not met (what to do first).
+    reset_hint: str = Field(default="", max_length=200)
     actions: list[Action] = Field(min_length=1)
+    #: While its condition is unknown (an input stale, bad or offline) the interlock still
+    #: acts, but raises one "input not available" alarm at this severity instead of its own.
+    unknown_severity: Severity = Severity.MAJOR
+    #: ... raised once the condition has been unknown this long (the actions do not wait):
+    #: time for a silent device to be declared offline, so the alarm names that root cause
+    #: and is suppressed under its comm-loss alarm instead of standing beside it.
+    unknown_alarm_delay_s: float = Field(default=5.0, ge=0, le=600)
+    #: What its actions do, for that alarm ("chargers held at 0 A, PV shut down").
+    precaution: str = Field(default="", max_length=200)
 
     @model_validator(mode="after")
     def _reset_needs_latch(self) -> Self:

@@ -1,4 +1,5 @@
-"""The gateway's side of the SIO-1 safety I/O controller (devices.md, "Gateway side").
+"""The gateway's side of the SIO-1 safety I/O controller (see
+docs/safety.md#what-the-gateway-does-with-it).
 
 The board's relays are demanded like any other point — interlocks place demands on
 ``sio.pv_rsd_keepalive`` and the others in the actuator — but only this driver writes them,
@@ -6,9 +7,9 @@ as one bitmap (HR 2), and only inside the claim protocol:
 
 1. before the first write, read back IR 0 (map version 0x0100), IR 4, IR 7 and IR 8;
 2. write HR 1 if the site sets a timeout, claim (HR 3), then HR 2 with the outputs wanted
-   *now* (never a remembered bitmap). devices.md lists HR 2 before the claim, but its decided
-   details refuse HR 2 outside CLAIMED; the claim leaves HR 2 at 0 (all off), so claiming
-   first is the same safe sequence that the board accepts;
+   *now* (never a remembered bitmap). The board refuses HR 2 outside CLAIMED, and the
+   claim leaves HR 2 at 0 (all off), so claiming first is the safe sequence the board
+   accepts;
 3. heartbeats (HR 0) come from the watchdog keeper, at a third of the timeout, only while the
    control loop is healthy;
 4. alarm when the board is not CLAIMED while the gateway believes it holds the claim, when its
@@ -70,6 +71,7 @@ class SafetyIo:
         self.claims = 0
         self._trips: int | None = None
         self._mismatch_since: float | None = None
+        self._claimed_at: float | None = None  # when the last claim was sent
         for name, (_, normal) in OUTPUTS.items():
             actuator.target(device, name, release=normal, owned=True)
 
@@ -89,9 +91,10 @@ class SafetyIo:
         if not self.claimed:
             self.claimed = True
             self.claims += 1
+            self._claimed_at = now
             self.sent_bitmap = wanted
             # claim, then the outputs: the board refuses HR 2 outside CLAIMED (exception 04,
-            # devices.md "Decided details"), and after BOOT-SAFE/FAILSAFE HR 2 is 0 already
+            # docs/devices.md#sio-1), and after BOOT-SAFE/FAILSAFE HR 2 is 0 already
             steps = [Step("claim", CLAIM_VALUE), Step("requested_outputs", wanted)]
             if self.timeout_ms is not None:
                 steps.insert(0, Step("watchdog_timeout", self.timeout_ms))
@@ -121,7 +124,10 @@ class SafetyIo:
 
     def _watch(self, now: float) -> None:
         state = self.image.reading(self.device, "state")
-        if self.claimed and state != CLAIMED:
+        # a state read before the claim went out says nothing about the claim
+        read_at = self.image.get(self.device, "state").at
+        fresh = self._claimed_at is None or read_at >= self._claimed_at
+        if self.claimed and state != CLAIMED and fresh:
             self._alarm("claim", Severity.MAJOR, f"SIO-1 left CLAIMED (state {state}); re-claiming")
             self.claimed = False
         elif state == CLAIMED:
@@ -129,7 +135,12 @@ class SafetyIo:
         trips = self.image.reading(self.device, "failsafe_trips")
         if isinstance(trips, int):
             if self._trips is not None and trips > self._trips:
-                self._alarm("trips", Severity.MAJOR, f"SIO-1 failsafe trip count rose to {trips}")
+                message = f"SIO-1 failsafe trip count rose to {trips}"
+                key = self._key("trips")
+                if key in self.alarms.active:  # a counter: the one alarm follows its value
+                    self.alarms.update(key, message=message, values={"failsafe_trips": trips})
+                else:
+                    self._alarm("trips", Severity.MAJOR, message)
             self._trips = trips
         self._check_outputs(now)
 

@@ -57,7 +57,7 @@ class PointType(StrEnum):
 
 
 class WordOrder(StrEnum):
-    BIG = "big"  # high word first (Modbus convention, §0)
+    BIG = "big"  # high word first (Modbus convention, docs/devices.md#conventions)
     LITTLE = "little"  # low word first (e.g. Phoenix EV-ETH)
 
 
@@ -207,7 +207,8 @@ class Command(Strict):
 
 
 class Watchdog(Strict):
-    """The device's communication watchdog trio (timeout, heartbeat, safe value), §7."""
+    """The device's communication watchdog trio (timeout, heartbeat, safe value); see
+    docs/devices.md#the-watchdog-trio."""
 
     timeout: str
     timeout_unit_s: float = Field(gt=0)

@@ -1,4 +1,4 @@
-"""The simulated devices behave like the hardware they stand in for (devices.md).
+"""The simulated devices behave like the hardware they stand in for (docs/devices.md).
 
 Each model is driven the way the rig drives it: by its public scenario methods (plug in a
 car, press the alarm button, force a door) and by its registers, written and read by point
@@ -521,7 +521,7 @@ def test_charger_state_machine_never_energises_outside_c_above_setpoint_or_in_f(
 
 # == elevator (ELV-24476) ===================================================================
 
-#: devices.md table 1.3: Message_Code → bit of Fault_Bitmap
+#: docs/devices.md#elv-24476-message-codes: Message_Code → bit of Fault_Bitmap
 FAULT_TABLE = {1: 0, 2: 1, 3: 2, 4: 3, 5: 4, 6: 5, 7: 6, 8: 7}
 FAULT_TABLE |= {90: 8, 91: 9, 92: 10, 93: 11, 94: 12, 95: 13, 96: 14}
 

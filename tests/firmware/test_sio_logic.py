@@ -1,6 +1,6 @@
 """The SIO-1 firmware (``firmware/``) on the host: its sources are valid MicroPython, and its
 logic — CRC, RTU framing, register map, state machine, debouncing, identity, fault log —
-behaves as devices.md ("Safety-I/O controller (SIO-1)") says, with time under test control.
+behaves as docs/devices.md#sio-1 and docs/safety.md#sio-1-states say, with time under test control.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ sio_ticks = importlib.import_module("sio_ticks")
 host_board = importlib.import_module("hil_tests.rig.host_board")
 
 UNIT = 7
-TICK = 10  # the longest main-loop tick devices.md allows
+TICK = 10  # twice the firmware's 5 ms main-loop pass (docs/safety.md#sio-1-states)
 FIRMWARE_FILES = sorted(FIRMWARE.glob("*.py"))
 FIRMWARE_MODULES = {p.stem for p in FIRMWARE_FILES}
 HOST_BOARD = Path(host_board.__file__)
@@ -423,7 +423,7 @@ values = st.one_of(
 
 class SioStateMachine(RuleBasedStateMachine):
     """The firmware (no debounce, feedback contacts without delay, so the timing is exact)
-    against a model of devices.md: states, watchdog, HR 2 rules, feedback FAULT."""
+    against a model of docs/safety.md#sio-1-states: states, watchdog, HR 2 rules, feedback FAULT."""
 
     @initialize(start=st.integers(0, sio_ticks.TICKS_MAX))
     def boot(self, start: int) -> None:

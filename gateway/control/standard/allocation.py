@@ -3,19 +3,20 @@
 Both are pure functions of one cycle's readings, so the interlock engine owns the timing and
 the I/O and these stay easy to test exhaustively.
 
-Feeder allocation (devices.md §5, I3 + I8). The current left for charging on a feeder is its
-limit minus the non-charger load, minus the maximum of every charger we cannot reach (I8: an
-offline charger is assumed to draw its maximum). A stale meter means that budget is unknown,
-and an unknown budget is treated as an overload: every charger gets 0 A. The budget is shared
-max-min fairly ("water-filling") among the chargers with a car that wants current, each capped
-at its own maximum. IEC 61851 forbids a setpoint between 0 and 6 A, so when the budget cannot
-give every car 6 A the lowest-priority cars are paused — as few as possible — and the rest
-share what is left. All arithmetic is done in whole tenths of an ampere, the unit chargers
-accept, always rounding towards the safe side.
+Feeder allocation (docs/interlocks.md#i3-feeder-limit). The current left for charging on a
+feeder is its limit minus the non-charger load, minus the maximum of every charger we cannot
+reach (I8: an offline charger is assumed to draw its maximum). A stale meter means that budget
+is unknown, and an unknown budget is treated as an overload: every charger gets 0 A. The budget
+is shared max-min fairly ("water-filling") among the chargers with a car that wants current,
+each capped at its own maximum. IEC 61851 forbids a setpoint between 0 and 6 A, so when the
+budget cannot give every car 6 A the lowest-priority cars are paused — as few as possible — and
+the rest share what is left. All arithmetic is done in whole tenths of an ampere, the unit
+chargers accept, always rounding towards the safe side.
 
-Export curtailment (devices.md §5, I2), after OpenEMS's "sell to grid limit" controller: each
-cycle the PV limit moves towards the power that would bring the export back to the limit, by
-at most 20 % of the last limit, and never to 0 % because some inverters go to standby at 0.
+Export curtailment (docs/interlocks.md#i2-export-limit), after OpenEMS's "sell to grid limit"
+controller: each cycle the PV limit moves towards the power that would bring the export back to
+the limit, by at most 20 % of the last limit, and never to 0 % because some inverters go to
+standby at 0.
 """
 
 from __future__ import annotations

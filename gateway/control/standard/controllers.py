@@ -13,7 +13,6 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from gateway.control.actuator import Actuator
-from gateway.control.alarms import AlarmLog
 from gateway.control.engine import Controller, InterlockEngine
 from gateway.control.rules import PRIORITY_CONTROL, Severity
 from gateway.control.standard import allocation
@@ -178,23 +177,53 @@ class CommLoss:
     """I8: a device that stops answering is reported offline once, and recovered once.
 
     Reads the process image's OFFLINE mark (set by the device's poller when its breaker
-    opens, cleared by its next answer), not the bus: ``where`` says, per watched device,
-    where a technician finds it (``unit 3 on rs485-1``)."""
+    opens, cleared by its next answer), not the bus. One cause, one alarm: the device's alarm
+    lists the interlocks that hold their fail-safe actions only because of it (their own
+    "input not available" alarms are suppressed under it), and when every watched device of
+    a bus (two or more) is silent, one bus alarm stands and the devices' alarms are
+    suppressed under it. Runs before the interlocks each cycle (``before_rules``), so the
+    alarms they suppress under exist when they look."""
 
     name = "comm-loss"
+    before_rules = True
 
-    def __init__(self, where: dict[str, str], image: ProcessImage, alarms: AlarmLog) -> None:
-        self.where, self.image, self.alarms = where, image, alarms
+    def __init__(self, devices: dict[str, tuple[str, int]], engine: InterlockEngine) -> None:
+        """``devices``: name → (bus, unit id) of every watched device."""
+        self.devices, self.engine = devices, engine
+        self.buses: dict[str, set[str]] = {}
+        for name, (bus, _) in devices.items():
+            self.buses.setdefault(bus, set()).add(name)
 
     def tick(self, now: float, dt: float) -> None:
-        for name, where in self.where.items():
-            key = f"comm-loss/{name}"
-            if self.image.offline(name):
-                self.alarms.raise_(
-                    key, Severity.MINOR, self.name, f"{name} not answering ({where})", device=name
+        alarms, image = self.engine.alarms, self.engine.image
+        offline = {name for name in self.devices if image.offline(name)}
+        down = set()
+        for bus, members in self.buses.items():
+            key = f"bus-down/{bus}"
+            if len(members) > 1 and members <= offline:
+                down.add(bus)
+                names = ", ".join(sorted(members))
+                alarms.raise_(
+                    key, Severity.MAJOR, self.name, f"bus {bus}: no device answers ({names})"
                 )
             else:
-                self.alarms.clear(key)
+                alarms.clear(key)
+        for name, (bus, unit) in self.devices.items():
+            key = f"comm-loss/{name}"
+            if name not in offline:
+                alarms.clear(key)
+                continue
+            message = f"{name} not answering (unit {unit} on {bus})"
+            holding = self.engine.holding_for(name)
+            if holding:
+                message += f"; fail-safe actions held by {', '.join(holding)}"
+            parent = f"bus-down/{bus}" if bus in down else None
+            if key in alarms.active:
+                alarms.update(key, message=message, suppressed_by=parent)
+            else:
+                alarms.raise_(
+                    key, Severity.MINOR, self.name, message, device=name, suppressed_by=parent
+                )
 
 
 def build(
@@ -218,10 +247,10 @@ def build(
             )
     if safety.comm_loss is not None:
         scope: Scope = safety.comm_loss
-        where = {
-            n: f"unit {p.unit_id} on {p.device.bus}"
+        watched = {
+            n: (p.device.bus, p.unit_id)
             for n, p in pollers.items()
             if scope.devices is None or n in scope.devices
         }
-        out.append(CommLoss(where, engine.image, engine.alarms))
+        out.append(CommLoss(watched, engine))
     return out

@@ -1,4 +1,4 @@
-"""The standard interlocks I1–I10 of devices.md §5, built from a site's ``[safety]`` table.
+"""The standard interlocks I1–I10 (docs/interlocks.md), built from a site's ``[safety]`` table.
 
 A site enables an interlock by giving its table (``[safety.fire_alarm]``) and parameterises
 it there; each applies to every device of its kind on the site unless ``devices`` names them.
@@ -20,6 +20,7 @@ from gateway.control.rules import (
     PRIORITY_PROTECTION,
     Interlock,
     PointRef,
+    Severity,
 )
 from gateway.devices.profile import DeviceKind, Profile
 from gateway.validation import Strict
@@ -28,6 +29,9 @@ from gateway.validation import Strict
 class Scope(Strict):
     #: The devices it applies to; default every device of its kind on the site.
     devices: list[str] | None = None
+    #: The severity of its "input not available" alarm (its condition cannot be read: it
+    #: still acts, but does not claim its own fault).
+    unknown_severity: Severity = Severity.MAJOR
 
 
 class FireAlarm(Scope):
@@ -188,6 +192,27 @@ def _fire_trigger(cfg: FireAlarm, profiles: dict[str, Profile]) -> dict[str, Any
     return {"any": inputs}
 
 
+def _says(bit: str) -> str:
+    """A fault bit's name as a person says it: ``door_open_while_running`` → ``door open
+    while running``, ``GROUND_FAULT`` → ``ground fault``."""
+    return bit.replace("_", " ").lower()
+
+
+def _fire_precaution(cfg: FireAlarm, profiles: dict[str, Profile]) -> str:
+    parts = []
+    if of_kind(profiles, DeviceKind.CHARGER, cfg):
+        parts.append("chargers held at 0 A and locked")
+    if of_kind(profiles, DeviceKind.PV_INVERTER, cfg):
+        parts.append("PV disconnected")
+    if of_kind(profiles, DeviceKind.SAFETY_IO):
+        parts.append("charger feeder off, PV rapid shutdown, sounder on")
+    if of_kind(profiles, DeviceKind.ELEVATOR, cfg):
+        parts.append("elevators recalled")
+    if of_kind(profiles, DeviceKind.LOCKER, cfg):
+        parts.append("locker deposits refused")
+    return ", ".join(parts)
+
+
 def _fire(cfg: FireAlarm, profiles: dict[str, Profile]) -> list[dict[str, Any]]:
     trigger = _fire_trigger(cfg, profiles)
     if not trigger["any"]:
@@ -219,7 +244,15 @@ def _fire(cfg: FireAlarm, profiles: dict[str, Profile]) -> list[dict[str, Any]]:
     actions += [_write(f"{e}.req_fire_recall", 1, p, release=0) for e in elevators]
     for lk in of_kind(profiles, DeviceKind.LOCKER, cfg):
         actions.append({"inhibit": f"{lk}.deposits"})
-    rules: list[dict[str, Any]] = [{"name": "fire-alarm", "when": trigger, "actions": actions}]
+    rules: list[dict[str, Any]] = [
+        {
+            "name": "fire-alarm",
+            "when": trigger,
+            "actions": actions,
+            "unknown_severity": cfg.unknown_severity,
+            "precaution": _fire_precaution(cfg, profiles),
+        }
+    ]
     for e in elevators:
         rules.append(
             {
@@ -227,6 +260,7 @@ def _fire(cfg: FireAlarm, profiles: dict[str, Profile]) -> list[dict[str, Any]]:
                 "when": {"all": [trigger, {"point": f"{e}.fire_recall_feedback", "ne": "parked"}]},
                 "on_delay_s": cfg.recall_timeout_s,
                 "actions": [{"alarm": "critical", "message": f"{e} not parked after fire recall"}],
+                "unknown_severity": cfg.unknown_severity,
             }
         )
     return rules
@@ -244,6 +278,8 @@ def _temperature(cfg: ChargerTemperature, profiles: dict[str, Profile]) -> list[
                     _write(f"{c}.max_current", cfg.derate_a, PRIORITY_PROTECTION, limit=True),
                     {"alarm": "minor", "message": f"{c} hot: derated to {cfg.derate_a:g} A"},
                 ],
+                "unknown_severity": cfg.unknown_severity,
+                "precaution": f"{c} derated to {cfg.derate_a:g} A",
             },
             {
                 "name": f"overtemp-stop-{c}",
@@ -252,6 +288,8 @@ def _temperature(cfg: ChargerTemperature, profiles: dict[str, Profile]) -> list[
                     _write(f"{c}.max_current", 0.0, PRIORITY_PROTECTION, limit=True),
                     {"alarm": "major", "message": f"{c} over temperature: stopped"},
                 ],
+                "unknown_severity": cfg.unknown_severity,
+                "precaution": f"{c} held at 0 A",
             },
         ]
     return rules
@@ -265,21 +303,25 @@ def _lockout(cfg: Scope, profiles: dict[str, Profile]) -> list[dict[str, Any]]:
                 "name": f"lockout-{c}",
                 "when": {
                     "any": [
-                        {"point": f"{c}.residual_current_status", "ne": "ok"},
-                        {"point": f"{c}.contactor", "eq": "welded"},
+                        {
+                            "point": f"{c}.residual_current_status",
+                            "ne": "ok",
+                            "says": "residual current",
+                        },
+                        {"point": f"{c}.contactor", "eq": "welded", "says": "welded contactor"},
                     ]
                 },
                 "latch": True,
                 # the charger clears its own latch only with the fault gone and the car out
                 "reset_when": {"point": f"{c}.lockout_latched", "eq": 0},
+                "reset_hint": f"reset {c}'s own lockout first (fault gone, car unplugged)",
                 "actions": [
                     _write(f"{c}.max_current", 0.0, PRIORITY_PROTECTION, limit=True),
                     _write(f"{c}.remote_lock", "locked", PRIORITY_PROTECTION, release="unlocked"),
-                    {
-                        "alarm": "major",
-                        "message": f"{c}: residual current or welded contactor, locked out",
-                    },
+                    {"alarm": "major", "message": f"{c} locked out"},
                 ],
+                "unknown_severity": cfg.unknown_severity,
+                "precaution": f"{c} held at 0 A and locked",
             }
         )
     return rules
@@ -303,6 +345,8 @@ def _trapped(cfg: TrappedPassenger, profiles: dict[str, Profile]) -> list[dict[s
                     {"alarm": "critical", "message": f"{e}: passenger trapped"},
                     _out_of_service(e),
                 ],
+                "unknown_severity": cfg.unknown_severity,
+                "precaution": f"{e} asked out of service",
             }
         )
         rules.append(
@@ -313,6 +357,7 @@ def _trapped(cfg: TrappedPassenger, profiles: dict[str, Profile]) -> list[dict[s
                 "actions": [
                     {"alarm": "critical", "message": f"{e}: alarm button pressed in the car"}
                 ],
+                "unknown_severity": cfg.unknown_severity,
             }
         )
     return rules
@@ -325,13 +370,18 @@ def _elevator_safety(cfg: Scope, profiles: dict[str, Profile]) -> list[dict[str,
             {
                 "name": f"elevator-safety-{e}",
                 "when": {
-                    "any": [{"point": f"{e}.fault_bitmap", "has": b} for b in ELEVATOR_SAFETY_BITS]
+                    "any": [
+                        {"point": f"{e}.fault_bitmap", "has": b, "says": _says(b)}
+                        for b in ELEVATOR_SAFETY_BITS
+                    ]
                 },
                 "latch": True,
                 "actions": [
                     {"alarm": "critical", "message": f"{e}: safety fault, out of service"},
                     _out_of_service(e),
                 ],
+                "unknown_severity": cfg.unknown_severity,
+                "precaution": f"{e} asked out of service",
             }
         )
     return rules
@@ -341,8 +391,11 @@ def _pv_faults(cfg: Scope, profiles: dict[str, Profile]) -> list[dict[str, Any]]
     return [
         {
             "name": f"pv-fault-{pv}",
-            "when": {"any": [{"point": f"{pv}.evt1", "has": b} for b in PV_FAULT_BITS]},
-            "actions": [{"alarm": "minor", "message": f"{pv}: inverter fault event"}],
+            "when": {
+                "any": [{"point": f"{pv}.evt1", "has": b, "says": _says(b)} for b in PV_FAULT_BITS]
+            },
+            "actions": [{"alarm": "minor", "message": f"{pv}: inverter fault"}],
+            "unknown_severity": cfg.unknown_severity,
         }
         for pv in of_kind(profiles, DeviceKind.PV_INVERTER, cfg)
     ]

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from gateway.control.actuator import Actuator, PlannedWrite
-from gateway.control.alarms import AlarmLog
+from gateway.control.alarms import AlarmEvent, AlarmLog
+from gateway.control.conditions import Truth
 from gateway.control.engine import InterlockEngine
 from gateway.control.rules import Interlock, Severity
 from gateway.devices.profile import Profile, load_profile
@@ -105,6 +106,8 @@ class InterlockMachine(RuleBasedStateMachine):
         self.dir = Path(tempfile.mkdtemp())
         self.clock = Clock()
         self.image, self.actuator, self.engine = build(self.clock, self.dir / "latches.json")
+        self.events: list[AlarmEvent] = []
+        self.engine.alarms.listeners.append(self.events.append)
         self.writes: list[PlannedWrite] = []
         self.fire_seen = False
         self.restarted_at: float | None = None
@@ -125,9 +128,20 @@ class InterlockMachine(RuleBasedStateMachine):
     def tick(self, seconds: float) -> None:
         self.clock.now += seconds
         latched_before = self.engine.rules["rcd-lockout"].latched
+        seen = len(self.events)
         self.engine.tick(self.clock.now, seconds)
         if latched_before:
             assert self.engine.rules["rcd-lockout"].latched, "a latch cleared without a reset"
+        for event in self.events[seen:]:
+            if event.kind == "raised" and not event.key.endswith("/unavailable"):
+                truth = self.engine.rules[event.interlock].truth
+                assert truth is Truth.TRUE, f"{event.key} raised while its condition is {truth}"
+        fire = self.engine.rules["fire"]
+        if fire.truth is Truth.UNKNOWN:
+            assert fire.active, "an unknown fire input must hold the fail-safe actions"
+            waited = self.clock.now - (fire.unknown_since or self.clock.now)
+            if waited >= fire.spec.unknown_alarm_delay_s and fire.alarmed != "condition":
+                assert "fire/unavailable" in self.engine.alarms.active
         planned = self.actuator.plan(self.clock.now, seconds)
         for w in planned:
             self.actuator.sent(w, self.clock.now)
@@ -149,6 +163,7 @@ class InterlockMachine(RuleBasedStateMachine):
     def restart(self) -> None:
         latched = self.engine.rules["rcd-lockout"].latched
         self.image, self.actuator, self.engine = build(self.clock, self.dir / "latches.json")
+        self.engine.alarms.listeners.append(self.events.append)
         assert self.engine.rules["rcd-lockout"].latched == latched, "latch lost in a restart"
         assert self.actuator.plan(self.clock.now, 0.05) == [], "wrote before reading back"
 
@@ -173,18 +188,30 @@ TestInterlockMachine = InterlockMachine.TestCase
 TestInterlockMachine.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
 
 
-def test_stale_input_counts_as_tripped() -> None:
+def test_a_stale_input_holds_the_actions_but_says_input_not_available_not_fire() -> None:
     clock = Clock()
-    image, _actuator, engine = build(clock, None)
+    image, actuator, engine = build(clock, None)
     image.update("sio", "fire_alarm_loop", True)
     engine.tick(clock.now, 0.05)
     assert not engine.rules["fire"].active
     clock.now += 2.0  # older than its staleness limit
     engine.tick(clock.now, 0.05)
-    assert engine.rules["fire"].active
-    alarm = engine.alarms.active["fire/critical"]
-    assert alarm.severity is Severity.CRITICAL
-    assert "sio.fire_alarm_loop stale" in alarm.message
+    assert engine.rules["fire"].active  # fail safe: the actions stand
+    assert actuator.wanted("charger-1", "max_current") == 0
+    assert "fire/critical" not in engine.alarms.active  # but nobody is told there is a fire
+    assert "fire/unavailable" not in engine.alarms.active  # the alarm waits for a root cause
+    clock.now += 5.0
+    engine.tick(clock.now, 0.05)
+    alarm = engine.alarms.active["fire/unavailable"]
+    assert alarm.severity is Severity.MAJOR
+    assert alarm.message.startswith("fire input not available: sio stale (fire_alarm_loop)")
+    assert alarm.message.count("fire_alarm_loop") == 1
+    image.update("sio", "fire_alarm_loop", True)  # read again: healthy
+    engine.tick(clock.now, 0.05)
+    assert "fire/unavailable" not in engine.alarms.active
+    image.update("sio", "fire_alarm_loop", False)  # and now a real fire
+    engine.tick(clock.now, 0.05)
+    assert engine.alarms.active["fire/critical"].severity is Severity.CRITICAL
 
 
 def test_latched_lockout_resets_only_after_the_fault_clears_and_the_car_leaves() -> None:
@@ -198,7 +225,7 @@ def test_latched_lockout_resets_only_after_the_fault_clears_and_the_car_leaves()
         engine.reset("rcd-lockout", by="technician")
     image.update("charger-1", "residual_current_status", 0)
     engine.tick(clock.now, 0.05)
-    with pytest.raises(InterlockError, match="reset condition is not met"):
+    with pytest.raises(InterlockError, match=r"charger-1\.cp_state is C, expected A"):
         engine.reset("rcd-lockout", by="technician")
     image.update("charger-1", "cp_state", 0)  # A: unplugged
     engine.reset("rcd-lockout", by="technician")

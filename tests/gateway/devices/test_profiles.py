@@ -1,4 +1,4 @@
-"""The shipped device profiles against the register maps of devices.md."""
+"""The shipped device profiles against the register maps of docs/devices.md."""
 
 import pytest
 
@@ -15,7 +15,7 @@ from gateway.devices.profile import (
 MODELS = available_models()
 SUNSPEC_MODELS = [m for m in MODELS if load_profile(m).sunspec is not None]
 
-INVERTER_CHAIN = [1, 103, 120, 121, 122, 123]  # devices.md §4.2 (124 is optional)
+INVERTER_CHAIN = [1, 103, 120, 121, 122, 123]  # docs/devices.md#sunspec-inv (124 is optional)
 
 
 def placed(model: str, chain: list[int], base: int = 40000) -> Profile:
@@ -78,7 +78,7 @@ def test_scaled_sunspec_points_have_their_scale_factor_in_the_same_model(model: 
             assert sf.na == codec.SF_NOT_IMPLEMENTED
 
 
-# -- LCK-16 (devices.md §2.2) -----------------------------------------------------------------
+# -- LCK-16 (docs/devices.md#lck-16) ------------------------------------------------------
 
 
 def test_locker_unlock_coils_are_write_only_in_practice() -> None:
@@ -104,7 +104,7 @@ def test_locker_unlock_pulse_is_in_10_ms_steps() -> None:
     assert codec.decode(pulse, [50]) == 0.5
 
 
-# -- EVSE-HEC (devices.md §3.1, §3.3) ---------------------------------------------------------
+# -- EVSE-HEC (docs/devices.md#evse-hec) ---------------------------------------------------------
 
 
 def test_charger_max_current_is_holding_261_in_tenths_of_an_amp() -> None:
@@ -143,7 +143,7 @@ def test_charger_fault_reset_writes_the_magic_value() -> None:
     assert commands["disable_standby"].value == 4
 
 
-# -- SunSpec inverter and meter (devices.md §4.2, §4.4) ---------------------------------------
+# -- SunSpec inverter and meter (docs/devices.md#sunspec-inv, #sunspec-meter) -----------
 
 
 def test_inverter_points_land_on_the_documented_addresses() -> None:

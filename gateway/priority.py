@@ -1,0 +1,74 @@
+"""The gateway's place in the operating system's scheduler.
+
+A Pi in a plant room also runs an OTA install, a log rotation, a backup. The control loop and
+the buses must not starve behind them: a late control cycle lets inputs go stale, and stale
+inputs trip interlocks. So ``gateway run`` asks for a real-time round-robin priority for its
+event loop's thread (the control loop and every bus scheduler run there) when the system
+allows it, a raised nice value when only that is allowed, and says in one log line which it
+got. Threads doing work that is not time-critical (the outbox's SQLite commits, health
+sampling, drawing the status table) call :func:`demote_current_thread` when they start, so
+they never compete with the control path.
+
+Under systemd the unit grants the priority (``CPUSchedulingPolicy=rr``; see
+``deploy/doorstep-gateway.service``); as a plain user without ``CAP_SYS_NICE`` the gateway
+runs at normal priority and says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+#: SCHED_RR priority of the control path: above ordinary real-time helpers (1-10), well below
+#: the kernel's own threads (50 and up), so it cannot starve interrupt handling.
+RT_PRIORITY = 20
+#: The nice value asked for when real-time scheduling is refused.
+RAISED_NICE = -10
+#: The nice value of background threads.
+BACKGROUND_NICE = 10
+
+
+@dataclass(frozen=True)
+class Granted:
+    """What the scheduler gave the control path, in words for the log."""
+
+    policy: str  # "rr", "nice", "normal"
+    detail: str
+
+    def __str__(self) -> str:
+        return f"control path scheduling: {self.detail}"
+
+
+def raise_control_priority() -> Granted:
+    """Give the calling thread (the event loop's) the priority the control path needs."""
+    me = threading.get_native_id()  # Linux schedules threads: this one, not the process
+    try:
+        os.sched_setscheduler(me, os.SCHED_RR, os.sched_param(RT_PRIORITY))
+        return Granted("rr", f"real-time round-robin, priority {RT_PRIORITY}")
+    except (PermissionError, OSError) as exc:
+        rt_refused = exc.strerror or str(exc)
+    try:
+        os.setpriority(os.PRIO_PROCESS, me, RAISED_NICE)
+        return Granted("nice", f"nice {RAISED_NICE} (real-time refused: {rt_refused})")
+    except (PermissionError, OSError) as exc:
+        return Granted(
+            "normal",
+            f"normal priority: real-time and raised nice refused ({exc.strerror or exc}); "
+            "a busy machine can delay the control loop — run it as the systemd unit",
+        )
+
+
+def demote_current_thread() -> None:
+    """Put the calling thread back to normal scheduling at a low priority (background work
+    that must never delay the control loop). Harmless where nothing was raised."""
+    me = threading.get_native_id()
+    try:
+        if os.sched_getscheduler(me) != os.SCHED_OTHER:
+            os.sched_setscheduler(me, os.SCHED_OTHER, os.sched_param(0))
+        os.setpriority(os.PRIO_PROCESS, me, BACKGROUND_NICE)
+    except OSError as exc:  # a container may forbid even lowering: keep going
+        log.debug("could not demote a background thread: %s", exc)

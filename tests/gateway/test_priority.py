@@ -1,0 +1,63 @@
+"""The control path's scheduling priority, asked of the real kernel in a child process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from gateway import priority
+
+CHILD = """
+import os, threading
+from gateway import priority
+granted = priority.raise_control_priority()
+seen = {}
+def worker():
+    priority.demote_current_thread()
+    me = threading.get_native_id()
+    seen["worker"] = (os.sched_getscheduler(me), os.getpriority(os.PRIO_PROCESS, me))
+t = threading.Thread(target=worker); t.start(); t.join()
+me = threading.get_native_id()
+print(granted.policy, os.sched_getscheduler(me), *seen["worker"])
+"""
+
+
+def _run_child(*prefix: str) -> list[str]:
+    out = subprocess.run(
+        [*prefix, sys.executable, "-c", CHILD],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    return out.stdout.split()
+
+
+#: Root without CAP_SYS_NICE: as a service user without the unit's grant.
+WITHOUT_SYS_NICE = ("setpriv", "--inh-caps=-sys_nice", "--bounding-set=-sys_nice")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CAP_SYS_NICE) to grant real-time")
+def test_as_root_the_control_path_runs_round_robin_and_background_threads_do_not() -> None:
+    policy, main_policy, worker_policy, worker_nice = _run_child()
+    assert policy == "rr"
+    assert int(main_policy) == os.SCHED_RR
+    assert int(worker_policy) == os.SCHED_OTHER
+    assert int(worker_nice) == priority.BACKGROUND_NICE
+
+
+def test_without_privilege_it_runs_at_normal_priority_and_says_so() -> None:
+    prefix = WITHOUT_SYS_NICE if os.geteuid() == 0 else ()
+    policy, main_policy, *_ = _run_child(*prefix)
+    assert policy == "normal"
+    assert int(main_policy) == os.SCHED_OTHER
+
+
+def test_the_log_line_names_the_policy() -> None:
+    granted = priority.Granted("normal", "normal priority: refused")
+    assert str(granted) == "control path scheduling: normal priority: refused"
+    assert threading.get_native_id() > 0
