@@ -2,18 +2,25 @@
 
 pymodbus sends its next request 0.2–0.5 ms after a response, where the line needs t3.5
 (4.0 ms at 9600 baud); a strict device takes that as line noise and stays silent. This
-transport waits t3.5 after the last byte on the line before each request, finds the end of a
-response by its length (not by silence, which USB adapters break by delivering in chunks),
-checks the CRC, and never closes the shared port because one unit is silent.
+transport starts each request no earlier than t3.5 after the last byte seen on the line in
+either direction (:class:`~gateway.bus.transport.LineClock`) — also after a timeout, a
+corrupt or misdelimited frame, or a cancelled request, and counting the bytes of an answer
+that comes after it gave up. It finds the end of a response by the length the request asked
+for (not by silence, which USB adapters break by delivering in chunks), checks the CRC, and
+never closes the shared port because one unit is silent.
+
+Waiting costs no CPU: the gap is kept by a timerfd (:mod:`gateway.bus.timer`) instead of a
+spin, and while a response arrives the terminal's VMIN makes the kernel hold the bytes until
+as many are in as the frame still needs, so a frame delivered in USB chunks wakes the loop
+once or twice instead of once per chunk.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
-import math
 import os
+import termios
 import time
 from types import TracebackType
 from typing import Self
@@ -22,13 +29,18 @@ import serial
 from pymodbus.framer import FramerRTU
 
 from gateway.bus.pdu import response_frame_size
-from gateway.bus.transport import LineTiming
+from gateway.bus.timer import PreciseTimer
+from gateway.bus.transport import LineClock, LineTiming
 from gateway.errors import BusTimeout, FrameError, ResponseError, TransportClosed
 
-#: Final stretch of a t3.5 wait done by spinning: asyncio sleeps round up to whole ms.
-_SPIN_S = 0.0006
-#: Longest silence tolerated inside a response that has started arriving.
-_CHUNK_GAP_S = 0.1
+#: Longest silence inside a frame (USB adapters deliver in chunks 1–16 ms apart): a response
+#: that has started is waited for while it progresses, and a frame whose end cannot be told
+#: from its length is over after this much silence.
+_SETTLE_S = 0.1
+#: The shortest response frame (an exception: unit, function, code, CRC).
+_MIN_RESPONSE = 5
+_READS = {1, 2, 3, 4}
+_WRITES = {5, 6, 15, 16}
 _PARITY = {"N": serial.PARITY_NONE, "E": serial.PARITY_EVEN, "O": serial.PARITY_ODD}
 
 
@@ -40,6 +52,53 @@ def rtu_frame(unit_id: int, pdu: bytes) -> bytes:
 
 def crc_ok(frame: bytes) -> bool:
     return len(frame) >= 4 and FramerRTU.check_CRC(frame[:-2], int.from_bytes(frame[-2:], "big"))
+
+
+class Misframed(Exception):
+    """The first bytes of a response do not answer the request, so its length is unknown."""
+
+
+def answer_size(request: bytes, head: bytes | bytearray) -> int | None:
+    """Size of the RTU frame answering ``request`` (unit id + PDU) from the first bytes that
+    arrived; None while too few have to tell. Raises :class:`Misframed` when they cannot be
+    its answer (another unit, another function, another byte count)."""
+    if not head:
+        return None
+    if head[0] != request[0]:
+        raise Misframed(f"response from unit {head[0]}")
+    if len(head) < 2:
+        return None
+    function = request[1]
+    if head[1] == function | 0x80:
+        return _MIN_RESPONSE
+    if head[1] != function:
+        raise Misframed(f"response function {head[1]:#04x} does not answer {function:#04x}")
+    if function in _WRITES:
+        return 8  # unit, function, address, value or count, CRC
+    if function not in _READS or len(request) < 6:
+        try:
+            return response_frame_size(bytes(head[:8]))
+        except ResponseError as exc:
+            raise Misframed(str(exc)) from None
+    if len(head) < 3:
+        return None
+    count = int.from_bytes(request[4:6], "big")
+    expected = (count + 7) // 8 if function in (1, 2) else 2 * count
+    if head[2] != expected:
+        raise Misframed(f"byte count {head[2]}, expected {expected}")
+    return 5 + expected
+
+
+def stray_size(head: bytes | bytearray) -> int | None:
+    """Size of a response frame from its first bytes, whatever it answers (a late or owed
+    answer, a function the request does not tell the size of); None while too few have
+    arrived; raises :class:`Misframed` when it cannot be delimited."""
+    try:
+        return response_frame_size(bytes(head[:8])) if len(head) >= 3 else None
+    except ResponseError as exc:
+        raise Misframed(str(exc)) from None
+    except Exception as exc:  # pymodbus's size lookup, on bytes that are no frame it knows
+        raise Misframed(f"undelimitable response ({exc!r})") from None
 
 
 def _open_error(port: str, exc: BaseException) -> str:
@@ -55,6 +114,29 @@ def _open_error(port: str, exc: BaseException) -> str:
     if err == errno.EBUSY or "busy" in str(exc).lower() or "lock" in str(exc).lower():
         return f"serial port {port} is busy (another program has it open)"
     return f"cannot open serial port {port}: {exc}"
+
+
+class _Pending:
+    """A transaction: its request, once sent its deadline, and the answer it waits for."""
+
+    def __init__(self, unit_id: int, frame: bytes, response_timeout: float) -> None:
+        self.unit_id = unit_id
+        self.frame = frame
+        self.request = frame[:-2]  # unit id + PDU
+        self.response_timeout = response_timeout
+        self.sent = False
+        self.deadline = 0.0
+        self.answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self.deadline_handle: asyncio.TimerHandle | None = None
+        self.rest_timed = False  # the rest of the answer was once collected by the timer
+
+    @property
+    def waiting(self) -> bool:
+        return self.sent and not self.answer.done()
+
+    @property
+    def answered(self) -> bool:
+        return self.answer.done() and not self.answer.cancelled()
 
 
 class RtuTransport:
@@ -75,6 +157,7 @@ class RtuTransport:
         # t3.5 is defined on the spec's 11-bit character even for 8N1 lines; timing on the
         # actual 10 bits would send 9 % early to a strict device.
         self.timing = LineTiming(baudrate)
+        self.clock = LineClock(self.timing, _SETTLE_S)
         self._settings = {
             "baudrate": baudrate,
             "parity": _PARITY[parity],
@@ -82,11 +165,13 @@ class RtuTransport:
             "bytesize": bytesize,
         }
         self._serial: serial.Serial | None = None
+        self._fd = -1
+        self._timer = PreciseTimer()
         self._rx = bytearray()
         self._last_rx = 0.0
-        self._busy_until = 0.0  # end of the last frame on the line (monotonic)
-        self._waiter: asyncio.Future[None] | None = None
-        self._expect: int | None = None
+        self._pending: _Pending | None = None
+        self._vmin = 1
+        self._watching = False
         self._lock = asyncio.Lock()
         self.stray_bytes = 0
         self.t35_waits = 0
@@ -96,8 +181,11 @@ class RtuTransport:
             self._serial = serial.Serial(self.port, timeout=0, exclusive=True, **self._settings)
         except (serial.SerialException, OSError, ValueError) as exc:
             raise TransportClosed(self.name, 0, _open_error(self.port, exc)) from None
-        asyncio.get_running_loop().add_reader(self._serial.fileno(), self._on_readable)
-        self._busy_until = time.monotonic()
+        self._fd = self._serial.fileno()
+        self._timer.__enter__()
+        self._watch()
+        # A port may be opened in the middle of someone else's frame.
+        self.clock.received(time.monotonic(), frame_open=False)
         return self
 
     async def __aexit__(
@@ -107,9 +195,11 @@ class RtuTransport:
         tb: TracebackType | None,
     ) -> None:
         if self._serial is not None:
-            asyncio.get_running_loop().remove_reader(self._serial.fileno())
+            self._unwatch()
+            self._timer.__exit__(exc_type, exc, tb)
             self._serial.close()
             self._serial = None
+            self._fd = -1
 
     def wire_time(self, request_bytes: int, response_bytes: int) -> float:
         # +3 bytes each for unit id and CRC around the PDU, plus the two t3.5 gaps
@@ -120,75 +210,99 @@ class RtuTransport:
         async with self._lock:
             if self._serial is None:
                 raise TransportClosed(self.name, unit_id, f"port {self.port} is not open")
-            await self._quiet_line()
-            self._discard_stray()
-            frame = rtu_frame(unit_id, pdu)
+            pending = self._pending = _Pending(unit_id, rtu_frame(unit_id, pdu), response_timeout)
             try:
-                os.write(self._serial.fileno(), frame)
-            except OSError as exc:
-                raise TransportClosed(self.name, unit_id, f"write to {self.port}: {exc}") from None
-            tx_end = time.monotonic() + self.timing.frame_time(len(frame))
-            self._busy_until = tx_end
-            return await self._receive(unit_id, tx_end + response_timeout)
+                self._send_when_free()
+                return self._check(unit_id, await pending.answer)
+            except asyncio.CancelledError:
+                if pending.sent and not pending.answered:
+                    self.clock.abandoned(pending.deadline)  # its answer may still come
+                raise
+            finally:
+                self._timer.cancel()
+                if pending.deadline_handle is not None:
+                    pending.deadline_handle.cancel()
+                self._pending = None
+                self._watch()
+                self._set_vmin(1)
 
-    async def _quiet_line(self) -> None:
-        """Wait until the line has been silent for t3.5 after the last frame."""
-        target = max(self._busy_until, self._last_rx) + self.timing.t35
-        remaining = target - time.monotonic()
-        if remaining <= 0:
+    # -- the request ------------------------------------------------------------------------
+
+    def _send_when_free(self) -> None:
+        """Send the pending request as soon as :attr:`clock` lets it start.
+
+        Run again by the timer until then: bytes that arrive meanwhile move that time. The
+        write happens in the timer's own callback, so nothing runs between the instant and
+        the first byte. Whatever was received before is nobody's answer and is dropped.
+        """
+        pending = self._pending
+        if pending is None or pending.sent:
             return
-        self.t35_waits += 1
-        if remaining > _SPIN_S:
-            # whole milliseconds: the selector rounds a timeout *up* to the next ms, which
-            # would end the sleep after the target instead of before the spin
-            await asyncio.sleep(math.floor((remaining - _SPIN_S) * 1000) / 1000)
-        while time.monotonic() < target:
-            pass
-
-    def _discard_stray(self) -> None:
-        """Bytes that arrived outside a transaction (a late answer, noise) are dropped."""
+        self._on_readable()  # one last look: bytes the loop has not handed over yet
+        start = self.clock.earliest_start()
+        if start > time.monotonic():
+            self.t35_waits += 1
+            self._timer.call_at(start, self._send_when_due)
+            return
         if self._rx:
             self.stray_bytes += len(self._rx)
             self._rx.clear()
-
-    async def _receive(self, unit_id: int, deadline: float) -> bytes:
-        loop = asyncio.get_running_loop()
-        self._waiter = loop.create_future()
-        self._expect = None
+        self._set_vmin(_MIN_RESPONSE)
         try:
-            while not self._waiter.done():
-                # The deadline is for the first byte; once a response is arriving it may come
-                # in chunks (USB adapters, slow bridges) and is waited for while it progresses.
-                if self._rx:
-                    deadline = max(deadline, self._last_rx + _CHUNK_GAP_S)
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    got = len(self._rx)
-                    self._discard_stray()
-                    detail = f"after {got} byte(s) of a response" if got else "no response"
-                    raise BusTimeout(self.name, unit_id, f"timeout, {detail}")
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(remaining):
-                        await asyncio.shield(self._waiter)
-        finally:
-            self._waiter = None
-        size = self._expect or len(self._rx)
-        frame = bytes(self._rx[:size])
-        del self._rx[:size]
-        self._busy_until = self._last_rx
-        return self._check(unit_id, frame)
+            os.write(self._fd, pending.frame)
+        except OSError as exc:
+            message = f"write to {self.port}: {exc}"
+            pending.answer.set_exception(TransportClosed(self.name, pending.unit_id, message))
+            return
+        sent_at = time.monotonic()
+        self.clock.sent(sent_at, len(pending.frame))
+        pending.sent = True
+        pending.deadline = (
+            sent_at + self.timing.frame_time(len(pending.frame)) + pending.response_timeout
+        )
+        loop = asyncio.get_running_loop()
+        pending.deadline_handle = loop.call_at(pending.deadline, self._on_deadline, pending)
+
+    def _send_when_due(self) -> None:
+        """The timer's callback: nothing may be left to raise into the loop, or the
+        transaction would wait for ever."""
+        try:
+            self._send_when_free()
+        except Exception as exc:
+            pending = self._pending
+            if pending is not None and not pending.answer.done():
+                pending.answer.set_exception(exc)
+
+    # -- the answer -------------------------------------------------------------------------
+
+    def _on_deadline(self, pending: _Pending) -> None:
+        """No answer by the deadline for its first byte, or one that stopped coming."""
+        if pending.answer.done():
+            return
+        self._on_readable()  # bytes held back by VMIN count as progress
+        if pending.answer.done():
+            return
+        if self._rx and self._last_rx + _SETTLE_S > time.monotonic():
+            loop = asyncio.get_running_loop()
+            pending.deadline_handle = loop.call_at(
+                self._last_rx + _SETTLE_S, self._on_deadline, pending
+            )
+            return
+        got = len(self._rx)
+        detail = f"after {got} byte(s) of a response" if got else "no response"
+        self.clock.received(self._last_rx, frame_open=bool(self._rx))
+        pending.answer.set_exception(BusTimeout(self.name, pending.unit_id, f"timeout, {detail}"))
 
     def _check(self, unit_id: int, frame: bytes) -> bytes:
         if not crc_ok(frame):
             raise FrameError(self.name, unit_id, f"CRC error in {len(frame)}-byte response")
-        if frame[0] != unit_id:
-            raise FrameError(self.name, unit_id, f"response from unit {frame[0]}")
         return frame[1:-2]
 
+    # -- bytes from the line ----------------------------------------------------------------
+
     def _on_readable(self) -> None:
-        assert self._serial is not None
         try:
-            data = os.read(self._serial.fileno(), 4096)
+            data = os.read(self._fd, 4096)
         except BlockingIOError:
             return
         except OSError:
@@ -199,12 +313,69 @@ class RtuTransport:
             return
         self._last_rx = time.monotonic()
         self._rx += data
-        waiter = self._waiter
-        if waiter is None or waiter.done():
+        self._account(self._last_rx)
+
+    def _account(self, now: float) -> None:
+        """Tell the clock where the bytes received so far leave the line, and hand a
+        complete answer (or the news that it cannot be one) to the pending transaction."""
+        pending = self._pending if self._pending is not None and self._pending.waiting else None
+        try:
+            if pending is not None:
+                size = answer_size(pending.request, self._rx)
+            else:
+                size = stray_size(self._rx)
+        except Misframed as exc:
+            self.clock.received(now, frame_open=True)  # over only after silence
+            if pending is not None:
+                pending.answer.set_exception(FrameError(self.name, pending.unit_id, str(exc)))
+            self._set_vmin(1)
+            return
+        if size is None or len(self._rx) < size:
+            missing = (size or _MIN_RESPONSE) - len(self._rx)
+            self.clock.received(now, frame_open=True)
+            self._set_vmin(missing)
+            if pending is not None and size is not None and not pending.rest_timed:
+                # The rest is on the wire: collect it once the wire has carried it, rather
+                # than have the kernel wake this thread for every chunk the adapter hands over.
+                pending.rest_timed = True
+                self._unwatch()
+                self._timer.call_at(now + self.timing.frame_time(missing), self._collect_rest)
+            return
+        frame = bytes(self._rx[:size])
+        del self._rx[:size]
+        self.clock.received(now, frame_open=bool(self._rx))
+        self._set_vmin(1)
+        if pending is not None:
+            pending.answer.set_result(frame)
+        else:
+            self.stray_bytes += len(frame)  # a late answer: over, and nobody's
+
+    def _collect_rest(self) -> None:
+        """What the adapter has of the answer's rest by the time the wire carried it; anything
+        it still holds back wakes the loop through the reader, by VMIN."""
+        self._on_readable()
+        self._watch()
+
+    def _watch(self) -> None:
+        if not self._watching and self._fd >= 0:
+            asyncio.get_running_loop().add_reader(self._fd, self._on_readable)
+            self._watching = True
+
+    def _unwatch(self) -> None:
+        if self._watching:
+            asyncio.get_running_loop().remove_reader(self._fd)
+            self._watching = False
+
+    def _set_vmin(self, vmin: int) -> None:
+        """Readable only once ``vmin`` bytes are in (VTIME stays 0, so poll honours VMIN)."""
+        vmin = min(vmin, 255)
+        if vmin == self._vmin or self._fd < 0:
             return
         try:
-            self._expect = response_frame_size(bytes(self._rx[:8]))
-        except ResponseError:
-            self._expect = len(self._rx)  # garbage: hand it over, the CRC check names it
-        if self._expect is not None and len(self._rx) >= self._expect:
-            waiter.set_result(None)
+            attrs = termios.tcgetattr(self._fd)
+            attrs[6][termios.VMIN] = vmin
+            attrs[6][termios.VTIME] = 0
+            termios.tcsetattr(self._fd, termios.TCSANOW, attrs)
+        except termios.error:
+            return  # not a terminal: every byte wakes the loop, which is only slower
+        self._vmin = vmin

@@ -39,7 +39,7 @@ from hil_tests.rig.nullmodem import NullModem
 from hil_tests.rig.registers import SimulatedUnit
 
 USB_CHUNK = 16
-_SPIN_S = 0.0008
+_SPIN_S = 0.0002
 _REQUEST_DECODER = DecodePDU(is_server=True)
 
 
