@@ -14,11 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
-from rich.live import Live
 
-from gateway.cli import flash
+from gateway.cli import flash, screen, status
 from gateway.cli.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
-from gateway.cli.status import alarm_table, status_view
 from gateway.control import command_socket
 from gateway.control.alarms import AlarmLog
 from gateway.errors import ConfigError, GatewayError
@@ -45,17 +43,9 @@ def _check(args: argparse.Namespace, console: Console) -> int:
 
 async def _run(site: SiteConfig, args: argparse.Namespace, console: Console) -> int:
     async with Gateway(site, state_dir=args.state_dir) as gw:
-        deadline = None if args.duration is None else time.monotonic() + args.duration
-        with Live(
-            status_view(gw),
-            console=console,
-            refresh_per_second=2,
-            transient=False,
-            auto_refresh=False,
-        ) as live:
-            while deadline is None or time.monotonic() < deadline:
-                await asyncio.sleep(0.5)
-                live.update(status_view(gw), refresh=True)
+        until = None if args.duration is None else time.monotonic() + args.duration
+        draw = args.display == "table" or (args.display == "auto" and status.can_draw(console))
+        await status.show(gw, console, draw=draw, until=until, log_every_s=args.log_every)
         if args.json:
             print(json.dumps(_snapshot(gw), indent=1), file=sys.stderr)
     return EXIT_OK
@@ -130,7 +120,9 @@ def _alarms(args: argparse.Namespace, console: Console) -> int:
         return EXIT_OK
     log = AlarmLog(journal)
     events = log.recent if args.history else log.by_severity()
-    console.print(alarm_table(events, title="alarm history" if args.history else "active alarms"))
+    console.print(
+        screen.alarm_table(events, title="alarm history" if args.history else "active alarms")
+    )
     return EXIT_OK
 
 
@@ -146,16 +138,51 @@ def default_state_dir() -> Path:
     return Path.home() / ".local" / "state" / "doorstep"
 
 
+RUN_DESCRIPTION = f"""\
+Poll every device of a site, run its interlocks, and show how it is doing.
+
+On a terminal (stdout a TTY) a full-screen table is drawn: each device coloured by its
+health (red: offline, or a critical or major alarm on it; yellow: a minor alarm, stale or
+bad points, or held by an interlock; green: ok), the quality of its data in a column of its
+own, the buses, and the active alarms at the bottom. Columns that do not fit the terminal
+are dropped in this order: {", ".join(screen.DEVICE_DROP_ORDER)}. Log messages are held
+while the table is shown and written out when it closes; Ctrl-C stops the gateway.
+
+Without a terminal (under systemd, whose stdout is the journal; stdout redirected to a
+file or a pipe) it logs to stdout instead: one line per device at start, every alarm as it
+is raised, updated or cleared, and a one-line summary every --log-every seconds. When
+stdout is the journal the lines carry journald priorities (critical alarms at crit)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="Doorstep edge gateway")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="validate a site config against schema and profiles")
     check.add_argument("config", help="site config (TOML)")
-    run = sub.add_parser("run", help="poll a site and show a live status table")
+    run = sub.add_parser(
+        "run",
+        help="poll a site and show a live status table (or log, without a terminal)",
+        description=RUN_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run.add_argument("--config", required=True, help="site config (TOML)")
     run.add_argument("--duration", type=float, default=None, help="stop after SECONDS")
     run.add_argument("--json", action="store_true", help="print a final snapshot as JSON")
+    run.add_argument(
+        "--display",
+        choices=("auto", "table", "log"),
+        default="auto",
+        help="table: full-screen status table; log: log lines on stdout; auto (default): "
+        "the table on a terminal, log lines otherwise",
+    )
+    run.add_argument(
+        "--log-every",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="in log mode, a one-line summary this often (default: %(default)s)",
+    )
     reset = sub.add_parser("reset-latch", help="reset a latched interlock of the running gateway")
     reset.add_argument("name", help="interlock name (see the status table)")
     alarms = sub.add_parser("alarms", help="show active alarms (or --history)")
