@@ -1,12 +1,14 @@
 """``make demo``: the example community site in the simulator, a gateway polling it, and the
 fleet manager it reports to.
 
-The simulator runs as a process of its own (as the hardware would), serving the site's RTU
-buses on pseudo-terminals and its TCP devices on loopback ports. The fleet manager is the real
-``fleet serve`` with its embedded MQTT broker and a SQLite database in a temporary directory;
-the demo creates its admin user, registers the site's gateway and prints the URL and the
-login. The gateway is the real ``gateway run`` with the config the simulator resolved plus an
-``[uplink]`` to that broker. Needs no hardware, root or services.
+The simulator runs as a process of its own (as the hardware would), at a raised priority
+where the OS allows it, serving the site's RTU buses on pseudo-terminals and its TCP devices
+on loopback ports; ``python -m hil_tests.rig.scenario`` drives it from another terminal (a
+fire alarm, a trapped passenger, a day in the life: see ``--list``). The fleet manager is
+the real ``fleet serve`` with its embedded MQTT broker and a SQLite database in a temporary
+directory; the demo creates its admin user, registers the site's gateway and prints the URL
+and the login. The gateway is the real ``gateway run`` with the config the simulator
+resolved plus an ``[uplink]`` to that broker. Needs no hardware, root or services.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 
+from hil_tests.rig.control_channel import DEMO_DIR_PREFIX, SOCKET_NAME
 from hil_tests.rig.processes import terminate
+from hil_tests.rig.scenario import command as scenario_command
 
 READY_TIMEOUT_S = 20.0
 HOST = "127.0.0.1"
@@ -42,27 +46,53 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mqtt-port", type=int, default=1883, help="embedded broker (if free)")
     args = parser.parse_args(argv)
     example = Path(str(resources.files("gateway.examples").joinpath("community.toml")))
-    with tempfile.TemporaryDirectory(prefix="doorstep-demo-") as tmp, contextlib.ExitStack() as s:
-        resolved = Path(tmp) / "site.toml"
-        s.enter_context(_process(
-            [sys.executable, "-m", "hil_tests.rig.site", str(example), "--resolved", str(resolved)],
-            stdout=subprocess.PIPE,
-        ))  # fmt: skip
-        _wait_for(resolved.exists, "the simulator")
-        print(f"simulated site running; gateway config: {resolved}", flush=True)
+    with tempfile.TemporaryDirectory(prefix=DEMO_DIR_PREFIX) as tmp, contextlib.ExitStack() as s:
+        resolved, state_dir = Path(tmp) / "site.toml", Path(tmp) / "gateway-state"
+        _start_rig(s, Path(tmp), example, resolved, state_dir)
         if not args.no_fleet:
             broker = _start_fleet(s, Path(tmp), resolved, args.http_port, args.mqtt_port)
             with resolved.open("a") as f:
                 f.write(f'\n[uplink]\nbroker = "{broker}"\nbatch_interval_s = 1.0\n')
         command = [sys.executable, "-m", "gateway.cli", "run", "--config", str(resolved)]
-        command += ["--state-dir", str(Path(tmp) / "gateway-state")]
+        command += ["--state-dir", str(state_dir)]
         if args.duration:
             command += ["--duration", str(args.duration)]
         os.environ.setdefault("COLUMNS", "160")
+        _banner()
         try:
             return subprocess.call(command)
         except KeyboardInterrupt:
             return 0
+
+
+def _start_rig(
+    stack: contextlib.ExitStack, tmp: Path, example: Path, resolved: Path, state_dir: Path
+) -> None:
+    """Start the simulated site with its control channel; echo its start-up lines (its
+    priority) and keep the rest of its output in ``rig.log``."""
+    log_path = tmp / "rig.log"
+    log = log_path.open("w")
+    stack.callback(log.close)
+    stack.enter_context(_process(
+        [sys.executable, "-m", "hil_tests.rig.driven_site", str(example),
+         "--resolved", str(resolved), "--socket", str(tmp / SOCKET_NAME),
+         "--gateway-state-dir", str(state_dir)],
+        stdout=log, stderr=subprocess.STDOUT,
+    ))  # fmt: skip
+    _wait_for(resolved.exists, f"the simulator (log: {log_path})")
+    for line in log_path.read_text().splitlines():
+        print(f"  {line}", flush=True)
+    print(f"simulated site running; gateway config: {resolved}; log: {log_path}", flush=True)
+
+
+def _banner() -> None:
+    cmd = scenario_command()
+    print(
+        "drive the site from another terminal (--list shows every scenario):\n"
+        f"  {cmd} fire    a fire alarm (fire --clear ends it)\n"
+        f"  {cmd} day     a day in the life of the community",
+        flush=True,
+    )
 
 
 def _start_fleet(

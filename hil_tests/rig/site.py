@@ -24,8 +24,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from gateway.bus.config import RtuBus, TcpBus
 from gateway.devices.profile import Table
-from gateway.site import RtuBus, SiteConfig, TcpBus, load_site
+from gateway.site import SiteConfig, load_site
 from hil_tests.rig.fault_injection import Faults
 from hil_tests.rig.registers import SimulatedUnit
 from hil_tests.rig.rtu_line import RtuLineServer

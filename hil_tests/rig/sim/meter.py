@@ -2,7 +2,8 @@
 
 It sums the site: a base load plus every source (chargers draw, PV generates as a negative
 contribution). W > 0 is import from the grid, W < 0 export. Energy counters accumulate in
-the direction of the flow.
+the direction of the flow. A test set on its current inputs (:meth:`SiteMeter.inject`, as an
+electrician's secondary-injection test) makes it measure a chosen power instead.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class SiteMeter(SunSpecUnit):
         self.w = 0.0
         self.import_wh = 0.0
         self.export_wh = 0.0
+        #: what a test set on the CT inputs makes the meter measure (W), or None
+        self.injected_w: float | None = None
         self._now: float | None = None
         for name, value in {
             "mn": "Doorstep-Sim",
@@ -48,11 +51,18 @@ class SiteMeter(SunSpecUnit):
         }.items():
             self.set(name, value)
 
+    def inject(self, w: float | None) -> None:
+        """Secondary injection: the meter measures ``w`` (W, + import) instead of the site,
+        and counts energy from it, until ``inject(None)`` takes the test set off."""
+        self.injected_w = w
+
     def advance(self, now: float) -> None:
         if self._now is None:
             self._now = now
         dt, self._now = max(0.0, now - self._now), now
         self.w = self.base_load_w + sum(source() for source in self.sources)
+        if self.injected_w is not None:
+            self.w = self.injected_w
         if self.w >= 0:
             self.import_wh += self.w * dt / 3600
         else:
