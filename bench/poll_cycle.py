@@ -23,11 +23,12 @@ from unittest import mock
 from bench.bus_efficiency import line_time
 from bench.report import write_result
 from gateway.bus.coalesce import Block, CostModel
+from gateway.bus.config import RtuBus, TcpBus
 from gateway.bus.pdu import Read, encode_request
 from gateway.bus.scheduler import BusScheduler
 from gateway.bus.stats import LatencyWindow
 from gateway.devices.profile import PollClass
-from gateway.site import RtuBus, TcpBus, load_site
+from gateway.site import load_site
 from hil_tests.gateway_rig import Rig, running
 from hil_tests.rig.rtu_line import RtuLineServer
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 from bench.report import write_result
 from gateway.bus.stats import LatencyWindow
-from gateway.control.rules import PRIORITY_OPERATOR
+from gateway.control.actuator import PRIORITY_OPERATOR
 from gateway.devices.codec import Value
 from gateway.devices.profile import PollClass, Table
 from gateway.image import Quality, Sample

@@ -22,6 +22,7 @@ from typing import Self
 
 from gateway.bus.breaker import BreakerPolicy, CircuitBreaker
 from gateway.bus.coalesce import CostModel
+from gateway.bus.config import RtuBus, TcpBus
 from gateway.bus.discovery import discover_sunspec
 from gateway.bus.poller import DevicePoller
 from gateway.bus.rtu import RtuTransport
@@ -29,12 +30,11 @@ from gateway.bus.scheduler import BusScheduler
 from gateway.bus.tcp import TcpTransport
 from gateway.bus.transport import Transport
 from gateway.commands import DeviceCommands
-from gateway.control.actuator import Actuator
+from gateway.control.actuator import PRIORITY_OPERATOR, Actuator
 from gateway.control.alarms import AlarmLog, read_journal
 from gateway.control.command_socket import SOCKET_NAME, ControlServer
 from gateway.control.engine import InterlockEngine
 from gateway.control.loop import Supervisor
-from gateway.control.rules import PRIORITY_OPERATOR
 from gateway.control.safety_io import SafetyIo
 from gateway.control.standard import controllers
 from gateway.control.watchdogs import WatchdogKeeper
@@ -42,7 +42,7 @@ from gateway.devices import codec
 from gateway.devices.profile import DeviceKind
 from gateway.errors import GatewayError
 from gateway.image import Listener, ProcessImage, Quality, Sample
-from gateway.site import RtuBus, SiteConfig, TcpBus, device_profile
+from gateway.site import SiteConfig, device_profile
 from gateway.uplink.health import RuntimeStats
 from gateway.uplink.link import Uplink
 
@@ -184,7 +184,7 @@ class Gateway:
             for name, p in self.pollers.items()
             if p.profile.kind is DeviceKind.SAFETY_IO
         ]
-        self.engine.controllers += controllers.build(self.site, self.engine, self.pollers)
+        self.engine.controllers += controllers.build(self.site.safety, self.engine, self.pollers)
         self.image.subscribe(_on_change(self.engine.inputs(), lambda: self.supervisor.loop.wake()))
         self.supervisor = await self._stack.enter_async_context(
             Supervisor(

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from fleet.core.broker import EmbeddedBroker
-from gateway.control.alarms import AlarmLog
-from gateway.control.rules import Severity
+from gateway.control.alarms import AlarmLog, Severity
 from gateway.image import Quality, Sample
 from gateway.uplink.config import UplinkConfig
 from gateway.uplink.link import Uplink

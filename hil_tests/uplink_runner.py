@@ -18,7 +18,7 @@ import logging
 import signal
 from pathlib import Path
 
-from gateway.control.rules import Severity
+from gateway.control.alarms import Severity
 from gateway.runtime import Gateway
 from gateway.site import parse_site
 from hil_tests.rig.site import SimulatedSite, to_toml

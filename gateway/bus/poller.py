@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 
 from gateway.bus.breaker import BreakerState, CircuitBreaker
 from gateway.bus.coalesce import Block, CostModel, Limits, Span, Wall, plan
+from gateway.bus.config import Device, PollPeriods
 from gateway.bus.stats import DeviceStats, LatencyWindow
 from gateway.devices import codec
 from gateway.devices.profile import Point, PollClass, Profile
 from gateway.errors import CodecError
 from gateway.image import ProcessImage, Quality
-from gateway.site import Device, PollPeriods
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,13 @@ from dataclasses import dataclass, field
 from gateway.devices.codec import Value
 from gateway.image import ProcessImage, Quality
 
+#: Demand priorities, most urgent first (after BACnet's priority array): life safety, then
+#: equipment protection, then automatic control, then an operator's own setting.
+PRIORITY_LIFE_SAFETY = 1
+PRIORITY_PROTECTION = 3
+PRIORITY_CONTROL = 8
+PRIORITY_OPERATOR = 12
+
 #: Re-send a wanted value the device does not report after this long (a device that
 #: rebooted to its defaults, a write lost on the line).
 REASSERT_S = 2.0

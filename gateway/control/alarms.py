@@ -27,11 +27,23 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-from gateway.control.rules import Severity
 from gateway.devices.codec import Value
+
+
+class Severity(StrEnum):
+    CRITICAL = "critical"  # P1: people at risk (fire, trapped passenger)
+    MAJOR = "major"  # equipment locked out or out of service
+    MINOR = "minor"  # degraded: derating, curtailment, a device offline
+    INFO = "info"
+
+    @property
+    def rank(self) -> int:
+        return list(Severity).index(self)
+
 
 EventKind = Literal["raised", "updated", "cleared"]
 SCHEMA_VERSION = 1

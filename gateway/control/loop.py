@@ -18,16 +18,31 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Self
 
+from pydantic import Field
+
 from gateway.bus.stats import LatencyWindow
 from gateway.control.actuator import Actuator, PlannedWrite
+from gateway.control.alarms import Severity
 from gateway.control.engine import InterlockEngine
-from gateway.control.rules import ControlConfig, Severity
 from gateway.control.safety_io import SafetyIo, Step
 from gateway.control.watchdogs import Heartbeat, WatchdogKeeper
 from gateway.devices.codec import Value
 from gateway.errors import GatewayError
+from gateway.validation import Strict
 
 log = logging.getLogger(__name__)
+
+
+class ControlConfig(Strict):
+    """The ``[control]`` table: the loop's period, and how late it may run before devices are
+    left to their own watchdogs (heartbeats stop while the loop is unhealthy)."""
+
+    period_ms: float = Field(default=50.0, ge=5, le=1000)
+    unhealthy_after_ms: float = Field(default=500.0, ge=20, le=10000)
+    #: After a start, inputs not read yet hold each interlock as it is for this long; from
+    #: then on an input that has still not been read counts as tripped.
+    startup_grace_s: float = Field(default=3.0, ge=0, le=60)
+
 
 Writer = Callable[[str, str, Value], Awaitable[None]]
 

@@ -1,4 +1,4 @@
-"""Interlocks as data: the schema of the site config's ``[[interlocks]]`` and ``[control]``.
+"""Interlocks as data: the schema of the site config's ``[[interlocks]]``.
 
 A condition is a tree of comparisons over process-image points (``device.point``) joined by
 ``all`` / ``any`` / ``not``; an interlock turns a condition, with on- and off-delays and an
@@ -10,11 +10,12 @@ enum label the device does not have is an error naming its key, before anything 
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Annotated, Self
 
 from pydantic import Field, model_validator
 
+from gateway.control.actuator import PRIORITY_PROTECTION
+from gateway.control.alarms import Severity
 from gateway.devices.profile import PointType, Profile
 from gateway.errors import ProfileError
 from gateway.validation import Strict
@@ -22,24 +23,6 @@ from gateway.validation import Strict
 Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=48)]
 PointRef = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*\.[a-z][a-z0-9_]*$")]
 Literal_ = int | float | bool | str
-
-#: Demand priorities, most urgent first (after BACnet's priority array): life safety, then
-#: equipment protection, then automatic control, then an operator's own setting.
-PRIORITY_LIFE_SAFETY = 1
-PRIORITY_PROTECTION = 3
-PRIORITY_CONTROL = 8
-PRIORITY_OPERATOR = 12
-
-
-class Severity(StrEnum):
-    CRITICAL = "critical"  # P1: people at risk (fire, trapped passenger)
-    MAJOR = "major"  # equipment locked out or out of service
-    MINOR = "minor"  # degraded: derating, curtailment, a device offline
-    INFO = "info"
-
-    @property
-    def rank(self) -> int:
-        return list(Severity).index(self)
 
 
 class Compare(Strict):
@@ -166,17 +149,6 @@ class Interlock(Strict):
         if self.reset_when is not None and not self.latch:
             raise ValueError("reset_when applies to latching interlocks only (set latch = true)")
         return self
-
-
-class ControlConfig(Strict):
-    """The control loop: its period, and how late it may run before devices are left to
-    their own watchdogs (heartbeats stop while the loop is unhealthy)."""
-
-    period_ms: float = Field(default=50.0, ge=5, le=1000)
-    unhealthy_after_ms: float = Field(default=500.0, ge=20, le=10000)
-    #: After a start, inputs not read yet hold each interlock as it is for this long; from
-    #: then on an input that has still not been read counts as tripped.
-    startup_grace_s: float = Field(default=3.0, ge=0, le=60)
 
 
 # -- checks against the profiles -----------------------------------------------------------

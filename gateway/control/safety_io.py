@@ -22,8 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.control.actuator import Actuator
-from gateway.control.alarms import AlarmLog
-from gateway.control.rules import Severity
+from gateway.control.alarms import AlarmLog, Severity
 from gateway.devices.codec import Value
 from gateway.devices.profile import load_profile
 from gateway.image import ProcessImage

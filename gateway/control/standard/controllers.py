@@ -12,17 +12,16 @@ import math
 from collections import deque
 from typing import TYPE_CHECKING
 
-from gateway.control.actuator import Actuator
+from gateway.control.actuator import PRIORITY_CONTROL, Actuator
+from gateway.control.alarms import Severity
 from gateway.control.engine import Controller, InterlockEngine
-from gateway.control.rules import PRIORITY_CONTROL, Severity
 from gateway.control.standard import allocation
-from gateway.control.standard.interlocks import ExportLimit, FeederLimit, Scope, of_kind
+from gateway.control.standard.interlocks import ExportLimit, FeederLimit, Safety, Scope, of_kind
 from gateway.devices.profile import DeviceKind, Profile
 from gateway.image import ProcessImage, Quality
 
 if TYPE_CHECKING:
     from gateway.bus.poller import DevicePoller
-    from gateway.site import SiteConfig
 
 log = logging.getLogger(__name__)
 
@@ -227,9 +226,9 @@ class CommLoss:
 
 
 def build(
-    site: SiteConfig, engine: InterlockEngine, pollers: dict[str, DevicePoller]
+    safety: Safety, engine: InterlockEngine, pollers: dict[str, DevicePoller]
 ) -> list[Controller]:
-    safety = site.safety
+    """The controllers of the standard interlocks the ``[safety]`` table enables."""
     profiles: dict[str, Profile] = {name: p.profile for name, p in pollers.items()}
     meters = of_kind(profiles, DeviceKind.METER)
     out: list[Controller] = []

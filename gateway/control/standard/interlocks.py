@@ -15,13 +15,9 @@ from typing import Any
 
 from pydantic import Field
 
-from gateway.control.rules import (
-    PRIORITY_LIFE_SAFETY,
-    PRIORITY_PROTECTION,
-    Interlock,
-    PointRef,
-    Severity,
-)
+from gateway.control.actuator import PRIORITY_LIFE_SAFETY, PRIORITY_PROTECTION
+from gateway.control.alarms import Severity
+from gateway.control.rules import Interlock, PointRef
 from gateway.devices.profile import DeviceKind, Profile
 from gateway.validation import Strict
 

@@ -15,11 +15,11 @@ from contextlib import asynccontextmanager
 
 from gateway.bus.breaker import BreakerPolicy, CircuitBreaker
 from gateway.bus.coalesce import CostModel
+from gateway.bus.config import Device, PollPeriods
 from gateway.bus.poller import DevicePoller
 from gateway.bus.scheduler import BusScheduler
 from gateway.devices.profile import Profile, parse_profile
 from gateway.image import ProcessImage, Quality
-from gateway.site import Device, PollPeriods
 
 FAST = PollPeriods(safety=0.02, telemetry=0.05, slow=0.5)
 #: Periods a whole first cycle of a few devices fits in with room to spare.

@@ -9,13 +9,13 @@ import time
 import pytest
 
 from gateway.bus.breaker import BreakerState
+from gateway.bus.config import PollPeriods
 from gateway.bus.memory import MemoryTransport, MemoryUnit, Transaction
 from gateway.bus.pdu import Write
 from gateway.bus.poller import DevicePoller
 from gateway.bus.scheduler import BusScheduler
 from gateway.devices.profile import PollClass, Table
 from gateway.image import ProcessImage, Quality
-from gateway.site import PollPeriods
 from tests.gateway.bus.memory_bus import (
     CALM,
     PANEL,

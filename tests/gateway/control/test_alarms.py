@@ -7,8 +7,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.control.alarms import AlarmEvent, AlarmLog, Chatter
-from gateway.control.rules import Severity
+from gateway.control.alarms import AlarmEvent, AlarmLog, Chatter, Severity
 
 
 class Clock:

@@ -10,10 +10,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from gateway.control.actuator import Actuator, PlannedWrite
-from gateway.control.alarms import AlarmEvent, AlarmLog
+from gateway.control.alarms import AlarmEvent, AlarmLog, Severity
 from gateway.control.conditions import Truth
 from gateway.control.engine import InterlockEngine
-from gateway.control.rules import Interlock, Severity
+from gateway.control.rules import Interlock
 from gateway.devices.profile import Profile, load_profile
 from gateway.errors import InterlockError
 from gateway.image import ProcessImage, Quality

@@ -7,10 +7,9 @@ from __future__ import annotations
 import asyncio
 
 from gateway.control.actuator import Actuator
-from gateway.control.alarms import AlarmLog
+from gateway.control.alarms import AlarmLog, Severity
 from gateway.control.engine import InterlockEngine
-from gateway.control.loop import Supervisor
-from gateway.control.rules import ControlConfig, Severity
+from gateway.control.loop import ControlConfig, Supervisor
 from gateway.control.safety_io import CLAIM_VALUE, MISMATCH_GRACE_S, SafetyIo, Step
 from gateway.control.watchdogs import WatchdogKeeper
 from gateway.devices.codec import Value

@@ -15,8 +15,7 @@ from hypothesis import strategies as st
 from gateway.control.actuator import Actuator
 from gateway.control.alarms import AlarmLog
 from gateway.control.engine import InterlockEngine
-from gateway.control.loop import Supervisor
-from gateway.control.rules import ControlConfig
+from gateway.control.loop import ControlConfig, Supervisor
 from gateway.control.watchdogs import WatchdogKeeper
 from gateway.devices.codec import Value
 from gateway.devices.profile import Watchdog, load_profile

@@ -11,10 +11,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from gateway.control.actuator import Actuator, PlannedWrite
+from gateway.control.actuator import PRIORITY_CONTROL, Actuator, PlannedWrite
 from gateway.control.alarms import AlarmLog
 from gateway.control.engine import InterlockEngine
-from gateway.control.rules import PRIORITY_CONTROL
 from gateway.control.standard.interlocks import FireAlarm, Safety, Scope, build
 from gateway.devices.profile import Profile, load_profile
 from gateway.errors import InterlockError
