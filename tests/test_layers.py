@@ -64,8 +64,18 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "gateway": ("hil_tests", "tests", "bench", "fleet"),
     "fleet": ("hil_tests", "tests", "bench"),
 }
-#: what the fleet may use of the gateway package: the contract and shared plumbing
-FLEET_MAY_USE = ("gateway.wire", "gateway.mqtt", "gateway.backoff", "gateway.errors")
+#: what the fleet may use of the gateway package: the contract, shared plumbing, and the
+#: site-config validator and device profiles (a pushed configuration is checked with the
+#: gateway's own rules; the UI labels points from the profiles)
+FLEET_MAY_USE = (
+    "gateway.wire",
+    "gateway.mqtt",
+    "gateway.backoff",
+    "gateway.errors",
+    "gateway.site",
+    "gateway.devices",
+    "gateway.validation",
+)
 
 
 def modules() -> Iterator[tuple[str, Path]]:

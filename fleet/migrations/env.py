@@ -1,4 +1,4 @@
-"""Alembic's environment for the fleet schema (``fleet.models.Base``).
+"""Alembic's environment for the fleet schema (``fleet.schema.Base``: every area's tables).
 
 ``fleet.core.db.open_database`` runs the migrations on its own connection, handed over in
 ``config.attributes["connection"]``. The ``alembic`` command (see alembic.ini here) names the
@@ -14,7 +14,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from fleet.core.db import create_engine
-from fleet.models import Base
+from fleet.schema import Base
 
 
 def run_migrations(connection: Connection) -> None:

@@ -13,7 +13,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
 from fleet.core.db import alembic_config, open_database
-from fleet.models import Base
+from fleet.schema import Base
 
 
 def schema_differences(connection: Connection) -> list[Any]:

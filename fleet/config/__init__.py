@@ -1,0 +1,1 @@
+"""Desired configuration: versions per gateway, bulk changes, delivery and reported state."""

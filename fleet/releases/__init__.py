@@ -1,0 +1,1 @@
+"""Signed release bundles, their storage and the OTA commands and status of each gateway."""

@@ -1,0 +1,1 @@
+"""Staged rollouts of a release over many gateways: phases, thresholds, the engine."""

@@ -1,0 +1,13 @@
+"""The whole fleet schema: :class:`fleet.models.Base` with every area's tables registered.
+
+``fleet.models`` holds the core tables (sites, gateways, devices, samples, alarms, users,
+audit); an area that owns tables of its own keeps them in its package (``tables.py``) on the
+same ``Base``, and is imported here, so the migrations' environment and their test see the
+schema whole.
+"""
+
+from __future__ import annotations
+
+from fleet.models import Base
+
+__all__ = ["Base"]
