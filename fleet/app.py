@@ -5,7 +5,9 @@ The lifespan owns everything it starts: the engine is disposed, the ingest task 
 and awaited (it lives in a task group) and the embedded broker shut down when the server
 stops. ``app.state`` holds ``settings``, ``sessions`` (an async_sessionmaker), ``ingest``
 (fleet.ingest.ingest.Ingest, there with ``Settings.ingest=False`` too, so tests can feed it
-directly) and ``ingest_ready`` (set once subscribed).
+directly), ``ingest_ready`` (set once subscribed) and ``outbound``
+(:class:`fleet.core.outbound.Outbound`, what the fleet sends to gateways; None without
+ingest).
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from fleet import api
 from fleet.core.broker import BrokerUrl, EmbeddedBroker
 from fleet.core.db import open_database, sessions
+from fleet.core.outbound import Outbound
 from fleet.core.settings import Settings, default_client_id
-from fleet.ingest.ingest import Ingest
+from fleet.ingest.ingest import Ingest, Route
 from fleet.ingest.pipeline import run_ingest
 from fleet.models import User
+from gateway import wire
 
 WEB = Path(__file__).parent / "web"
 log = logging.getLogger(__name__)
@@ -52,6 +56,11 @@ async def _warn_without_users(maker: async_sessionmaker[AsyncSession]) -> None:
             )
 
 
+def _routes(app: FastAPI) -> dict[wire.Kind, Route]:
+    """What ingest hands to each area: a kind a gateway publishes → the area's route."""
+    return {}
+
+
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -59,19 +68,23 @@ def create_app(settings: Settings) -> FastAPI:
         async with AsyncExitStack() as stack:
             stack.push_async_callback(engine.dispose)
             app.state.sessions = sessions(engine)
-            app.state.ingest = Ingest(app.state.sessions)
+            app.state.ingest = Ingest(app.state.sessions, routes=_routes(app))
             app.state.ingest_ready = asyncio.Event()
+            app.state.outbound = None
             await _warn_without_users(app.state.sessions)
             if not settings.ingest:
                 yield
                 return
             broker = await _broker_url(settings, stack)
+            client_id = settings.mqtt_client_id or default_client_id()
+            app.state.outbound = Outbound(broker, client_id=f"{client_id}-out")
             async with asyncio.TaskGroup() as tasks:
+                sending = tasks.create_task(app.state.outbound.run(), name="fleet-outbound")
                 ingesting = tasks.create_task(
                     run_ingest(
                         app.state.ingest,
                         broker,
-                        client_id=settings.mqtt_client_id or default_client_id(),
+                        client_id=client_id,
                         ready=app.state.ingest_ready,
                     ),
                     name="fleet-ingest",
@@ -80,6 +93,7 @@ def create_app(settings: Settings) -> FastAPI:
                     yield
                 finally:
                     ingesting.cancel()
+                    sending.cancel()
 
     app = FastAPI(
         title="Doorstep fleet manager",

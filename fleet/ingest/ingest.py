@@ -5,6 +5,11 @@
 (:mod:`fleet.ingest.writer`) store it in one transaction, so a crash mid-message never
 leaves half a batch behind. A batch seen before is a duplicate, stored once.
 
+Messages that are not telemetry (a gateway's configuration status, its OTA status, …) go to
+the :data:`Route` their area registered for the kind (``Ingest(routes=…)``, composed in
+:mod:`fleet.app`): checked against the wire contract like the rest, then handed with the
+gateway's row id inside the same transaction.
+
 Bad input never raises: it is rejected with a reason (:data:`~fleet.ingest.checks.REASONS`),
 counted, and logged and stored by the rejection log (:mod:`fleet.ingest.rejections`); ingest
 goes on. The database's own trouble does raise: the feed (:mod:`fleet.ingest.pipeline`)
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -42,6 +48,19 @@ class Outcome:
     detail: str = ""
 
 
+@dataclass(frozen=True)
+class GatewayRef:
+    """The gateway a routed message came from."""
+
+    id: int
+    site: str
+    name: str
+
+
+#: Stores (or acts on) one checked message of a routed kind, inside ingest's transaction.
+Route = Callable[[AsyncSession, GatewayRef, wire.Payload], Awaitable[None]]
+
+
 class Ingest:
     """Stores gateways' messages; counts what it accepted and refused (:meth:`stats`)."""
 
@@ -49,8 +68,10 @@ class Ingest:
         self,
         sessions: async_sessionmaker[AsyncSession],
         rejection_log: RejectionLog | None = None,
+        routes: Mapping[wire.Kind, Route] | None = None,
     ) -> None:
         self._sessions = sessions
+        self.routes = dict(routes or {})
         self._rejection_log = RejectionLog() if rejection_log is None else rejection_log
         # One message at a time: gap bookkeeping reads the highest stored sequence number.
         self._lock = asyncio.Lock()
@@ -123,6 +144,10 @@ class Ingest:
                         "unknown-gateway", f"gateway {gateway!r} of site {site!r} is not registered"
                     )
                 self._known.gateways[(site, gateway)] = gateway_id
+            route = self.routes.get(kind)
+            if route is not None:
+                await route(session, GatewayRef(gateway_id, site, gateway), message)
+                return Batch()
             writer = Writer(session, gateway_id, utcnow(), self._known)
             return await writer.store(kind, message)
 

@@ -31,7 +31,7 @@ from gateway.backoff import EQUAL_JITTER, Backoff
 
 log = logging.getLogger(__name__)
 
-#: The kinds ingest subscribes to and stores.
+#: The kinds ingest subscribes to and stores itself (plus those of ``Ingest.routes``).
 KINDS = (wire.Kind.STATE, wire.Kind.TELEMETRY, wire.Kind.EVENTS, wire.Kind.HEALTH)
 RECONNECT_MIN_S = 0.2
 RECONNECT_MAX_S = 10.0
@@ -55,7 +55,8 @@ async def run_ingest(
     reconnect_max_s: float = RECONNECT_MAX_S,
     timeout_s: float = MQTT_TIMEOUT_S,
 ) -> None:
-    """Subscribe (QoS 1) to every gateway's state/telemetry/events/health and feed
+    """Subscribe (QoS 1) to every gateway's state/telemetry/events/health (and the routed
+    kinds) and feed
     ``ingest.handle``; reconnect with bounded back-off forever until cancelled; sets
     ``ready`` after the first SUBACK. A lost connection is logged once, and once more when
     it is back."""
@@ -67,8 +68,9 @@ async def run_ingest(
             await feed(ingest, message)
             client.ack(message)
 
+    kinds = (*KINDS, *sorted(ingest.routes))
     await mqtt.stay_connected(
-        lambda: _subscribed(broker, client_id, timeout_s),
+        lambda: _subscribed(broker, client_id, timeout_s, kinds),
         session,
         _Log(broker),
         Backoff(reconnect_min_s, reconnect_max_s, jitter=EQUAL_JITTER),
@@ -77,9 +79,9 @@ async def run_ingest(
 
 @asynccontextmanager
 async def _subscribed(
-    broker: BrokerUrl, client_id: str, timeout_s: float
+    broker: BrokerUrl, client_id: str, timeout_s: float, kinds: tuple[wire.Kind, ...]
 ) -> AsyncIterator[mqtt.Client]:
-    """A client of the persistent session, subscribed to :data:`KINDS`."""
+    """A client of the persistent session, subscribed to ``kinds``."""
     client = mqtt.Client(
         broker.host,
         broker.port,
@@ -92,7 +94,7 @@ async def _subscribed(
     )
     client.acknowledge_manually()  # paho acknowledges each message when run_ingest says so
     async with client:
-        await client.subscribe([(wire.subscription(kind), 1) for kind in KINDS])
+        await client.subscribe([(wire.subscription(kind), 1) for kind in kinds])
         yield client
 
 

@@ -1,12 +1,13 @@
 """The uplink's connection to the broker, one client at a time.
 
 Connect with a last will (State offline, retained, QoS 1), publish State online (retained),
-then drain the outbox (:mod:`gateway.uplink.drain`) and publish Health every
-``health_interval_s`` until the connection breaks; then reconnect with jittered exponential
-back-off (:func:`gateway.mqtt.stay_connected`). Each connection uses a fresh client, so no
-message left in paho's queue by a broken connection is re-sent behind the outbox's back.
-A lost broker is logged once and its return once; refused credentials at every attempt,
-naming the settings to check.
+subscribe to what the fleet may send this gateway and re-publish its standing reports
+(:mod:`gateway.uplink.inbox`), then drain the outbox (:mod:`gateway.uplink.drain`) and
+publish Health every ``health_interval_s`` until the connection breaks; then reconnect with
+jittered exponential back-off (:func:`gateway.mqtt.stay_connected`). Each connection uses a
+fresh client, so no message left in paho's queue by a broken connection is re-sent behind
+the outbox's back. A lost broker is logged once and its return once; refused credentials at
+every attempt, naming the settings to check.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from gateway.errors import BrokerError, OutboxError
 from gateway.mqtt import Client, Will, stay_connected
 from gateway.uplink.config import UplinkConfig
 from gateway.uplink.drain import Drain
+from gateway.uplink.inbox import Inbox
 from gateway.uplink.payloads import StateMessage
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ class Connection:
         topics: Mapping[wire.Kind, str],
         state: StateMessage,
         drain: Drain,
+        inbox: Inbox,
         health: Callable[[], Awaitable[wire.Health]],
         password: str | None,
         tls: ssl.SSLContext | None,
@@ -48,6 +51,7 @@ class Connection:
         self._topics = topics
         self._state = state
         self._drain = drain
+        self._inbox = inbox
         self._health = health
         self._password = password
         self._tls = tls
@@ -103,12 +107,14 @@ class Connection:
             await client.publish(
                 self._topics[wire.Kind.STATE], self._state.payload("online"), qos=1, retain=True
             )
+            await self._inbox.connected_to(client)
             async with asyncio.TaskGroup() as group:
-                group.create_task(_watch(client), name="uplink:watch")
+                group.create_task(_watch(client, self._inbox), name="uplink:inbox")
                 group.create_task(self._drain.run(client), name="uplink:drain")
                 group.create_task(self._publish_health(client), name="uplink:health")
         finally:
             self.client = None
+            self._inbox.disconnected()
 
     async def _publish_health(self, client: Client) -> None:
         while True:
@@ -117,11 +123,11 @@ class Connection:
             await asyncio.sleep(self.config.health_interval_s)
 
 
-async def _watch(client: Client) -> None:
-    """Raise BrokerError as soon as the connection drops (nothing is subscribed: the
-    iterator only ends that way), which cancels publishes waiting for a PUBACK."""
-    async for _ in client.messages:
-        pass
+async def _watch(client: Client, inbox: Inbox) -> None:
+    """Hand what the fleet sends to the inbox; raise BrokerError as soon as the connection
+    drops (the iterator only ends that way), which cancels publishes waiting for a PUBACK."""
+    async for message in client.messages:
+        await inbox.dispatch(message)
 
 
 class _Log:

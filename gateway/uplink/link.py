@@ -7,8 +7,10 @@ outbox (:mod:`gateway.uplink.outbox`, used from its own thread:
 * the producer (:mod:`gateway.uplink.producer`), which appends report-by-exception telemetry
   batches and alarm events to the outbox;
 * the connection (:mod:`gateway.uplink.connection`), one MQTT client at a time, which says
-  State online, drains the outbox to the broker (:mod:`gateway.uplink.drain`) and publishes
-  Health (:mod:`gateway.uplink.health`) until the connection breaks, then reconnects.
+  State online, subscribes the :attr:`Uplink.inbox` (:mod:`gateway.uplink.inbox`: what the
+  fleet sends this gateway, and its standing reports), drains the outbox to the broker
+  (:mod:`gateway.uplink.drain`) and publishes Health (:mod:`gateway.uplink.health`) until
+  the connection breaks, then reconnects.
 
 On a clean exit it appends what is pending, gives the broker a moment to take it, says State
 offline and closes the outbox; whatever was not acknowledged stays in it for the next start.
@@ -32,6 +34,7 @@ from gateway.uplink.config import UplinkConfig
 from gateway.uplink.connection import Connection
 from gateway.uplink.drain import Drain
 from gateway.uplink.health import HealthProbe, StatsSource
+from gateway.uplink.inbox import Inbox
 from gateway.uplink.outbox_thread import OutboxThread
 from gateway.uplink.payloads import StateMessage
 from gateway.uplink.producer import Producer
@@ -78,6 +81,9 @@ class Uplink:
             config.batch_interval_s,
         )
         self._drain = Drain(self._outbox, config.window, config.publish_timeout_s)
+        #: fleet → gateway messages and the gateway's standing reports; register handlers
+        #: before entering the uplink
+        self.inbox = Inbox(self._topics)
         self._connection: Connection | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stack = contextlib.AsyncExitStack()
@@ -100,6 +106,7 @@ class Uplink:
             topics=self._topics,
             state=StateMessage(self.version, self.started_at, self.devices),
             drain=self._drain,
+            inbox=self.inbox,
             health=self.health,
             tls=cfg.ssl_context(),
             password=cfg.secret(),
