@@ -1,7 +1,7 @@
 """Keeping device watchdogs alive — only while the gateway itself is healthy.
 
 Every device whose profile declares the watchdog trio gets a heartbeat write at no more than a
-third of its timeout (devices.md §0, §7). The keeper is ticked by the control loop, not by a
+third of its timeout (docs/devices.md, "The watchdog trio"). The keeper is ticked by the control loop, not by a
 timer of its own: when the loop stalls, heartbeats stop with it and each device falls back to
 its own safe value within its own timeout. That is the point — a hung gateway must not keep
 devices in "managed" mode.
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from gateway.devices.profile import Watchdog
 from gateway.image import ProcessImage, Quality
 
-#: Heartbeats go out at this fraction of the device's timeout (≤ 1/3, devices.md §7).
+#: Heartbeats go out at this fraction of the device's timeout (≤ 1/3, docs/devices.md).
 REFRESH_FRACTION = 1 / 3
 
 
@@ -79,7 +79,7 @@ class WatchdogKeeper:
             kept.counter = (kept.counter + 1) & 0xFFFF
 
     def remaining_low(self, device: str) -> bool:
-        """True when the device reports less than a third of its timeout left (§7.2)."""
+        """True when the device reports less than a third of its timeout left (docs/devices.md)."""
         kept = self.kept[device]
         wd = kept.watchdog
         if wd.remaining is None or self.image.reading(device, wd.timeout) == 0:

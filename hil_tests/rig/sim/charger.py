@@ -1,4 +1,4 @@
-"""An AC charger with a car (map EVSE-HEC: Heidelberg core + extensions, devices.md §3.3).
+"""An AC charger with a car (map EVSE-HEC: Heidelberg core + extensions, docs/devices.md#evse-hec).
 
 IEC 61851 states follow a plug-and-car model: A (no car) → B (car connected) → C (car asks
 for current and the box allows it). The advertised current is the setpoint (261), limited by

@@ -1,14 +1,14 @@
 """A retrofitted elevator behind its GB/T 24476 monitoring box (map ELV-24476).
 
 The car travels between floors at rated speed, cycles its doors at each stop, carries
-passengers, answers calls, and obeys the service modes of devices.md §1.2: an
+passengers, answers calls, and obeys the service modes of docs/devices.md#elv-24476: an
 out-of-service request parks it (only from normal service), a fire-recall request — which
 mirrors the fire panel, so it overrides a parked car too — or the hard-wired fire panel
 input, which stays authoritative, sends it non-stop to the recall floor and reports "parked"
 with the doors open. The gateway watchdog drops both remote requests when the heartbeat
 stops; the elevator never strands people because the gateway died. Faults of table 1.3 are
 raised on demand; those that open the safety chain stop the car where it is until they are
-cleared (§5 I7). A trapped-passenger scenario stops the car with its doors closed and people
+cleared (I7 in docs/interlocks.md). A trapped-passenger scenario stops the car with its doors closed and people
 inside, and leaves detecting it to the gateway.
 """
 

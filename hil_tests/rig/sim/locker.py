@@ -1,4 +1,4 @@
-"""A 16-door parcel-locker board (map LCK-16, devices.md §2.2).
+"""A 16-door parcel-locker board (map LCK-16, docs/devices.md#lck-16).
 
 Each door has a hook (the lock), a leaf (open or shut) and an item sensor. An unlock coil
 pulses the hook for ``unlock_pulse``; the coil clears itself and the leaf springs open; the

@@ -1,4 +1,4 @@
-"""The site meter at the grid connection (SunSpec model 203, devices.md §4.4).
+"""The site meter at the grid connection (SunSpec model 203, docs/devices.md#sunspec-meter).
 
 It sums the site: a base load plus every source (chargers draw, PV generates as a negative
 contribution). W > 0 is import from the grid, W < 0 export. Energy counters accumulate in

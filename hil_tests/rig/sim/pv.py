@@ -1,4 +1,4 @@
-"""A rooftop PV inverter speaking SunSpec models 1, 103, 120–123 (devices.md §4).
+"""A rooftop PV inverter speaking SunSpec models 1, 103, 120–123 (docs/devices.md#sunspec-inv).
 
 Output follows an irradiance curve up to the rating, capped by the model-123 power limit
 (WMaxLimPct of WMax while WMaxLim_Ena = 1), reached over a short ramp; the limit reverts to
