@@ -22,7 +22,9 @@ the outbox, pydantic in :mod:`gateway.validation`. Callers never catch a library
     ├── FlashError                          ``gateway flash`` could not finish
     │   ├── PortError, NotMicroPython, LinkLost, BoardError
     │   └── BadInput, UnsupportedVersion, CopyInterrupted, VerificationFailed
-    └── FirmwareError, IdentityRejected     the firmware sources; a board identity
+    ├── FirmwareError, IdentityRejected     the firmware sources; a board identity
+    ├── KeyFileError, SignatureError        a signing/trusted key file; a signature refused
+    └── OtaError ── BundleRefused           an update that cannot proceed; a refused bundle
 """
 
 from __future__ import annotations
@@ -184,3 +186,34 @@ class FirmwareError(GatewayError):
 
 class IdentityRejected(GatewayError):
     """The identity given for a board is not one the firmware accepts."""
+
+
+# -- signed releases and updates (gateway.trust, gateway.ota) --------------------------------
+
+
+class KeyFileError(GatewayError):
+    """A key file is missing, unreadable or not an Ed25519 key; the message names the file."""
+
+
+class SignatureError(GatewayError):
+    """A signed document was refused: unsigned, signed by a key not trusted here, or a
+    signature that does not match the document. ``reason`` is one of ``unsigned``,
+    ``unknown-key``, ``bad-signature``."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+class OtaError(GatewayError):
+    """An update cannot proceed (download, disk space, install, switch); says why."""
+
+
+class BundleRefused(OtaError):
+    """A release bundle that will not be installed: tampered, unsigned, another platform,
+    a path outside the bundle, a downgrade. ``reason`` is a short code, the message the
+    sentence a person reads."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)

@@ -75,6 +75,8 @@ FLEET_MAY_USE = (
     "gateway.site",
     "gateway.devices",
     "gateway.validation",
+    "gateway.trust",  # the fleet's CLI signs with the same module the gateway verifies with
+    "gateway.ota.bundle",  # and builds and checks bundles in the format the gateway reads
 )
 
 
