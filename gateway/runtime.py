@@ -42,7 +42,7 @@ from gateway.devices import codec
 from gateway.devices.profile import DeviceKind
 from gateway.errors import GatewayError
 from gateway.image import Listener, ProcessImage, Quality, Sample
-from gateway.site import SiteConfig, device_profile
+from gateway.site import SiteConfig
 from gateway.uplink.health import RuntimeStats
 from gateway.uplink.link import Uplink
 
@@ -86,7 +86,9 @@ class Gateway:
         self.state_dir = state_dir
         if state_dir is not None:
             state_dir.mkdir(parents=True, exist_ok=True)
-        self.alarms = AlarmLog(state_dir / "alarms.jsonl" if state_dir else None)
+        self.alarms = AlarmLog(
+            state_dir / "alarms.jsonl" if state_dir else None, chatter=self.site.alarms
+        )
         self.actuator = Actuator(self.image)
         self.keeper = WatchdogKeeper(self.image)
         self.started_at = time.monotonic()
@@ -102,6 +104,8 @@ class Gateway:
         try:
             await self._start()
         except BaseException:
+            for task in self._tasks:  # else the task group waits on the buses for ever
+                task.cancel()
             await self._stack.aclose()
             raise
         return self
@@ -133,7 +137,7 @@ class Gateway:
             for dev in self.site.devices_on(bus.name):
                 poller = DevicePoller(
                     dev,
-                    device_profile(dev),
+                    self.site.profile(dev),
                     self.site.periods(dev),
                     self.image,
                     cost_model(bus),
@@ -201,7 +205,7 @@ class Gateway:
         assert self.site.uplink is not None
         if self.state_dir is None:
             raise GatewayError("the uplink keeps its outbox in the state directory: give one")
-        profiles = {d.name: device_profile(d) for d in self.site.devices}
+        profiles = {d.name: self.site.profile(d) for d in self.site.devices}
         units = {(dev, p.name): p.unit for dev, prof in profiles.items() for p in prof.points}
         return Uplink(
             self.site.uplink,

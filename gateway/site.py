@@ -11,13 +11,15 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Self
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, model_validator
 
 from gateway.bus.config import Bus, Device, PollPeriods, RtuBus, TcpBus
+from gateway.control.alarms import Chatter
 from gateway.control.loop import ControlConfig
 from gateway.control.rules import Interlock, reference_problems
 from gateway.control.standard import interlocks as standard_interlocks
 from gateway.control.standard.interlocks import Safety
+from gateway.devices.library import ProfileLibrary
 from gateway.devices.profile import DeviceKind, Profile, load_profile
 from gateway.errors import ConfigError, ProfileError
 from gateway.uplink.config import UplinkConfig
@@ -40,11 +42,22 @@ class SiteConfig(Strict):
     devices: list[Device]
     interlocks: list[Interlock] = Field(default_factory=list)
     safety: Safety = Safety()
+    #: When an alarm counts as chattering and how long it must be quiet to clear.
+    alarms: Chatter = Chatter()
     #: The MQTT uplink to the fleet manager (gateway.uplink.config); none: runs offline.
     uplink: UplinkConfig | None = None
+    #: Directories of the site's own device profiles (relative: to the site file).
+    profile_dirs: list[str] = Field(default_factory=list)
+    _profiles: ProfileLibrary = PrivateAttr(default_factory=ProfileLibrary)
 
     @model_validator(mode="after")
-    def _check_references(self) -> Self:
+    def _check_references(self, info: ValidationInfo) -> Self:
+        base = (info.context or {}).get("base_dir")
+        self._profiles = ProfileLibrary.load(
+            [Path(base or ".") / d for d in self.profile_dirs],
+            beside=base,
+            wanted=[d.profile for d in self.devices],
+        )
         problems = _reference_problems(self)
         if problems:
             raise ValueError("\n".join(problems))
@@ -58,8 +71,17 @@ class SiteConfig(Strict):
 
     def all_interlocks(self) -> list[Interlock]:
         """The site's own interlocks and the standard ones it enabled."""
-        profiles = {d.name: load_profile(d.profile) for d in self.devices}
+        profiles = {d.name: self.profile(d) for d in self.devices}
         return [*standard_interlocks.build(self.safety, profiles), *self.interlocks]
+
+    @property
+    def profiles(self) -> ProfileLibrary:
+        """The profiles this site can use: its own (profile_dirs, next to the file), shipped."""
+        return self._profiles
+
+    def profile(self, device: Device) -> Profile:
+        """The profile of one of this site's devices."""
+        return self._profiles.get(device.profile)
 
     def periods(self, device: Device) -> PollPeriods:
         """The device's poll periods: site defaults with its overrides applied."""
@@ -69,7 +91,7 @@ class SiteConfig(Strict):
 
 def _reference_problems(cfg: SiteConfig) -> list[str]:
     """Checks across sections, each message starting with its key path."""
-    problems: list[str] = []
+    problems: list[str] = list(cfg.profiles.problems)
     problems += _duplicates("buses", [b.name for b in cfg.buses])
     problems += _duplicates("devices", [d.name for d in cfg.devices])
     buses = {b.name: b for b in cfg.buses}
@@ -91,7 +113,7 @@ def _reference_problems(cfg: SiteConfig) -> list[str]:
                     f"by devices[{seen_units[key]}]"
                 )
             seen_units.setdefault(key, i)
-        problems += _profile_problems(where, dev)
+        problems += _profile_problems(where, dev, cfg.profiles)
     problems += _duplicates("interlocks", [i.name for i in cfg.interlocks])
     profiles = _loadable_profiles(cfg)
     for i, interlock in enumerate(cfg.interlocks):
@@ -123,15 +145,15 @@ def _loadable_profiles(cfg: SiteConfig) -> dict[str, Profile]:
     out = {}
     for dev in cfg.devices:
         try:
-            out[dev.name] = load_profile(dev.profile)
+            out[dev.name] = cfg.profile(dev)
         except ProfileError:
             continue
     return out
 
 
-def _profile_problems(where: str, dev: Device) -> list[str]:
+def _profile_problems(where: str, dev: Device, library: ProfileLibrary) -> list[str]:
     try:
-        profile = load_profile(dev.profile)
+        profile = library.get(dev.profile)
     except ProfileError as exc:
         return [f"{where}.profile: {exc}"]
     if dev.sunspec_base is not None and profile.sunspec is None:
@@ -157,14 +179,14 @@ def _duplicates(section: str, names: list[str]) -> list[str]:
     return out
 
 
-def parse_site(text: str, source: str) -> SiteConfig:
+def parse_site(text: str, source: str, base_dir: Path | None = None) -> SiteConfig:
     """Validate a site config completely; raise :class:`ConfigError` listing every problem."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, [f"not valid TOML: {exc}"]) from None
     try:
-        return SiteConfig.model_validate(data)
+        return SiteConfig.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
         problems: list[str] = []
         for line in validation_problems(exc):
@@ -178,9 +200,9 @@ def load_site(path: str | Path) -> SiteConfig:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(str(path), [f"cannot read the file: {exc.strerror}"]) from None
-    return parse_site(text, str(path))
+    return parse_site(text, str(path), path.parent)
 
 
 def device_profile(device: Device) -> Profile:
-    """The profile of a device of a validated site config."""
+    """The shipped profile of a device (a site's own profiles: :meth:`SiteConfig.profile`)."""
     return load_profile(device.profile)

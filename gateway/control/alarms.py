@@ -31,7 +31,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import ConfigDict, Field
+
 from gateway.devices.codec import Value
+from gateway.validation import Strict
 
 
 class Severity(StrEnum):
@@ -49,14 +52,16 @@ EventKind = Literal["raised", "updated", "cleared"]
 SCHEMA_VERSION = 1
 
 
-@dataclass(frozen=True)
-class Chatter:
+class Chatter(Strict):
     """When an alarm chatters: more than ``max_raises`` raises within ``window_s``; it is
-    then held raised until quiet (no new raise) for ``quiet_s``."""
+    then held raised until quiet (no new raise) for ``quiet_s``. The site config's
+    ``[alarms]`` table."""
 
-    max_raises: int = 3
-    window_s: float = 600.0
-    quiet_s: float = 300.0
+    model_config = ConfigDict(frozen=True)
+
+    max_raises: int = Field(default=3, ge=1, le=100)
+    window_s: float = Field(default=600.0, gt=0, le=86400)
+    quiet_s: float = Field(default=300.0, ge=0, le=86400)
 
 
 @dataclass(frozen=True)

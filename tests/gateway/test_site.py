@@ -166,3 +166,12 @@ def test_check_command_reports_a_bad_uplink_key(
     path.write_text(BASE + '\n[uplink]\nbroker = "mqtt://fleet"\nwindow = 0\n', encoding="utf-8")
     assert main(["check", str(path)]) == 2
     assert "uplink.window: " in capsys.readouterr().out
+
+
+def test_the_alarms_table_sets_when_an_alarm_chatters_and_how_long_it_must_be_quiet() -> None:
+    site = parse_site(BASE + "\n[alarms]\nmax_raises = 5\nquiet_s = 60\n", "site.toml")
+    assert (site.alarms.max_raises, site.alarms.window_s, site.alarms.quiet_s) == (5, 600.0, 60.0)
+    assert parse_site(BASE, "site.toml").alarms.quiet_s == 300.0
+    [problem] = problems_of(BASE + "\n[alarms]\nquiet_s = -1\nhold = 2\n")[:1]
+    assert "alarms.quiet_s" in problem
+    assert any("alarms.hold" in p for p in problems_of(BASE + "\n[alarms]\nhold = 2\n"))
