@@ -19,6 +19,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import Field, ValidationError, model_validator
 
+from gateway.devices.roles import Role, RoleBinding, binding_problems
 from gateway.errors import ProfileError
 from gateway.validation import Strict, format_validation_error
 
@@ -126,6 +127,14 @@ class Point(Strict):
     description: str = ""
     #: What a person reads for this point (English; translated by the fleet's catalogue).
     label: str = ""
+    #: What a person reads for each value of an enum, bit or flag point, or for each bit of a
+    #: bitfield when it is set (English): ``{0 = "fire alarm", 1 = "normal"}``.
+    value_labels: dict[int, str] | None = None
+    #: Values (bits of a bitfield, when set) that read as an alarm or out-of-service state.
+    alarm_values: tuple[int, ...] = ()
+    #: Bookkeeping a person never needs (heartbeats, map versions): kept from people's
+    #: screens, still in the API. Scale-factor points are hidden without it.
+    internal: bool = False
 
     @property
     def display_name(self) -> str:
@@ -266,6 +275,21 @@ class Profile(Strict):
     #: Registers that say which model answers: point name → the value this model reads
     #: there (the SIO-1's ``map_version``); checked by whoever must know the model is right.
     identity: dict[str, int] = Field(default_factory=dict)
+    #: What the points mean to the standard interlocks (gateway.devices.roles).
+    roles: dict[Role, RoleBinding] = Field(default_factory=dict)
+    #: A site profile that replaces the shipped profile of the same model must say so.
+    overrides: bool = False
+    #: Where the register map comes from: the manufacturer's document and its version.
+    source: str = ""
+
+    def role(self, role: Role) -> RoleBinding | None:
+        """The binding of a role, or None when the device cannot play it."""
+        return self.roles.get(role)
+
+    def role_point(self, role: Role) -> str | None:
+        """The (first) point that plays a role, or None."""
+        binding = self.roles.get(role)
+        return None if binding is None else binding.names[0]
 
     @property
     def point_map(self) -> dict[str, Point]:
@@ -322,6 +346,13 @@ class Profile(Strict):
         for k in self.identity:
             if k not in points:
                 raise ValueError(f"identity: no point named {k!r}")
+        problems = [
+            problem
+            for role, binding in self.roles.items()
+            for problem in binding_problems(role, binding, self.kind, points)
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     def _check_addressing(self) -> None:

@@ -18,6 +18,7 @@ from gateway.control.engine import Controller, InterlockEngine
 from gateway.control.standard import allocation
 from gateway.control.standard.interlocks import ExportLimit, FeederLimit, Safety, Scope, of_kind
 from gateway.devices.profile import DeviceKind, Profile
+from gateway.devices.roles import Role, RoleBinding
 from gateway.image import ProcessImage, Quality
 
 if TYPE_CHECKING:
@@ -26,8 +27,21 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OTHER_LOAD_HOLD_S = 5.0
-CP_B, CP_C = 1, 2  # IEC 61851 states with a car connected
-WMAXLIM_ENABLED = 1
+
+
+def code(profile: Profile, point: str, value: str | int | None) -> int | str | None:
+    """A role's label as the code the device stores (``"ENABLED"`` → 1); numbers pass."""
+    enum = profile.point(point).enum
+    if isinstance(value, str) and enum:
+        return next(c for c, label in enum.items() if label == value)
+    return value
+
+
+def _need(profile: Profile, role: Role) -> RoleBinding:
+    """A role the site config has already been checked to bind (role_problems)."""
+    binding = profile.role(role)
+    assert binding is not None, f"{profile.model}: {role} (checked by role_problems)"
+    return binding
 
 
 class _Periodic:
@@ -62,20 +76,34 @@ class FeederAllocation(_Periodic):
         chargers: list[str],
         image: ProcessImage,
         actuator: Actuator,
+        profiles: dict[str, Profile],
     ) -> None:
         super().__init__(cfg.period_s)
         self.cfg, self.meter, self.chargers = cfg, meter, chargers
         self.image, self.actuator = image, actuator
+        self.meter_phases = _need(profiles[meter], Role.METER_PHASE_CURRENTS).names
+        self.setpoint = {
+            c: _need(profiles[c], Role.CHARGER_CURRENT_SETPOINT).names[0] for c in chargers
+        }
+        self.phases = {c: _need(profiles[c], Role.CHARGER_PHASE_CURRENTS).names for c in chargers}
+        self.state: dict[str, tuple[str, set[int | str | None]]] = {}
+        for c in chargers:
+            state = _need(profiles[c], Role.CHARGER_STATE)
+            active = {code(profiles[c], state.names[0], label) for label in state.active}
+            self.state[c] = (state.names[0], active)
+        self.hw_max = {c: profiles[c].role_point(Role.CHARGER_MAX_CURRENT) for c in chargers}
         self.setpoints: dict[str, float] = {}
         self._other: deque[tuple[float, float]] = deque()
 
     def step(self, now: float) -> None:
         loads = [self._load(c) for c in self.chargers]
-        meter_a = self._max_phase(self.meter, ("apha", "aphb", "aphc"))
+        meter_a = self._max_phase(self.meter, self.meter_phases)
         feeder = allocation.Feeder(self.cfg.limit_a, self.cfg.min_a)
         self.setpoints = allocation.allocate(feeder, loads, self._held(now, meter_a, loads))
         for name, amps in self.setpoints.items():
-            self.actuator.demand(self.name, name, "max_current", amps, PRIORITY_CONTROL, limit=True)
+            self.actuator.demand(
+                self.name, name, self.setpoint[name], amps, PRIORITY_CONTROL, limit=True
+            )
 
     def _held(
         self, now: float, meter_a: float | None, loads: list[allocation.ChargerLoad]
@@ -93,17 +121,19 @@ class FeederAllocation(_Periodic):
         return max(v for _, v in self._other)
 
     def _load(self, charger: str) -> allocation.ChargerLoad:
-        cp = self.image.find(charger, "cp_state")
+        state, active = self.state[charger]
+        cp = self.image.find(charger, state)
         online = cp is not None and cp.quality is Quality.GOOD
-        hw_max = self.image.reading(charger, "hw_max_current")
+        hw_point = self.hw_max[charger]
+        hw_max = None if hw_point is None else self.image.reading(charger, hw_point)
         max_a = self.cfg.charger_max_a
         if isinstance(hw_max, int | float) and hw_max > 0:
             max_a = min(max_a, float(hw_max))
         return allocation.ChargerLoad(
             name=charger,
             online=online,
-            active=online and cp is not None and cp.value in (CP_B, CP_C),
-            drawn_a=self._max_phase(charger, ("l1_current", "l2_current", "l3_current")),
+            active=online and cp is not None and cp.value in active,
+            drawn_a=self._max_phase(charger, self.phases[charger]),
             max_a=max_a,
         )
 
@@ -126,28 +156,40 @@ class ExportCurtailment(_Periodic):
         pv: str,
         image: ProcessImage,
         actuator: Actuator,
+        profiles: dict[str, Profile],
     ) -> None:
         super().__init__(cfg.period_s)
         self.cfg, self.meter, self.pv = cfg, meter, pv
         self.image, self.actuator = image, actuator
         self.limit = allocation.ExportPolicy(cfg.limit_w, cfg.max_step)
         self.pct: float | None = None
+        inverter = profiles[pv]
+        self.meter_w = _need(profiles[meter], Role.METER_GRID_POWER).names[0]
+        self.pv_w = _need(inverter, Role.PV_POWER).names[0]
+        self.rated = _need(inverter, Role.PV_RATED_POWER).names[0]
+        self.limit_point = inverter.point(_need(inverter, Role.PV_POWER_LIMIT_PCT).names[0])
+        enable = inverter.role(Role.PV_POWER_LIMIT_ENABLE)
+        self.enable = (
+            None
+            if enable is None
+            else (enable.names[0], code(inverter, enable.names[0], enable.on))
+        )
+        revert = inverter.role_point(Role.PV_POWER_LIMIT_REVERT)
         # The inverter drops the limit RvrtTms after the last write: refreshed at a third of
         # it while the gateway runs, it reverts on its own when the gateway is gone.
-        actuator.target(pv, "wmaxlimpct", refresh_s=cfg.revert_s / 3)
-        actuator.demand(
-            self.name, pv, "wmaxlimpct_rvrttms", cfg.revert_s, PRIORITY_CONTROL, limit=False
-        )
+        actuator.target(pv, self.limit_point.name, refresh_s=cfg.revert_s / 3)
+        if revert is not None:
+            actuator.demand(self.name, pv, revert, cfg.revert_s, PRIORITY_CONTROL, limit=False)
 
     def step(self, now: float) -> None:
-        rated = self.image.reading(self.pv, "wrtg") or self.image.reading(self.pv, "wmax")
+        rated = self.image.reading(self.pv, self.rated)
         if not isinstance(rated, int | float) or rated <= 0:
             return  # not discovered yet: nothing sensible to command
         if self.pct is None:
-            reported = self.image.reading(self.pv, "wmaxlimpct")
+            reported = self.image.reading(self.pv, self.limit_point.name)
             self.pct = float(reported) if isinstance(reported, int | float) else 100.0
-        meter_w = self.image.reading(self.meter, "w")
-        pv_w = self.image.reading(self.pv, "w")
+        meter_w = self.image.reading(self.meter, self.meter_w)
+        pv_w = self.image.reading(self.pv, self.pv_w)
         pct = allocation.curtail(
             self.limit,
             float(meter_w) if isinstance(meter_w, int | float) else None,
@@ -157,17 +199,19 @@ class ExportCurtailment(_Periodic):
         )
         self.pct = self._resolution(pct, towards=self.pct)
         self.actuator.demand(
-            self.name, self.pv, "wmaxlimpct", self.pct, PRIORITY_CONTROL, limit=True
+            self.name, self.pv, self.limit_point.name, self.pct, PRIORITY_CONTROL, limit=True
         )
-        self.actuator.demand(
-            self.name, self.pv, "wmaxlim_ena", WMAXLIM_ENABLED, PRIORITY_CONTROL, limit=False
-        )
+        if self.enable is not None:
+            point, on = self.enable
+            self.actuator.demand(self.name, self.pv, point, on, PRIORITY_CONTROL, limit=False)
 
     def _resolution(self, pct: float, towards: float) -> float:
         """``pct`` in the inverter's own steps (10^WMaxLimPct_SF %), rounded towards the
         last limit so that rounding never makes a step bigger than the step limit allows."""
-        sf = self.image.reading(self.pv, "wmaxlimpct_sf")
-        step = 10.0**sf if isinstance(sf, int) else 0.1
+        step = self.limit_point.scale or 0.1
+        if self.limit_point.scale_factor is not None:
+            sf = self.image.reading(self.pv, self.limit_point.scale_factor)
+            step = 10.0**sf if isinstance(sf, int) else 0.1
         rounding = math.ceil if pct < towards else math.floor
         return max(self.limit.min_pct, round(rounding(pct / step - 1e-9) * step, 6))
 
@@ -236,13 +280,17 @@ def build(
         meter = safety.feeder_limit.meter or meters[0]
         chargers = of_kind(profiles, DeviceKind.CHARGER, safety.feeder_limit)
         out.append(
-            FeederAllocation(safety.feeder_limit, meter, chargers, engine.image, engine.actuator)
+            FeederAllocation(
+                safety.feeder_limit, meter, chargers, engine.image, engine.actuator, profiles
+            )
         )
     if safety.export_limit is not None:
         meter = safety.export_limit.meter or meters[0]
         for pv in of_kind(profiles, DeviceKind.PV_INVERTER, safety.export_limit):
             out.append(
-                ExportCurtailment(safety.export_limit, meter, pv, engine.image, engine.actuator)
+                ExportCurtailment(
+                    safety.export_limit, meter, pv, engine.image, engine.actuator, profiles
+                )
             )
     if safety.comm_loss is not None:
         scope: Scope = safety.comm_loss

@@ -2,6 +2,11 @@
 
 A site enables an interlock by giving its table (``[safety.fire_alarm]``) and parameterises
 it there; each applies to every device of its kind on the site unless ``devices`` names them.
+They never name a device's points: they ask each profile for the point that plays a role
+(:mod:`gateway.devices.roles`), so a site mixing charger models gets the same protection; a
+device whose profile lacks a role an enabled interlock needs is a config error naming both
+(:func:`role_problems`), and what a device cannot do for an interlock that it could do
+without (no remote lock, no watchdog) is said by :func:`capability_notes`.
 Those expressible as rules become :class:`~gateway.control.rules.Interlock` data run by the same
 engine as a site's own interlocks (fire, over-temperature, lockout, trapped passenger,
 elevator safety faults, PV faults); those that compute setpoints are controllers (export
@@ -19,6 +24,7 @@ from gateway.control.actuator import PRIORITY_LIFE_SAFETY, PRIORITY_PROTECTION
 from gateway.control.alarms import Severity
 from gateway.control.rules import Interlock, PointRef
 from gateway.devices.profile import DeviceKind, Profile
+from gateway.devices.roles import SPECS, Role, RoleBinding
 from gateway.validation import Strict
 
 
@@ -96,7 +102,63 @@ ELEVATOR_SAFETY_BITS = (
     "bottom_overtravel",
     "safety_circuit_open",
 )
-PV_FAULT_BITS = ("GROUND_FAULT", "OVER_TEMP", "AC_DISCONNECT")
+
+#: The roles each interlock needs of each kind of device it acts on (an error when missing)
+#: and those it uses when a device has them (a note when missing).
+NEEDS: dict[str, dict[DeviceKind, tuple[Role, ...]]] = {
+    "fire_alarm": {
+        DeviceKind.CHARGER: (Role.CHARGER_CURRENT_SETPOINT,),
+        DeviceKind.PV_INVERTER: (Role.PV_POWER_LIMIT_PCT,),
+    },
+    "export_limit": {
+        DeviceKind.PV_INVERTER: (Role.PV_POWER, Role.PV_RATED_POWER, Role.PV_POWER_LIMIT_PCT),
+        DeviceKind.METER: (Role.METER_GRID_POWER,),
+    },
+    "feeder_limit": {
+        DeviceKind.CHARGER: (
+            Role.CHARGER_CURRENT_SETPOINT,
+            Role.CHARGER_STATE,
+            Role.CHARGER_PHASE_CURRENTS,
+        ),
+        DeviceKind.METER: (Role.METER_PHASE_CURRENTS,),
+    },
+    "charger_temperature": {
+        DeviceKind.CHARGER: (Role.CHARGER_TEMPERATURE, Role.CHARGER_CURRENT_SETPOINT),
+    },
+    "charger_lockout": {
+        DeviceKind.CHARGER: (Role.CHARGER_RESIDUAL_CURRENT, Role.CHARGER_CURRENT_SETPOINT),
+    },
+    "pv_faults": {DeviceKind.PV_INVERTER: (Role.PV_FAULTS,)},
+}
+USES: dict[str, dict[DeviceKind, tuple[Role, ...]]] = {
+    "fire_alarm": {
+        DeviceKind.CHARGER: (Role.CHARGER_LOCK,),
+        DeviceKind.PV_INVERTER: (Role.PV_CONNECT,),
+    },
+    "export_limit": {DeviceKind.PV_INVERTER: (Role.PV_POWER_LIMIT_REVERT,)},
+    "charger_lockout": {
+        DeviceKind.CHARGER: (
+            Role.CHARGER_LOCK,
+            Role.CHARGER_CONTACTOR,
+            Role.CHARGER_LOCKOUT_LATCHED,
+        )
+    },
+}
+#: What a missing optional role means for the site, in words a technician acts on.
+WITHOUT: dict[Role, str] = {
+    Role.CHARGER_LOCK: "has no remote lock: a fire alarm or lockout holds it at 0 A but "
+    "cannot lock it",
+    Role.PV_CONNECT: "cannot be disconnected remotely: a fire alarm caps it at 0 % (the SIO-1 "
+    "rapid shutdown is the hard-wired path)",
+    Role.PV_POWER_LIMIT_REVERT: "has no revert timer for its power limit: if the gateway "
+    "stops, the last limit stays until someone changes it",
+    Role.CHARGER_CONTACTOR: "does not report a welded contactor: the lockout trips on "
+    "residual current only",
+    Role.CHARGER_LOCKOUT_LATCHED: "has no lockout latch of its own: the lockout may be reset "
+    "as soon as its fault is gone",
+}
+#: The interlocks whose devices fall back to a safe state on their own only with a watchdog.
+WATCHDOG_FOR = ("fire_alarm", "feeder_limit", "export_limit")
 
 
 def of_kind(
@@ -157,7 +219,78 @@ def scope_problems(safety: Safety, profiles: dict[str, Profile]) -> list[str]:
         cfg = getattr(safety, key)
         if cfg is not None and cfg.meter is None and not of_kind(profiles, DeviceKind.METER):
             problems.append(f"safety.{key}.meter: this site has no meter device")
+    if not problems:
+        problems += role_problems(safety, profiles)
     return problems
+
+
+def _enabled(safety: Safety) -> list[tuple[str, Scope]]:
+    return [(key, cfg) for key in Safety.model_fields if (cfg := getattr(safety, key)) is not None]
+
+
+def _acted_on(key: str, cfg: Scope, kind: DeviceKind, profiles: dict[str, Profile]) -> list[str]:
+    """The devices of a kind an enabled interlock acts on (meters: the one it reads)."""
+    if kind is DeviceKind.METER:
+        meter = getattr(cfg, "meter", None)
+        meters = of_kind(profiles, DeviceKind.METER)
+        return [meter] if meter in profiles else meters[:1]
+    return of_kind(profiles, kind, cfg)
+
+
+def role_problems(safety: Safety, profiles: dict[str, Profile]) -> list[str]:
+    """Each device an enabled interlock acts on whose profile lacks a role it needs."""
+    problems = []
+    for key, cfg in _enabled(safety):
+        for kind, roles in NEEDS.get(key, {}).items():
+            for name in _acted_on(key, cfg, kind, profiles):
+                profile = profiles[name]
+                for role in roles:
+                    if profile.role(role) is None:
+                        problems.append(
+                            f"safety.{key}: {name} (profile {profile.model}) has no role "
+                            f"{role.value!r} ({SPECS[role].what}), which {key} needs; bind "
+                            f"it in the profile's [roles] or leave {name} out of "
+                            f"safety.{key}.devices"
+                        )
+    return problems
+
+
+def capability_notes(safety: Safety, profiles: dict[str, Profile]) -> list[str]:
+    """What a device cannot do for an enabled interlock that protects it anyway."""
+    notes: dict[str, None] = {}
+    for key, cfg in _enabled(safety):
+        for kind, roles in USES.get(key, {}).items():
+            for name in _acted_on(key, cfg, kind, profiles):
+                profile = profiles[name]
+                for role in roles:
+                    if profile.role(role) is None:
+                        notes[f"{name} ({profile.model}) {WITHOUT[role]} [{key}]"] = None
+        if key in WATCHDOG_FOR:
+            for kind in (DeviceKind.CHARGER, DeviceKind.PV_INVERTER):
+                for name in _acted_on(key, cfg, kind, profiles):
+                    profile = profiles[name]
+                    if (
+                        profile.watchdog is None
+                        and profile.role(Role.PV_POWER_LIMIT_REVERT) is None
+                    ):
+                        notes[
+                            f"{name} ({profile.model}) has no communication watchdog: if the "
+                            f"gateway stops, it keeps its last setpoint [{key}]"
+                        ] = None
+    return list(notes)
+
+
+def _role(profiles: dict[str, Profile], device: str, role: Role) -> RoleBinding | None:
+    return profiles[device].role(role)
+
+
+def _ref(device: str, binding: RoleBinding) -> str:
+    return f"{device}.{binding.names[0]}"
+
+
+def _able(profiles: dict[str, Profile], devices: list[str], *roles: Role) -> list[str]:
+    """The devices whose profiles play every role (the others are config errors already)."""
+    return [d for d in devices if all(profiles[d].role(r) is not None for r in roles)]
 
 
 # -- the rules ------------------------------------------------------------------------------
@@ -196,10 +329,14 @@ def _says(bit: str) -> str:
 
 def _fire_precaution(cfg: FireAlarm, profiles: dict[str, Profile]) -> str:
     parts = []
-    if of_kind(profiles, DeviceKind.CHARGER, cfg):
-        parts.append("chargers held at 0 A and locked")
-    if of_kind(profiles, DeviceKind.PV_INVERTER, cfg):
-        parts.append("PV disconnected")
+    chargers = of_kind(profiles, DeviceKind.CHARGER, cfg)
+    if chargers:
+        locked = _able(profiles, chargers, Role.CHARGER_LOCK) == chargers
+        parts.append("chargers held at 0 A and locked" if locked else "chargers held at 0 A")
+    pvs = of_kind(profiles, DeviceKind.PV_INVERTER, cfg)
+    if pvs:
+        cut = _able(profiles, pvs, Role.PV_CONNECT) == pvs
+        parts.append("PV disconnected" if cut else "PV capped at 0 %")
     if of_kind(profiles, DeviceKind.SAFETY_IO):
         parts.append("charger feeder off, PV rapid shutdown, sounder on")
     if of_kind(profiles, DeviceKind.ELEVATOR, cfg):
@@ -216,15 +353,15 @@ def _fire(cfg: FireAlarm, profiles: dict[str, Profile]) -> list[dict[str, Any]]:
     p = PRIORITY_LIFE_SAFETY
     actions: list[dict[str, Any]] = [{"alarm": "critical", "message": "FIRE ALARM"}]
     for c in of_kind(profiles, DeviceKind.CHARGER, cfg):
-        actions += [
-            _write(f"{c}.max_current", 0.0, p, limit=True),
-            _write(f"{c}.remote_lock", "locked", p, release="unlocked"),
-        ]
+        if setpoint := _role(profiles, c, Role.CHARGER_CURRENT_SETPOINT):
+            actions.append(_write(_ref(c, setpoint), 0.0, p, limit=True))
+        if lock := _role(profiles, c, Role.CHARGER_LOCK):
+            actions.append(_write(_ref(c, lock), lock.on, p, release=lock.off))
     for pv in of_kind(profiles, DeviceKind.PV_INVERTER, cfg):
-        actions += [
-            _write(f"{pv}.conn", "DISCONNECT", p, release="CONNECT"),
-            _write(f"{pv}.wmaxlimpct", 0, p, limit=True),
-        ]
+        if conn := _role(profiles, pv, Role.PV_CONNECT):
+            actions.append(_write(_ref(pv, conn), conn.off, p, release=conn.on))
+        if limit := _role(profiles, pv, Role.PV_POWER_LIMIT_PCT):
+            actions.append(_write(_ref(pv, limit), 0, p, limit=True))
     for sio in of_kind(profiles, DeviceKind.SAFETY_IO):
         # feeder off, rapid shutdown, fire-recall request and sounder: the hard-wired path
         actions += [
@@ -264,14 +401,16 @@ def _fire(cfg: FireAlarm, profiles: dict[str, Profile]) -> list[dict[str, Any]]:
 
 def _temperature(cfg: ChargerTemperature, profiles: dict[str, Profile]) -> list[dict[str, Any]]:
     rules = []
-    for c in of_kind(profiles, DeviceKind.CHARGER, cfg):
-        point = f"{c}.temperature"
+    roles = (Role.CHARGER_TEMPERATURE, Role.CHARGER_CURRENT_SETPOINT)
+    for c in _able(profiles, of_kind(profiles, DeviceKind.CHARGER, cfg), *roles):
+        point = _ref(c, profiles[c].roles[Role.CHARGER_TEMPERATURE])
+        setpoint = _ref(c, profiles[c].roles[Role.CHARGER_CURRENT_SETPOINT])
         rules += [
             {
                 "name": f"overtemp-derate-{c}",
                 "when": {"point": point, "gt": cfg.warn_c, "hysteresis": cfg.warn_c - cfg.resume_c},
                 "actions": [
-                    _write(f"{c}.max_current", cfg.derate_a, PRIORITY_PROTECTION, limit=True),
+                    _write(setpoint, cfg.derate_a, PRIORITY_PROTECTION, limit=True),
                     {"alarm": "minor", "message": f"{c} hot: derated to {cfg.derate_a:g} A"},
                 ],
                 "unknown_severity": cfg.unknown_severity,
@@ -281,7 +420,7 @@ def _temperature(cfg: ChargerTemperature, profiles: dict[str, Profile]) -> list[
                 "name": f"overtemp-stop-{c}",
                 "when": {"point": point, "gt": cfg.trip_c, "hysteresis": cfg.trip_c - cfg.resume_c},
                 "actions": [
-                    _write(f"{c}.max_current", 0.0, PRIORITY_PROTECTION, limit=True),
+                    _write(setpoint, 0.0, PRIORITY_PROTECTION, limit=True),
                     {"alarm": "major", "message": f"{c} over temperature: stopped"},
                 ],
                 "unknown_severity": cfg.unknown_severity,
@@ -293,33 +432,34 @@ def _temperature(cfg: ChargerTemperature, profiles: dict[str, Profile]) -> list[
 
 def _lockout(cfg: Scope, profiles: dict[str, Profile]) -> list[dict[str, Any]]:
     rules = []
-    for c in of_kind(profiles, DeviceKind.CHARGER, cfg):
-        rules.append(
-            {
-                "name": f"lockout-{c}",
-                "when": {
-                    "any": [
-                        {
-                            "point": f"{c}.residual_current_status",
-                            "ne": "ok",
-                            "says": "residual current",
-                        },
-                        {"point": f"{c}.contactor", "eq": "welded", "says": "welded contactor"},
-                    ]
-                },
-                "latch": True,
-                # the charger clears its own latch only with the fault gone and the car out
-                "reset_when": {"point": f"{c}.lockout_latched", "eq": 0},
-                "reset_hint": f"reset {c}'s own lockout first (fault gone, car unplugged)",
-                "actions": [
-                    _write(f"{c}.max_current", 0.0, PRIORITY_PROTECTION, limit=True),
-                    _write(f"{c}.remote_lock", "locked", PRIORITY_PROTECTION, release="unlocked"),
-                    {"alarm": "major", "message": f"{c} locked out"},
-                ],
-                "unknown_severity": cfg.unknown_severity,
-                "precaution": f"{c} held at 0 A and locked",
-            }
-        )
+    roles = (Role.CHARGER_RESIDUAL_CURRENT, Role.CHARGER_CURRENT_SETPOINT)
+    for c in _able(profiles, of_kind(profiles, DeviceKind.CHARGER, cfg), *roles):
+        profile = profiles[c]
+        rcd = profile.roles[Role.CHARGER_RESIDUAL_CURRENT]
+        faults: list[dict[str, Any]] = [
+            {"point": _ref(c, rcd), "ne": ok, "says": "residual current"} for ok in rcd.ok
+        ]
+        when: dict[str, Any] = faults[0] if len(faults) == 1 else {"all": faults}
+        if contactor := profile.role(Role.CHARGER_CONTACTOR):
+            welded = {"point": _ref(c, contactor), "eq": contactor.on, "says": "welded contactor"}
+            when = {"any": [when, welded]}
+        setpoint = _ref(c, profile.roles[Role.CHARGER_CURRENT_SETPOINT])
+        actions = [_write(setpoint, 0.0, PRIORITY_PROTECTION, limit=True)]
+        if lock := profile.role(Role.CHARGER_LOCK):
+            actions.append(_write(_ref(c, lock), lock.on, PRIORITY_PROTECTION, release=lock.off))
+        rule: dict[str, Any] = {
+            "name": f"lockout-{c}",
+            "when": when,
+            "latch": True,
+            "actions": [*actions, {"alarm": "major", "message": f"{c} locked out"}],
+            "unknown_severity": cfg.unknown_severity,
+            "precaution": f"{c} held at 0 A and locked" if lock else f"{c} held at 0 A",
+        }
+        if latched := profile.role(Role.CHARGER_LOCKOUT_LATCHED):
+            # the charger clears its own latch only with the fault gone and the car out
+            rule["reset_when"] = {"point": _ref(c, latched), "eq": 0}
+            rule["reset_hint"] = f"reset {c}'s own lockout first (fault gone, car unplugged)"
+        rules.append(rule)
     return rules
 
 
@@ -384,14 +524,19 @@ def _elevator_safety(cfg: Scope, profiles: dict[str, Profile]) -> list[dict[str,
 
 
 def _pv_faults(cfg: Scope, profiles: dict[str, Profile]) -> list[dict[str, Any]]:
-    return [
-        {
-            "name": f"pv-fault-{pv}",
-            "when": {
-                "any": [{"point": f"{pv}.evt1", "has": b, "says": _says(b)} for b in PV_FAULT_BITS]
-            },
-            "actions": [{"alarm": "minor", "message": f"{pv}: inverter fault"}],
-            "unknown_severity": cfg.unknown_severity,
-        }
-        for pv in of_kind(profiles, DeviceKind.PV_INVERTER, cfg)
-    ]
+    rules = []
+    for pv in _able(profiles, of_kind(profiles, DeviceKind.PV_INVERTER, cfg), Role.PV_FAULTS):
+        faults = profiles[pv].roles[Role.PV_FAULTS]
+        rules.append(
+            {
+                "name": f"pv-fault-{pv}",
+                "when": {
+                    "any": [
+                        {"point": _ref(pv, faults), "has": b, "says": _says(b)} for b in faults.bits
+                    ]
+                },
+                "actions": [{"alarm": "minor", "message": f"{pv}: inverter fault"}],
+                "unknown_severity": cfg.unknown_severity,
+            }
+        )
+    return rules

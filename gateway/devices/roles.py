@@ -1,0 +1,229 @@
+"""Roles: what a point *means* to the standard interlocks, whatever the device calls it.
+
+The standard interlocks (docs/interlocks.md) must protect a site that mixes a Heidelberg box
+with a KEBA, a SunSpec inverter with a Huawei. They never name a point; they ask a profile for
+the point that plays a role (``charger_current_setpoint``, ``meter_grid_power``) and for the
+labels that mean what they need (which charger states mean "a car is connected", which value
+of a lock point means "locked"). A profile binds its roles in a ``[roles]`` table:
+
+.. code-block:: toml
+
+    [roles]
+    charger_current_setpoint = { point = "max_current" }
+    charger_state = { point = "cp_state", active = ["B", "C"] }
+    charger_lock = { point = "remote_lock", on = "locked", off = "unlocked" }
+    charger_phase_currents = { points = ["l1_current", "l2_current", "l3_current"] }
+
+Each role says what it needs of its points (:data:`SPECS`): the device kind, whether it must
+be writable, numeric or an enum, and which labels must be given; :func:`binding_problems`
+checks a profile's bindings against that, so a wrong binding fails when the profile loads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Literal, Self
+
+from pydantic import model_validator
+
+from gateway.validation import Strict
+
+if TYPE_CHECKING:
+    from gateway.devices.profile import DeviceKind, Point
+
+
+class Role(StrEnum):
+    # chargers
+    CHARGER_CURRENT_SETPOINT = "charger_current_setpoint"
+    CHARGER_STATE = "charger_state"
+    CHARGER_PHASE_CURRENTS = "charger_phase_currents"
+    CHARGER_MAX_CURRENT = "charger_max_current"
+    CHARGER_LOCK = "charger_lock"
+    CHARGER_TEMPERATURE = "charger_temperature"
+    CHARGER_RESIDUAL_CURRENT = "charger_residual_current"
+    CHARGER_CONTACTOR = "charger_contactor"
+    CHARGER_LOCKOUT_LATCHED = "charger_lockout_latched"
+    # PV inverters
+    PV_POWER = "pv_power"
+    PV_RATED_POWER = "pv_rated_power"
+    PV_POWER_LIMIT_PCT = "pv_power_limit_pct"
+    PV_POWER_LIMIT_ENABLE = "pv_power_limit_enable"
+    PV_POWER_LIMIT_REVERT = "pv_power_limit_revert_s"
+    PV_CONNECT = "pv_connect"
+    PV_FAULTS = "pv_faults"
+    # meters
+    METER_GRID_POWER = "meter_grid_power"
+    METER_PHASE_CURRENTS = "meter_phase_currents"
+
+
+Shape = Literal["numeric", "enum", "bitfield", "any"]
+
+
+@dataclass(frozen=True)
+class RoleSpec:
+    kind: str  # a DeviceKind value
+    what: str  # what it means, for messages and docs
+    shape: Shape = "numeric"
+    writable: bool = False
+    points: int = 1  # how many points it binds
+    labels: tuple[str, ...] = ()  # which of active/on/off/ok/bits must be given
+
+
+SPECS: dict[Role, RoleSpec] = {
+    Role.CHARGER_CURRENT_SETPOINT: RoleSpec(
+        "charger", "the current the charger may advertise (A)", writable=True
+    ),
+    Role.CHARGER_STATE: RoleSpec(
+        "charger",
+        "the vehicle state; 'active' lists the labels meaning a car is connected",
+        shape="enum",
+        labels=("active",),
+    ),
+    Role.CHARGER_PHASE_CURRENTS: RoleSpec(
+        "charger", "the current drawn on each phase (A)", points=3
+    ),
+    Role.CHARGER_MAX_CURRENT: RoleSpec("charger", "the hardware's maximum current (A)"),
+    Role.CHARGER_LOCK: RoleSpec(
+        "charger",
+        "a remote lock; 'on' is the label (or value) that locks, 'off' unlocks",
+        shape="any",
+        writable=True,
+        labels=("on", "off"),
+    ),
+    Role.CHARGER_TEMPERATURE: RoleSpec("charger", "the charger's temperature (°C)"),
+    Role.CHARGER_RESIDUAL_CURRENT: RoleSpec(
+        "charger",
+        "residual-current monitoring; 'ok' lists the labels meaning no fault",
+        shape="enum",
+        labels=("ok",),
+    ),
+    Role.CHARGER_CONTACTOR: RoleSpec(
+        "charger", "the contactor; 'on' is the label meaning welded", shape="enum", labels=("on",)
+    ),
+    Role.CHARGER_LOCKOUT_LATCHED: RoleSpec(
+        "charger", "the charger's own lockout latch (0 = cleared)", shape="any"
+    ),
+    Role.PV_POWER: RoleSpec("pv_inverter", "AC power fed in (W)"),
+    Role.PV_RATED_POWER: RoleSpec("pv_inverter", "rated or maximum AC power (W)"),
+    Role.PV_POWER_LIMIT_PCT: RoleSpec(
+        "pv_inverter", "the active power limit, % of rated", writable=True
+    ),
+    Role.PV_POWER_LIMIT_ENABLE: RoleSpec(
+        "pv_inverter",
+        "enables the power limit; 'on' enables, 'off' disables",
+        shape="any",
+        writable=True,
+        labels=("on", "off"),
+    ),
+    Role.PV_POWER_LIMIT_REVERT: RoleSpec(
+        "pv_inverter",
+        "seconds after which the inverter drops the limit by itself",
+        writable=True,
+    ),
+    Role.PV_CONNECT: RoleSpec(
+        "pv_inverter",
+        "grid connection; 'on' connects, 'off' disconnects",
+        shape="any",
+        writable=True,
+        labels=("on", "off"),
+    ),
+    Role.PV_FAULTS: RoleSpec(
+        "pv_inverter",
+        "fault bits; 'bits' lists those that raise the PV fault alarm",
+        shape="bitfield",
+        labels=("bits",),
+    ),
+    Role.METER_GRID_POWER: RoleSpec("meter", "power at the grid connection (W, + = import)"),
+    Role.METER_PHASE_CURRENTS: RoleSpec("meter", "the current on each phase (A)", points=3),
+}
+
+
+class RoleBinding(Strict):
+    """The point(s) that play a role in one profile, and the labels the role needs."""
+
+    point: str | None = None
+    points: tuple[str, ...] = ()
+    active: tuple[str, ...] = ()
+    ok: tuple[str, ...] = ()
+    bits: tuple[str, ...] = ()
+    on: str | int | None = None
+    off: str | int | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> Self:
+        if (self.point is None) == (not self.points):
+            raise ValueError("give 'point' (one point) or 'points' (a list), not both or neither")
+        return self
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.point,) if self.point is not None else self.points
+
+
+def binding_problems(
+    role: Role, binding: RoleBinding, kind: DeviceKind, points: dict[str, Point]
+) -> list[str]:
+    """Why a binding does not give the role what it needs (empty: it does)."""
+    from gateway.devices.profile import PointType
+
+    spec = SPECS[role]
+    where = f"roles.{role.value}"
+    if kind.value != spec.kind:
+        return [f"{where}: a role of a {spec.kind}, this profile is a {kind.value}"]
+    if len(binding.names) != spec.points:
+        want = "one point ('point')" if spec.points == 1 else f"{spec.points} points ('points')"
+        return [f"{where}: needs {want}, got {len(binding.names)}"]
+    problems = []
+    for name in binding.names:
+        p = points.get(name)
+        if p is None:
+            problems.append(f"{where}: no point named {name!r}")
+            continue
+        numeric = p.type in (
+            PointType.U16,
+            PointType.I16,
+            PointType.U32,
+            PointType.I32,
+            PointType.F32,
+        )
+        if spec.shape == "numeric" and not numeric:
+            problems.append(f"{where}: point {name!r} is {p.type}, the role needs a number")
+        if spec.shape == "enum" and p.type is not PointType.ENUM:
+            problems.append(f"{where}: point {name!r} is {p.type}, the role needs an enum")
+        if spec.shape == "bitfield" and p.type is not PointType.BITFIELD:
+            problems.append(f"{where}: point {name!r} is {p.type}, the role needs a bitfield")
+        if spec.writable and p.access is not None and p.access.value == "r":
+            problems.append(f"{where}: point {name!r} is read-only, the role writes it")
+        if spec.writable and not p.table.writable:
+            problems.append(f"{where}: point {name!r} is in table {p.table}, the role writes it")
+        problems += _label_problems(where, spec, binding, p)
+    return problems
+
+
+def _label_problems(where: str, spec: RoleSpec, binding: RoleBinding, p: Point) -> list[str]:
+    problems = []
+    for field in spec.labels:
+        value = getattr(binding, field)
+        if value in (None, ()):
+            problems.append(f"{where}: needs '{field}' ({spec.what})")
+    labels = set((p.enum or {}).values())
+    names = set((p.bits or {}).values())
+    for field in ("active", "ok"):
+        for label in getattr(binding, field):
+            if label not in labels:
+                problems.append(
+                    f"{where}.{field}: {label!r} is not a label of point {p.name!r} "
+                    f"({', '.join(sorted(labels)) or 'no labels'})"
+                )
+    for field in ("on", "off"):
+        value = getattr(binding, field)
+        if isinstance(value, str) and value not in labels:
+            problems.append(
+                f"{where}.{field}: {value!r} is not a label of point {p.name!r} "
+                f"({', '.join(sorted(labels)) or 'no labels: give a number'})"
+            )
+    for bit in binding.bits:
+        if bit not in names:
+            problems.append(f"{where}.bits: {bit!r} is not a bit of point {p.name!r}")
+    return problems
