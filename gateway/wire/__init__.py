@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from enum import StrEnum
-from typing import Annotated, Literal, TypedDict, TypeVar
+from typing import Annotated, Literal, TypedDict, TypeVar, cast
 
 import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -177,6 +177,10 @@ def decode(model: type[P], data: bytes) -> P:
     """Parse and validate one payload; WireError says which rule it broke."""
     if len(data) > MAX_PAYLOAD:
         raise WireError(f"payload of {len(data)} bytes is over the {MAX_PAYLOAD}-byte limit")
+    if model is TelemetryBatch and data[:1] == b"\x02":  # compact telemetry, version 2
+        from gateway.wire import compact
+
+        return cast(P, compact.decode_batch(data))
     try:
         raw = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
