@@ -19,9 +19,10 @@ from gateway.cli import flash, screen, status
 from gateway.cli.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from gateway.control import command_socket
 from gateway.control.alarms import AlarmLog
+from gateway.control.standard.interlocks import capability_notes
 from gateway.errors import ConfigError, GatewayError
 from gateway.runtime import Gateway
-from gateway.site import SiteConfig, device_profile, load_site
+from gateway.site import SiteConfig, load_site
 
 
 def _check(args: argparse.Namespace, console: Console) -> int:
@@ -32,12 +33,14 @@ def _check(args: argparse.Namespace, console: Console) -> int:
         for problem in exc.problems:
             console.print(f"  {problem}", markup=False, highlight=False)
         return EXIT_BAD_INPUT
-    points = sum(len(device_profile(d).points) for d in site.devices)
+    points = sum(len(site.profile(d).points) for d in site.devices)
     console.print(
         f"[green]✓ {args.config}[/green]: site {site.gateway.site}, gateway {site.gateway.id}, "
         f"{len(site.buses)} bus(es), {len(site.devices)} device(s), {points} points, "
         f"{len(site.all_interlocks())} interlock(s)"
     )
+    for note in capability_notes(site.safety, {d.name: site.profile(d) for d in site.devices}):
+        console.print(f"  ! {note}", style="yellow", markup=False, highlight=False)
     return EXIT_OK
 
 
