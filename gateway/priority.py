@@ -5,9 +5,11 @@ the buses must not starve behind them: a late control cycle lets inputs go stale
 inputs trip interlocks. So ``gateway run`` asks for a real-time round-robin priority for its
 event loop's thread (the control loop and every bus scheduler run there) when the system
 allows it, a raised nice value when only that is allowed, and says in one log line which it
-got. Threads doing work that is not time-critical (the outbox's SQLite commits, health
-sampling, drawing the status table) call :func:`demote_current_thread` when they start, so
-they never compete with the control path.
+got. The priority is not inherited (``SCHED_RESET_ON_FORK``): every thread and process
+started from the control path begins at normal priority, and those doing work that is not
+time-critical (the outbox's SQLite commits, health sampling, log writing, drawing the status
+table) call :func:`demote_current_thread` when they start — :func:`background_executor`
+makes such threads — so they never compete with the control path.
 
 Under systemd the unit grants the priority (``CPUSchedulingPolicy=rr``; see
 ``deploy/doorstep-gateway.service``); as a plain user without ``CAP_SYS_NICE`` the gateway
@@ -16,9 +18,11 @@ runs at normal priority and says so.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -47,11 +51,13 @@ def raise_control_priority() -> Granted:
     """Give the calling thread (the event loop's) the priority the control path needs."""
     me = threading.get_native_id()  # Linux schedules threads: this one, not the process
     try:
-        os.sched_setscheduler(me, os.SCHED_RR, os.sched_param(RT_PRIORITY))
+        os.sched_setscheduler(me, os.SCHED_RR | os.SCHED_RESET_ON_FORK, os.sched_param(RT_PRIORITY))
         return Granted("rr", f"real-time round-robin, priority {RT_PRIORITY}")
     except (PermissionError, OSError) as exc:
         rt_refused = exc.strerror or str(exc)
     try:
+        with contextlib.suppress(OSError):  # threads started from here begin at nice 0
+            os.sched_setscheduler(me, os.SCHED_OTHER | os.SCHED_RESET_ON_FORK, os.sched_param(0))
         os.setpriority(os.PRIO_PROCESS, me, RAISED_NICE)
         return Granted("nice", f"nice {RAISED_NICE} (real-time refused: {rt_refused})")
     except (PermissionError, OSError) as exc:
@@ -72,3 +78,8 @@ def demote_current_thread() -> None:
         os.setpriority(os.PRIO_PROCESS, me, BACKGROUND_NICE)
     except OSError as exc:  # a container may forbid even lowering: keep going
         log.debug("could not demote a background thread: %s", exc)
+
+
+def background_executor(workers: int, name: str) -> ThreadPoolExecutor:
+    """A thread pool for work that is not time-critical: its threads demote themselves."""
+    return ThreadPoolExecutor(workers, thread_name_prefix=name, initializer=demote_current_thread)

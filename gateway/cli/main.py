@@ -5,24 +5,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
 
-from gateway.cli import flash, screen, status
+from gateway.cli import flash, run, screen
 from gateway.cli.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from gateway.control import command_socket
 from gateway.control.alarms import AlarmLog
 from gateway.control.standard.interlocks import capability_notes
 from gateway.errors import ConfigError, GatewayError
-from gateway.runtime import Gateway
-from gateway.site import SiteConfig, load_site
+from gateway.site import load_site
 
 
 def _check(args: argparse.Namespace, console: Console) -> int:
@@ -44,60 +41,6 @@ def _check(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
-async def _run(site: SiteConfig, args: argparse.Namespace, console: Console) -> int:
-    async with Gateway(site, state_dir=args.state_dir) as gw:
-        until = None if args.duration is None else time.monotonic() + args.duration
-        draw = args.display == "table" or (args.display == "auto" and status.can_draw(console))
-        await status.show(gw, console, draw=draw, until=until, log_every_s=args.log_every)
-        if args.json:
-            print(json.dumps(_snapshot(gw), indent=1), file=sys.stderr)
-    return EXIT_OK
-
-
-def _snapshot(gw: Gateway) -> dict[str, object]:
-    """Every point's value and quality, and bus statistics: for scripts and tests."""
-    now = time.monotonic()
-    return {
-        "points": {
-            f"{dev}.{point}": {"value": s.value, "quality": s.quality.value}
-            for dev, point, s in gw.image.points()
-        },
-        "buses": {name: s.stats.snapshot(now) for name, s in gw.schedulers.items()},
-        "uplink": None
-        if gw.uplink is None
-        else {
-            "connected": gw.uplink.connected,
-            "outbox_depth": gw.uplink.depth,
-            "dropped": gw.uplink.dropped,
-        },
-    }
-
-
-def _run_command(args: argparse.Namespace, console: Console) -> int:
-    try:
-        site = load_site(args.config)
-    except ConfigError as exc:
-        console.print(f"[red]✗ {exc}[/red]", markup=False)
-        return EXIT_BAD_INPUT
-    try:
-        return asyncio.run(_run(site, args, console))
-    except KeyboardInterrupt:
-        return EXIT_OK
-    except (GatewayError, ExceptionGroup) as exc:
-        for err in _leaves(exc):
-            console.print(f"[red]✗ {err}[/red]", markup=False)
-        if any(not isinstance(e, GatewayError) for e in _leaves(exc)):
-            raise
-        return EXIT_FAILED
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    """The errors inside (nested) exception groups raised by task groups."""
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
-    return [exc]
-
-
 def _reset_latch(args: argparse.Namespace, console: Console) -> int:
     try:
         reply = asyncio.run(
@@ -107,7 +50,7 @@ def _reset_latch(args: argparse.Namespace, console: Console) -> int:
             )
         )
     except GatewayError as exc:
-        console.print(f"[red]✗ {exc}[/red]", markup=False)
+        console.print(f"✗ {exc}", style="red", markup=False, highlight=False)
         return EXIT_FAILED
     if "error" in reply:
         console.print(f"✗ refused: {reply['error']}", markup=False, highlight=False)
@@ -154,7 +97,10 @@ while the table is shown and written out when it closes; Ctrl-C stops the gatewa
 Without a terminal (under systemd, whose stdout is the journal; stdout redirected to a
 file or a pipe) it logs to stdout instead: one line per device at start, every alarm as it
 is raised, updated or cleared, and a one-line summary every --log-every seconds. When
-stdout is the journal the lines carry journald priorities (critical alarms at crit)."""
+stdout is the journal the lines carry journald priorities (critical alarms at crit).
+
+The control loop and the buses ask for a real-time priority (or nice -10) and the log says
+what they got. SIGTERM (systemd's stop) stops the gateway cleanly, as Ctrl-C does."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -217,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "flash":
         return flash.run(args, console)
     with contextlib.suppress(KeyboardInterrupt):
-        return _run_command(args, console)
+        return run.run_command(args, console)
     return EXIT_OK
 
 

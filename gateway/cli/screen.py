@@ -38,6 +38,7 @@ from rich.text import Text
 from gateway.cli.snapshot import BusStatus, DeviceStatus, Health, StatusSnapshot
 from gateway.control.alarms import AlarmEvent, Severity
 from gateway.image import Quality
+from gateway.priority import demote_current_thread
 
 #: Device-table columns dropped, first to last, until the table fits the terminal: first the
 #: detail of bus timing, then the device's address, then the bus counters, last the bus.
@@ -334,6 +335,7 @@ def serve(snapshots: Iterable[StatusSnapshot], console: Console) -> None:
 
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the gateway stops, then closes our stdin
+    demote_current_thread()  # drawing may wait; the gateway's control loop may not
     with open(sys.stdin.fileno(), "rb", buffering=0, closefd=False) as stdin:
         serve(read_frames(stdin), Console(force_terminal=True))
 

@@ -11,6 +11,12 @@ Writes go out only after the device's state has been read back (I9, see
 docs/interlocks.md#i9-restart), only when the wanted value differs from what the device
 reports, and decreases before increases so that a sum of setpoints on the wire never passes
 through a higher total.
+
+A write that fails (the device does not answer, or refuses) is tried again as soon as the
+device answers a read, and otherwise once every ``RETRY_FAILED_S``: not on every cycle, which
+would fill the bus with requests to a dead device and the log with their failures. The target
+counts its failed attempts (:attr:`Target.failures`) so the failure is told once, with the
+count, rather than once per attempt.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ PRIORITY_OPERATOR = 12
 #: Re-send a wanted value the device does not report after this long (a device that
 #: rebooted to its defaults, a write lost on the line).
 REASSERT_S = 2.0
+#: Try a failed write again after this long when the device has not answered since.
+RETRY_FAILED_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,9 @@ class Target:
     sent: Value = None
     sent_at: float = -1e9
     ramped: float | None = None  # the ramp's current value while an increase is ramping
+    failures: int = 0  # failed attempts since the last write that went through
+    failing_since: float | None = None
+    failed_at: float = -1e9
 
     def wanted(self) -> Value:
         """The winning demand, capped by every limit; the release value if none."""
@@ -136,7 +147,7 @@ class Actuator:
         """The writes due now, decreases first. ``dt`` is the time since the last plan."""
         writes = []
         for t in self.targets.values():
-            if t.owned or not self._has_read_back(t):
+            if t.owned or not self._has_read_back(t) or self._retry_later(t, now):
                 continue
             value = self._ramp(t, t.wanted(), dt)
             if value is None:
@@ -158,9 +169,31 @@ class Actuator:
         writes.sort(key=lambda w: not w.decrease)
         return writes
 
-    def sent(self, write: PlannedWrite, now: float) -> None:
+    def sent(self, write: PlannedWrite, now: float) -> int:
+        """The write went through; how many attempts had failed before it."""
         t = self.targets[(write.device, write.point)]
         t.sent, t.sent_at = write.value, now
+        failed, t.failures, t.failing_since = t.failures, 0, None
+        return failed
+
+    def failed(self, write: PlannedWrite, now: float) -> int:
+        """The write failed; how many attempts have failed in a row, this one included."""
+        t = self.targets[(write.device, write.point)]
+        t.failures += 1
+        t.failed_at = now
+        if t.failing_since is None:
+            t.failing_since = now
+        return t.failures
+
+    def _retry_later(self, t: Target, now: float) -> bool:
+        """The last attempt failed, the device has not answered a read since, and it is not
+        ``RETRY_FAILED_S`` ago yet."""
+        if not t.failures:
+            return False
+        sample = self.image.find(t.device, t.point)
+        if sample is not None and sample.quality is Quality.GOOD and sample.at > t.failed_at:
+            return False
+        return now - t.failed_at < RETRY_FAILED_S
 
     def _awaiting_read_back(self, t: Target, now: float) -> bool:
         """The last write may not have been read back yet: no good reading since it was sent

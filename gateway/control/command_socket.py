@@ -23,6 +23,21 @@ from gateway.errors import GatewayError
 
 SOCKET_NAME = "control.sock"
 MAX_REQUEST = 4096
+#: The longest path a Unix socket can be bound to or reached at on Linux (sun_path is 108
+#: bytes, one of them the terminating zero).
+MAX_SOCKET_PATH = 107
+
+
+def check_path(path: Path) -> None:
+    """A clear error, naming the path and the setting that made it, when ``path`` is longer
+    than a Unix socket allows (bind and connect would fail, or worse, hang a start-up)."""
+    length = len(os.fsencode(path))
+    if length > MAX_SOCKET_PATH:
+        raise GatewayError(
+            f"the control socket {path} is {length} bytes long, more than the "
+            f"{MAX_SOCKET_PATH} a Unix socket allows: give a shorter --state-dir "
+            "(or DOORSTEP_STATE_DIR)"
+        )
 
 
 class ControlServer:
@@ -32,6 +47,7 @@ class ControlServer:
         self._server: asyncio.Server | None = None
 
     async def __aenter__(self) -> Self:
+        check_path(self.path)
         self.path.unlink(missing_ok=True)
         self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
         os.chmod(self.path, 0o660)
@@ -86,6 +102,7 @@ def _peer_user(writer: asyncio.StreamWriter) -> str:
 
 async def send(path: Path, request: dict[str, object]) -> dict[str, object]:
     """One request to a running gateway; a clear error when none is listening."""
+    check_path(path)
     try:
         reader, writer = await asyncio.open_unix_connection(str(path))
     except FileNotFoundError:

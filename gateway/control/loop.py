@@ -7,6 +7,10 @@ as tasks (one in flight per point), and the next cycle runs on time while they q
 If the loop falls behind by more than ``unhealthy_after_ms`` it skips heartbeats, and if it
 stalls altogether nobody writes them: every device then falls back to its safe value on its
 own timeout.
+
+A write that keeps failing is logged once when it first fails, then every
+``STILL_FAILING_LOG_S`` with the count of attempts, and once more with the count when it
+goes through (the actuator spaces the attempts: :data:`~gateway.control.actuator.RETRY_FAILED_S`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ from gateway.errors import GatewayError
 from gateway.validation import Strict
 
 log = logging.getLogger(__name__)
+
+#: While a write keeps failing, say so (with the count of attempts) this often.
+STILL_FAILING_LOG_S = 600.0
 
 
 class ControlConfig(Strict):
@@ -151,6 +158,9 @@ class Supervisor:
         self.loop = ControlLoop(config.period_ms / 1000, self._step, self._react, clock=clock)
         self._last_plan = 0.0
         self.write_errors = 0
+        #: (device, point or "claim-protocol") → when its failure was last logged
+        self._failing_logged: dict[tuple[str, str], float] = {}
+        self._claim_failures: dict[str, int] = {}
         self._in_flight: set[tuple[str, str]] = set()
         self._tg = asyncio.TaskGroup()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -202,7 +212,7 @@ class Supervisor:
 
     def _watch_remaining(self) -> None:
         """Alarm while a device reports less than a third of its watchdog time left: the
-        heartbeats are not arriving as they should (devices.md §7.2)."""
+        heartbeats are not arriving as they should (docs/devices.md, "The watchdog trio")."""
         for device in self.keeper.kept:
             key = f"watchdog/{device}"
             if self.keeper.remaining_low(device):
@@ -228,27 +238,50 @@ class Supervisor:
         self._last_plan = now
 
     async def _write(self, write: PlannedWrite) -> None:
+        what = f"{write.device}.{write.point} := {write.value!r}"
+        key = (write.device, write.point)
         try:
             await self.writer(write.device, write.point, write.value)
         except GatewayError as exc:
             self.write_errors += 1
-            log.warning("%s.%s := %r failed: %s", write.device, write.point, write.value, exc)
+            self._failed(key, what, self.actuator.failed(write, self.loop.clock()), exc)
         else:
-            self.actuator.sent(write, self.loop.clock())
+            self._went_through(key, what, self.actuator.sent(write, self.loop.clock()))
         finally:
-            self._in_flight.discard((write.device, write.point))
+            self._in_flight.discard(key)
+
+    def _failed(self, key: tuple[str, str], what: str, attempts: int, exc: Exception) -> None:
+        """Log a failed write once, then every ``STILL_FAILING_LOG_S`` with the count."""
+        now = self.loop.clock()
+        if attempts == 1:
+            self._failing_logged[key] = now
+            log.warning("%s failed: %s (retrying; further failures are counted)", what, exc)
+        elif now - self._failing_logged.get(key, now) >= STILL_FAILING_LOG_S:
+            self._failing_logged[key] = now
+            log.warning("%s still failing: %d attempts so far, the last: %s", what, attempts, exc)
+
+    def _went_through(self, key: tuple[str, str], what: str, failed: int) -> None:
+        self._failing_logged.pop(key, None)
+        if failed:
+            log.warning("%s went through after %d failed attempt(s)", what, failed)
 
     async def _sequence(self, sio: SafetyIo, steps: list[Step]) -> None:
         """Writes that must land in order (bitmap before claim); a failure restarts it."""
+        key = (sio.device, "claim-protocol")
+        what = f"{sio.device}: claim sequence"
         try:
             for step in steps:
                 await self.writer(sio.device, step.point, step.value)
         except GatewayError as exc:
             self.write_errors += 1
             sio.lost()
-            log.warning("%s: claim sequence failed: %s", sio.device, exc)
+            attempts = self._claim_failures.get(sio.device, 0) + 1
+            self._claim_failures[sio.device] = attempts
+            self._failed(key, what, attempts, exc)
+        else:
+            self._went_through(key, what, self._claim_failures.pop(sio.device, 0))
         finally:
-            self._in_flight.discard((sio.device, "claim-protocol"))
+            self._in_flight.discard(key)
 
     async def _beat(self, beat: Heartbeat) -> None:
         try:

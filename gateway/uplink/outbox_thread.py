@@ -4,18 +4,19 @@ A ``synchronous=FULL`` commit of the outbox (:mod:`gateway.uplink.outbox`) is an
 ms on an SD card, which must not delay the control loop sharing the event loop; and an
 :class:`~gateway.uplink.outbox.Outbox` is not thread-safe. So every call to it runs on one
 thread of its own, in submission order: the producer's appends, the drain's peeks and
-deletes, the pruning.
+deletes, the pruning. That thread runs at a background priority
+(:func:`gateway.priority.background_executor`): a commit may wait, the control loop may not.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
+from gateway.priority import background_executor
 from gateway.uplink.outbox import Outbox, Synchronous
 
 T = TypeVar("T")
@@ -26,7 +27,7 @@ class OutboxThread:
     were appended (the drain waits on it)."""
 
     def __init__(self) -> None:
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="outbox")
+        self._executor = background_executor(1, "outbox")
         self._outbox: Outbox | None = None
         self.appended = asyncio.Event()
 

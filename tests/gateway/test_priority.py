@@ -12,17 +12,23 @@ import pytest
 from gateway import priority
 
 CHILD = """
-import os, threading
+import os, subprocess, sys, threading
 from gateway import priority
 granted = priority.raise_control_priority()
 seen = {}
 def worker():
-    priority.demote_current_thread()
     me = threading.get_native_id()
+    seen["plain"] = (os.sched_getscheduler(me), os.getpriority(os.PRIO_PROCESS, me))
+    priority.demote_current_thread()
     seen["worker"] = (os.sched_getscheduler(me), os.getpriority(os.PRIO_PROCESS, me))
 t = threading.Thread(target=worker); t.start(); t.join()
+child = subprocess.run(
+    [sys.executable, "-c", "import os; print(os.sched_getscheduler(0), os.getpriority(0, 0))"],
+    capture_output=True, text=True, check=True,
+).stdout.split()
 me = threading.get_native_id()
-print(granted.policy, os.sched_getscheduler(me), *seen["worker"])
+policy = os.sched_getscheduler(me) & ~os.SCHED_RESET_ON_FORK
+print(granted.policy, policy, *seen["worker"], *seen["plain"], *child)
 """
 
 
@@ -43,11 +49,13 @@ WITHOUT_SYS_NICE = ("setpriv", "--inh-caps=-sys_nice", "--bounding-set=-sys_nice
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CAP_SYS_NICE) to grant real-time")
 def test_as_root_the_control_path_runs_round_robin_and_background_threads_do_not() -> None:
-    policy, main_policy, worker_policy, worker_nice = _run_child()
+    policy, main_policy, worker_policy, worker_nice, *started = _run_child()
     assert policy == "rr"
     assert int(main_policy) == os.SCHED_RR
     assert int(worker_policy) == os.SCHED_OTHER
     assert int(worker_nice) == priority.BACKGROUND_NICE
+    # a thread or process started from the control path does not inherit its priority
+    assert [int(v) for v in started] == [os.SCHED_OTHER, 0, os.SCHED_OTHER, 0]
 
 
 def test_without_privilege_it_runs_at_normal_priority_and_says_so() -> None:
