@@ -9,6 +9,10 @@ the real ``fleet serve`` with its embedded MQTT broker and a SQLite database in 
 directory; the demo creates its admin user, registers the site's gateway and prints the URL
 and the login. The gateway is the real ``gateway run`` with the config the simulator
 resolved plus an ``[uplink]`` to that broker. Needs no hardware, root or services.
+
+The gateway logs (``--display log``) by default, so the scenario commands the demo prints
+stay on the screen above its lines; ``--display table`` shows the full-screen status table
+instead, which hides them while it is drawn (they are printed again when it closes).
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from hil_tests.rig.scenario import command as scenario_command
 READY_TIMEOUT_S = 20.0
 HOST = "127.0.0.1"
 DEMO_USER = "demo-admin"
+#: The gateway's one-line summary of the site, this often (s), in the demo's log display.
+LOG_EVERY_S = 15.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-fleet", action="store_true", help="the gateway alone")
     parser.add_argument("--http-port", type=int, default=8080, help="fleet web UI (if free)")
     parser.add_argument("--mqtt-port", type=int, default=1883, help="embedded broker (if free)")
+    parser.add_argument(
+        "--display",
+        choices=("log", "table"),
+        default="log",
+        help="the gateway's: log lines under the scenario commands (default), or the "
+        "full-screen status table, which hides them while it is drawn",
+    )
     args = parser.parse_args(argv)
     example = Path(str(resources.files("gateway.examples").joinpath("community.toml")))
     with tempfile.TemporaryDirectory(prefix=DEMO_DIR_PREFIX) as tmp, contextlib.ExitStack() as s:
@@ -54,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
             with resolved.open("a") as f:
                 f.write(f'\n[uplink]\nbroker = "{broker}"\nbatch_interval_s = 1.0\n')
         command = [sys.executable, "-m", "gateway.cli", "run", "--config", str(resolved)]
-        command += ["--state-dir", str(state_dir)]
+        command += ["--state-dir", str(state_dir), "--display", args.display]
+        command += ["--log-every", str(LOG_EVERY_S)]
         if args.duration:
             command += ["--duration", str(args.duration)]
         os.environ.setdefault("COLUMNS", "160")
@@ -63,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
             return subprocess.call(command)
         except KeyboardInterrupt:
             return 0
+        finally:
+            if args.display == "table":  # the table hid it
+                _banner()
 
 
 def _start_rig(
@@ -89,8 +106,12 @@ def _banner() -> None:
     cmd = scenario_command()
     print(
         "drive the site from another terminal (--list shows every scenario):\n"
-        f"  {cmd} fire    a fire alarm (fire --clear ends it)\n"
-        f"  {cmd} day     a day in the life of the community",
+        f"  {cmd} fire      a fire alarm (fire --clear ends it)\n"
+        f"  {cmd} rcd       a charger's residual-current trip (rcd --clear resets it)\n"
+        f"  {cmd} trapped   a passenger trapped in an elevator\n"
+        f"  {cmd} dead NAME a device stops answering\n"
+        f"  {cmd} load      eight busy loops for two minutes\n"
+        f"  {cmd} day       a day in the life of the community",
         flush=True,
     )
 
