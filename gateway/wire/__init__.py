@@ -39,6 +39,7 @@ class Kind(StrEnum):
     CONFIG_REPORTED = "config/reported"
     OTA_COMMAND = "ota/command"
     OTA_STATUS = "ota/status"
+    CONFIG_REQUEST = "config/request"
 
 
 def topic(site: str, gateway: str, kind: Kind) -> str:
@@ -82,7 +83,7 @@ class State(Payload):
 class Reading(BaseModel):
     """One point's value: device, point, value, quality, and when it was read (wall clock)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # "2" is no number
 
     d: str
     p: str
@@ -105,8 +106,8 @@ class ReadingFields(TypedDict):
 class TelemetryBatch(Payload):
     """Readings reported by exception, in batches numbered per gateway without gaps."""
 
-    seq: int = Field(ge=1)
-    at: float
+    seq: int = Field(ge=1, strict=True)  # true and "2" are no batch numbers
+    at: float = Field(strict=True)
     readings: list[Reading]
 
 
@@ -116,7 +117,7 @@ class Event(BaseModel):
     whose cause this one only follows from (a screen shows it under that one); ``count`` is
     how often a chattering alarm came back while held."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     id: int  # the gateway's alarm sequence number
     kind: Literal["raised", "updated", "cleared"]
@@ -133,8 +134,8 @@ class Event(BaseModel):
 
 
 class EventBatch(Payload):
-    seq: int = Field(ge=1)
-    at: float
+    seq: int = Field(ge=1, strict=True)
+    at: float = Field(strict=True)
     events: list[Event]
 
 
@@ -198,9 +199,17 @@ def decode(model: type[P], data: bytes) -> P:
         raise WireError(f"{model.__name__}: {format_validation_error(exc)}") from None
 
 
+from gateway.wire import ota  # noqa: E402 - its models build on Payload, defined above
+from gateway.wire import config  # noqa: E402 - likewise
+
 MODELS: dict[Kind, type[Payload]] = {
     Kind.STATE: State,
     Kind.TELEMETRY: TelemetryBatch,
     Kind.EVENTS: EventBatch,
     Kind.HEALTH: Health,
+    Kind.OTA_COMMAND: ota.OtaCommand,
+    Kind.OTA_STATUS: ota.OtaStatus,
+    Kind.CONFIG_DESIRED: config.DesiredConfig,
+    Kind.CONFIG_REQUEST: config.ConfigRequest,
+    Kind.CONFIG_REPORTED: config.ReportedConfig,
 }
