@@ -9,5 +9,6 @@ schema whole.
 from __future__ import annotations
 
 from fleet.models import Base
+from fleet.releases import tables as _releases  # noqa: F401
 
 __all__ = ["Base"]
