@@ -16,15 +16,12 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.responses import FileResponse
-from fastapi.staticfiles import StaticFiles
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from fleet import api
+from fleet import api, pages
 from fleet.core.broker import BrokerUrl, EmbeddedBroker
 from fleet.core.db import open_database, sessions
 from fleet.core.outbound import Outbound
@@ -34,7 +31,6 @@ from fleet.ingest.pipeline import run_ingest
 from fleet.models import User
 from gateway import wire
 
-WEB = Path(__file__).parent / "web"
 log = logging.getLogger(__name__)
 
 
@@ -99,13 +95,10 @@ def create_app(settings: Settings) -> FastAPI:
         title="Doorstep fleet manager",
         summary="Sites, gateways, telemetry history and alarms of the Doorstep fleet.",
         lifespan=lifespan,
+        docs_url=None,  # served by fleet.pages.docs from vendored assets (offline)
+        redoc_url=None,
     )
     app.state.settings = settings
     api.install(app)
-    app.mount("/static", StaticFiles(directory=WEB, check_dir=False), name="static")
-
-    @app.get("/", include_in_schema=False)
-    async def index() -> FileResponse:
-        return FileResponse(WEB / "index.html", media_type="text/html")
-
+    pages.install(app)
     return app

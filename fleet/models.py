@@ -234,6 +234,9 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(200))  # argon2id
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: the language the screens speak to this user (a tag of fleet.i18n.LANGUAGES); None:
+    #: the browser's Accept-Language
+    locale: Mapped[str | None] = mapped_column(String(16), default=None)
 
 
 class LoginSession(Base):

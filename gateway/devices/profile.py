@@ -135,6 +135,14 @@ class Point(Strict):
     #: Bookkeeping a person never needs (heartbeats, map versions): kept from people's
     #: screens, still in the API. Scale-factor points are hidden without it.
     internal: bool = False
+    #: What a person reads for each value of an enum, bit or flag point, or for each bit of a
+    #: bitfield when it is set (English): ``{0 = "fire alarm", 1 = "normal"}``.
+    value_labels: dict[int, str] | None = None
+    #: Values (bits of a bitfield, when set) that read as an alarm or out-of-service state.
+    alarm_values: tuple[int, ...] = ()
+    #: Bookkeeping a person never needs (heartbeats, map versions): kept from people's
+    #: screens, still in the API. Scale-factor points are hidden without it.
+    internal: bool = False
 
     @property
     def display_name(self) -> str:

@@ -1,0 +1,53 @@
+"""Numbers, times and durations as a language writes them (CLDR data through Babel)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+import datetime as dt
+from datetime import UTC, timedelta
+
+from babel.dates import format_datetime, format_time, format_timedelta
+from babel.numbers import format_decimal
+
+from fleet.i18n import babel_locale
+
+
+@dataclass(frozen=True)
+class Formats:
+    """The formats of one language (a BCP 47 tag of :data:`fleet.i18n.LANGUAGES`)."""
+
+    tag: str
+
+    @property
+    def locale(self) -> str:
+        return babel_locale(self.tag)
+
+    def number(self, value: float, digits: int | None = None) -> str:
+        """``value`` with grouping; ``digits`` decimals, else as many as its size needs
+        (integers none, below 10 two, otherwise one)."""
+        if isinstance(value, bool) or not math.isfinite(value):
+            return str(value)
+        if digits is None:
+            digits = 0 if float(value).is_integer() else 2 if abs(value) < 10 else 1
+        pattern = "#,##0" + ("." + "0" * digits if digits else "")
+        return format_decimal(value, format=pattern, locale=self.locale)
+
+    def datetime(self, at: dt.datetime) -> str:
+        """Date and time (to the second) in the server's time zone."""
+        return format_datetime(at.astimezone(), "medium", locale=self.locale)
+
+    def time(self, at: dt.datetime) -> str:
+        return format_time(at.astimezone(), "medium", locale=self.locale)
+
+    def duration(self, span: timedelta) -> str:
+        """A rounded span: '3 min', '2 h', '3分钟'."""
+        return format_timedelta(span, threshold=1.5, format="short", locale=self.locale)
+
+    def since(self, at: dt.datetime, now: dt.datetime | None = None) -> str:
+        """How long ago ``at`` was, rounded as the pages' script rounds it: '43 sec. ago',
+        '2 min. ago', '3秒前' (the script keeps it current in the browser)."""
+        span = max(timedelta(0), (now or dt.datetime.now(UTC)) - at)
+        return format_timedelta(
+            -span, threshold=1.5, add_direction=True, format="short", locale=self.locale
+        )

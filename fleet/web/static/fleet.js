@@ -1,0 +1,184 @@
+/* Doorstep fleet screens: the little the server cannot do. Pages are rendered on the server
+ * and kept live by htmx (hx-get every few seconds, morphed in by idiomorph); this script
+ * only (1) keeps each value's age ("3 sec. ago") current between refreshes, (2) says when the
+ * last refresh worked or that it failed, (3) logs in and out through the JSON API, (4) shows
+ * the server's refusal of an action, and (5) draws history plots with uPlot. */
+"use strict";
+
+(() => {
+  const lang = document.documentElement.lang || "en";
+  const relative = new Intl.RelativeTimeFormat(lang, { numeric: "always", style: "short" });
+  const clock = new Intl.DateTimeFormat(lang, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+
+  /* the same rounding as the server (Babel, threshold 1.5) */
+  function ago(seconds) {
+    const s = Math.max(0, Math.round(seconds));
+    if (s < 90) return relative.format(-s, "second");
+    if (s < 90 * 60) return relative.format(-Math.round(s / 60), "minute");
+    if (s < 36 * 3600) return relative.format(-Math.round(s / 3600), "hour");
+    return relative.format(-Math.round(s / 86400), "day");
+  }
+
+  function tickAges(root) {
+    const now = Date.now();
+    for (const el of (root || document).querySelectorAll("time.age[datetime]")) {
+      const text = ago((now - Date.parse(el.getAttribute("datetime"))) / 1000);
+      if (el.textContent !== text) el.textContent = text;
+    }
+  }
+
+  function say(text, kind) {
+    const box = document.getElementById("notice");
+    if (!box) return;
+    box.textContent = text;
+    box.dataset.kind = kind;
+    box.hidden = !text;
+  }
+
+  function refreshed(ok) {
+    const status = document.getElementById("updated");
+    if (!status) return;
+    if (ok) {
+      status.dataset.last = String(Date.now());
+      status.textContent = status.dataset.okText.replace("%s", clock.format(new Date()));
+      status.classList.remove("failing");
+    } else {
+      const last = Number(status.dataset.last || Date.now());
+      status.textContent = status.dataset.failText.replace("%s", clock.format(new Date(last)));
+      status.classList.add("failing");
+    }
+  }
+
+  document.addEventListener("htmx:afterSwap", (e) => tickAges(e.target));
+  document.addEventListener("htmx:afterRequest", (e) => {
+    const live = e.detail.elt && e.detail.elt.id === "live";
+    const status = e.detail.xhr ? e.detail.xhr.status : 0;
+    if (status === 401) {
+      window.location.assign("/login?next=" + encodeURIComponent(location.pathname + location.search));
+      return;
+    }
+    if (live) refreshed(e.detail.successful);
+  });
+  document.addEventListener("htmx:responseError", (e) => {
+    const elt = e.detail.elt;
+    if (elt.id === "live") return;
+    let detail = "";
+    try {
+      detail = JSON.parse(e.detail.xhr.responseText).detail;
+    } catch (err) {
+      detail = e.detail.xhr.statusText;
+    }
+    const refused = elt.dataset.refused || "%s";
+    say(refused.replace("%s", typeof detail === "string" ? detail : JSON.stringify(detail)), "error");
+  });
+  document.addEventListener("htmx:sendError", (e) => {
+    if (e.detail.elt.id === "live") refreshed(false);
+  });
+  document.addEventListener("htmx:afterRequest", (e) => {
+    const elt = e.detail.elt;
+    if (elt.dataset.done && e.detail.successful) {
+      say(elt.dataset.done, "ok");
+      const live = document.getElementById("live");
+      if (live) htmx.trigger(live, "refresh");
+    }
+  });
+
+  async function post(url, body) {
+    const r = await fetch(url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: body ? { "Content-Type": "application/json" } : {},
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    return r;
+  }
+
+  function wireLogin() {
+    const form = document.getElementById("login-form");
+    if (!form) return;
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const error = document.getElementById("login-error");
+      const r = await post("/api/login", { name: form.elements.name.value, password: form.elements.password.value });
+      if (r.ok) {
+        window.location.assign(form.dataset.next || "/");
+        return;
+      }
+      error.textContent = r.status === 429 ? form.dataset.tooMany : form.dataset.failed;
+      error.hidden = false;
+    });
+  }
+
+  function wireLogout() {
+    const button = document.getElementById("logout");
+    if (!button) return;
+    button.addEventListener("click", async () => {
+      await post("/api/logout");
+      window.location.assign("/login");
+    });
+  }
+
+  /* ---------- history plots (uPlot) ---------- */
+
+  const numberFormat = new Intl.NumberFormat(lang, { maximumFractionDigits: 2 });
+
+  function plotNumber(el, d) {
+    const css = getComputedStyle(el);
+    const line = css.getPropertyValue("--plot-line").trim() || "#1f5fa8";
+    const band = css.getPropertyValue("--plot-band").trim() || "rgba(31,95,168,0.2)";
+    const unit = d.unit ? " " + d.unit : "";
+    const fmt = (u, v) => (v == null ? "–" : numberFormat.format(v) + unit);
+    return {
+      data: [d.t, d.max, d.avg, d.min],
+      opts: {
+        scales: { x: { time: true, min: d.since, max: d.until } },
+        series: [
+          {},
+          { label: el.dataset.maxLabel, stroke: band, width: 1, value: fmt },
+          { label: el.dataset.avgLabel, stroke: line, width: 2, value: fmt },
+          { label: el.dataset.minLabel, stroke: band, width: 1, value: fmt },
+        ],
+        bands: [{ series: [1, 3], fill: band }],
+        axes: [{}, { values: (u, vals) => vals.map((v) => numberFormat.format(v) + unit), size: 70 }],
+      },
+    };
+  }
+
+  function plotState(el, d) {
+    const css = getComputedStyle(el);
+    const line = css.getPropertyValue("--plot-line").trim() || "#1f5fa8";
+    const t = [d.since], v = [d.initial];
+    d.t.forEach((x, i) => { t.push(x); v.push(d.v[i]); });
+    t.push(d.until); v.push(v[v.length - 1]);
+    const keys = Object.keys(d.labels).map(Number).sort((a, b) => a - b);
+    const label = (x) => (x == null ? "–" : d.labels[String(x)] || String(x));
+    return {
+      data: [t, v],
+      opts: {
+        scales: { x: { time: true, min: d.since, max: d.until }, y: { range: [keys[0] - 0.5, keys[keys.length - 1] + 0.5] } },
+        series: [{}, { label: d.label, stroke: line, width: 2, paths: uPlot.paths.stepped({ align: 1 }), value: (u, x) => label(x) }],
+        axes: [{}, { splits: () => keys, values: (u, vals) => vals.map(label), size: 120 }],
+      },
+    };
+  }
+
+  function drawPlots() {
+    for (const el of document.querySelectorAll("[data-plot]")) {
+      const d = JSON.parse(el.querySelector("script[type='application/json']").textContent);
+      const made = d.kind === "state" ? plotState(el, d) : plotNumber(el, d);
+      const size = () => ({ width: el.clientWidth, height: Math.max(220, Math.min(420, el.clientWidth * 0.5)) });
+      const chart = new uPlot(Object.assign({ title: d.label }, size(), made.opts), made.data, el.querySelector(".plot"));
+      new ResizeObserver(() => chart.setSize(size())).observe(el);
+    }
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    tickAges();
+    setInterval(tickAges, 1000);
+    wireLogin();
+    wireLogout();
+    if (window.uPlot) drawPlots();
+    const status = document.getElementById("updated");
+    if (status) refreshed(true);
+  });
+})();
