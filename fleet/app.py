@@ -26,6 +26,7 @@ from fleet.core.broker import BrokerUrl, EmbeddedBroker
 from fleet.core.db import open_database, sessions
 from fleet.core.outbound import Outbound
 from fleet.core.settings import Settings, default_client_id
+from fleet.ingest.checks import Limits
 from fleet.ingest.ingest import Ingest, Route
 from fleet.ingest.pipeline import run_ingest
 from fleet.models import User
@@ -64,7 +65,9 @@ def create_app(settings: Settings) -> FastAPI:
         async with AsyncExitStack() as stack:
             stack.push_async_callback(engine.dispose)
             app.state.sessions = sessions(engine)
-            app.state.ingest = Ingest(app.state.sessions, routes=_routes(app))
+            app.state.ingest = Ingest(
+                app.state.sessions, routes=_routes(app), limits=Limits.from_settings(settings)
+            )
             app.state.ingest_ready = asyncio.Event()
             app.state.outbound = None
             await _warn_without_users(app.state.sessions)

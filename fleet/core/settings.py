@@ -42,6 +42,19 @@ class Settings:
     login_failure_window: timedelta = timedelta(minutes=5)
     #: argon2 password checks at once (each costs tens of ms of CPU and 64 MiB of memory)
     password_checks: int = 4
+    #: what ingest takes from one gateway (fleet.ingest.checks.Limits): a batch number at most
+    #: this far beyond the highest stored, times within this window around the fleet's clock,
+    #: at most this many devices and points (device, point pairs) per gateway
+    ingest_max_sequence_step: int = 1_000_000
+    ingest_max_age: timedelta = timedelta(days=3650)
+    ingest_max_ahead: timedelta = timedelta(minutes=5)
+    ingest_max_devices: int = 1_000
+    ingest_max_points: int = 50_000
+    #: where uploaded release bundles are kept (default: ``releases/`` beside the default
+    #: database, :func:`data_dir`); the URL gateways fetch them from (default: the URL the
+    #: operator's request came in on)
+    releases_dir: Path | None = None
+    public_url: str | None = None
 
 
 def default_client_id() -> str:

@@ -4,7 +4,8 @@ A value the database would refuse (a string longer than its column, holding NUL 
 surrogate that UTF-8 cannot carry, a time out of range, a number beyond BIGINT) raises
 :class:`~fleet.errors.Rejected` ("schema") naming it, before any statement is sent. A time
 more than :data:`AHEAD_S` ahead of the fleet's clock (a gateway's clock glitch) is refused as
-well: it would hold a latest value or the health report forever.
+well: it would hold a latest value or the health report forever; so is one more than
+:data:`BEHIND_S` behind it (both configurable: :class:`fleet.ingest.checks.Limits`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ SHORT = 64  # device, point, version, model, interlock, cleared_by
 KEY = 200  # alarm key
 #: How far ahead of the fleet's clock a gateway's time may be (clocks differ a little).
 AHEAD_S = 300.0
+#: How far behind it (a Pi without a clock that never synchronised reads 1970).
+BEHIND_S = 3650 * 86_400.0
 
 
 def when(t: float, what: str) -> datetime:
@@ -28,19 +31,28 @@ def when(t: float, what: str) -> datetime:
     try:
         return datetime.fromtimestamp(t, UTC)
     except (OverflowError, OSError, ValueError):
-        raise Rejected("schema", f"{what}: {t!r} is not a time") from None
+        raise Rejected("time", f"{what}: {t!r} is not a time") from None
 
 
-def happened(t: float, what: str, now: datetime) -> datetime:
+def happened(
+    t: float, what: str, now: datetime, ahead_s: float = AHEAD_S, behind_s: float = BEHIND_S
+) -> datetime:
     """A gateway's time of something that happened: not after the fleet received it at
-    ``now`` (give or take :data:`AHEAD_S`)."""
+    ``now`` (give or take ``ahead_s``), nor more than ``behind_s`` before it (a clock that
+    was never set, or a glitch); ``time`` otherwise."""
     moment = when(t, what)
     ahead = (moment - now).total_seconds()
-    if ahead > AHEAD_S:
+    if ahead > ahead_s:
         raise Rejected(
-            "schema",
+            "time",
             f"{what} {moment.isoformat()}: {ahead:.0f} s ahead of the fleet's clock "
-            f"(at most {AHEAD_S:.0f} s)",
+            f"(at most {ahead_s:.0f} s)",
+        )
+    if -ahead > behind_s:
+        raise Rejected(
+            "time",
+            f"{what} {moment.isoformat()}: {-ahead / 86_400:.0f} days behind the fleet's clock "
+            f"(at most {behind_s / 86_400:.0f} days)",
         )
     return moment
 

@@ -29,7 +29,7 @@ from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleet.errors import Rejected
-from fleet.ingest.checks import decode
+from fleet.ingest.checks import Limits, decode
 from fleet.ingest.known import Known
 from fleet.ingest.rejections import RejectionLog, store_rejection
 from fleet.ingest.sequences import Batch
@@ -69,8 +69,10 @@ class Ingest:
         sessions: async_sessionmaker[AsyncSession],
         rejection_log: RejectionLog | None = None,
         routes: Mapping[wire.Kind, Route] | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self._sessions = sessions
+        self.limits = Limits() if limits is None else limits
         self.routes = dict(routes or {})
         self._rejection_log = RejectionLog() if rejection_log is None else rejection_log
         # One message at a time: gap bookkeeping reads the highest stored sequence number.
@@ -93,7 +95,7 @@ class Ingest:
         """Store one MQTT message; never raises for bad input: rejects it with a counted,
         logged and stored (IngestRejection) reason (:data:`~fleet.ingest.checks.REASONS`)."""
         try:
-            site, gateway, kind, message = decode(topic, payload)
+            site, gateway, kind, message = decode(topic, payload, self.routes)
         except Rejected as rejected:
             return await self._reject(topic, payload, None, rejected)
         try:
@@ -148,7 +150,7 @@ class Ingest:
             if route is not None:
                 await route(session, GatewayRef(gateway_id, site, gateway), message)
                 return Batch()
-            writer = Writer(session, gateway_id, utcnow(), self._known)
+            writer = Writer(session, gateway_id, utcnow(), self._known, self.limits)
             return await writer.store(kind, message)
 
     async def _reject(

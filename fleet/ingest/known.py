@@ -18,9 +18,12 @@ class Known:
     epochs: dict[tuple[int, str], int] = field(default_factory=dict)
     #: (gateway id, kind, epoch) -> the highest sequence number stored in it
     highest: dict[tuple[int, str, int], int] = field(default_factory=dict)
+    #: gateway id -> its points, (device id, point), once read for the points limit
+    points: dict[int, set[tuple[int, str]]] = field(default_factory=dict)
 
     def forget(self) -> None:
         self.gateways.clear()
         self.devices.clear()
         self.epochs.clear()
         self.highest.clear()
+        self.points.clear()

@@ -10,7 +10,8 @@ A gateway replaced or re-imaged under the same name (a new outbox) starts again 
 already stored with another ``sent_at`` or size is such a restart, not a duplicate: logged at
 WARNING, the old numbering's open gaps are closed and the batch starts the next ``epoch`` (its
 gaps counted from 1 again). The same number with the same ``sent_at`` and size, in any epoch,
-is a duplicate.
+is a duplicate. A number more than ``max_step`` beyond the highest stored is refused
+(``sequence``): it would open a gap of billions.
 
 A batch's number costs one statement while nothing restarted: the current epoch and highest
 number are remembered between messages (:class:`~fleet.ingest.known.Known`); one more (is it
@@ -26,11 +27,15 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from fleet.errors import Rejected
 from fleet.ingest.known import Known
 from fleet.ingest.upsert import upsert
 from fleet.models import BatchKind, Gap, Gateway, ReceivedBatch
 
 log = logging.getLogger(__name__)
+#: A batch number at most this far beyond the highest stored one (a number near 2**63 would
+#: open a gap nobody could ever fill); configured by fleet.ingest.checks.Limits.
+MAX_STEP = 1_000_000
 
 
 @dataclass
@@ -44,11 +49,19 @@ class Batch:
 class Sequences:
     """Records one gateway's batch numbers inside the caller's transaction."""
 
-    def __init__(self, session: AsyncSession, gateway_id: int, now: datetime, known: Known) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        gateway_id: int,
+        now: datetime,
+        known: Known,
+        max_step: int = MAX_STEP,
+    ) -> None:
         self.session = session
         self.gateway_id = gateway_id
         self.now = now
         self.known = known
+        self.max_step = max_step
 
     async def receive(self, kind: BatchKind, seq: int, sent_at: datetime, size: int) -> Batch:
         """Record batch ``seq``; a duplicate, or the gaps it opened, or the gap it filled; or
@@ -56,6 +69,12 @@ class Sequences:
         epoch, highest = await self.current(kind)
         if epoch > 0 and await self.replayed(kind, seq, sent_at, size):
             return Batch(duplicate=True)
+        if seq > highest + self.max_step:
+            raise Rejected(
+                "sequence",
+                f"{kind.value} batch {seq}: {seq - highest} beyond the highest stored ({highest}); "
+                f"at most {self.max_step}",
+            )
         if not await self.insert(kind, epoch, seq, sent_at, size):
             stored = (
                 await self.session.execute(

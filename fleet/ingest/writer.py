@@ -26,11 +26,12 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, case, insert, or_, select, update
+from sqlalchemy import bindparam, case, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import ColumnElement
 
 from fleet.errors import Rejected
+from fleet.ingest.checks import Limits
 from fleet.ingest.columns import KEY, happened, number, sequence, text, when
 from fleet.ingest.known import Known
 from fleet.ingest.sequences import Batch, Sequences
@@ -46,12 +47,20 @@ LATEST = Base.metadata.tables[LatestValue.__tablename__]
 class Writer:
     """Stores one decoded message of one gateway inside the caller's transaction."""
 
-    def __init__(self, session: AsyncSession, gateway_id: int, now: datetime, known: Known) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        gateway_id: int,
+        now: datetime,
+        known: Known,
+        limits: Limits | None = None,
+    ) -> None:
         self.session = session
         self.gateway_id = gateway_id
         self.now = now
         self.known = known
-        self.sequences = Sequences(session, gateway_id, now, known)
+        self.limits = Limits() if limits is None else limits
+        self.sequences = Sequences(session, gateway_id, now, known, self.limits.max_sequence_step)
 
     async def store(self, kind: wire.Kind, message: wire.Payload) -> Batch:
         if isinstance(message, wire.State):
@@ -66,7 +75,7 @@ class Writer:
 
     def time(self, t: float, what: str) -> datetime:
         """A gateway's time of something that happened (:func:`fleet.ingest.columns.happened`)."""
-        return happened(t, what, self.now)
+        return happened(t, what, self.now, self.limits.max_ahead_s, self.limits.max_age_s)
 
     async def seen(self) -> None:
         await self.session.execute(
@@ -150,12 +159,48 @@ class Writer:
             for name in sorted(unknown - ids.keys())
         ]
         if new:
+            await self.room_for_devices(len(new))
             created = await self.session.execute(
                 insert(DEVICES).returning(DEVICES.c.name, DEVICES.c.id), new
             )
             ids.update((name, device_id) for name, device_id in created)
         known.update(((self.gateway_id, name), device_id) for name, device_id in ids.items())
         return ids
+
+    async def room_for_devices(self, more: int) -> None:
+        """``limit`` when ``more`` new devices would take the gateway beyond its maximum."""
+        stored = await self.session.scalar(
+            select(func.count(Device.id)).where(Device.gateway_id == self.gateway_id)
+        )
+        most = self.limits.max_devices
+        if (stored or 0) + more > most:
+            raise Rejected(
+                "limit",
+                f"{more} new devices on top of the gateway's {stored}: at most {most} per gateway",
+            )
+
+    async def room_for_points(self, pairs: set[tuple[int, str]]) -> None:
+        """``limit`` when points not seen before would take the gateway beyond its maximum
+        (the gateway's points are read once, then remembered)."""
+        points = self.known.points.get(self.gateway_id)
+        if points is not None and pairs <= points:
+            return
+        if points is None:
+            rows = await self.session.execute(
+                select(LatestValue.device_id, LatestValue.point)
+                .join(Device)
+                .where(Device.gateway_id == self.gateway_id)
+            )
+            points = self.known.points[self.gateway_id] = {(d, p) for d, p in rows}
+        new = pairs - points
+        most = self.limits.max_points
+        if len(points) + len(new) > most:
+            raise Rejected(
+                "limit",
+                f"{len(new)} new points on top of the gateway's {len(points)}: "
+                f"at most {most} per gateway",
+            )
+        points |= new
 
     async def telemetry(self, batch: wire.TelemetryBatch) -> Batch:
         readings = [
@@ -175,6 +220,7 @@ class Writer:
         if received.duplicate or not readings:
             return received
         ids = await self.devices((d for d, _, _, _ in readings), {})
+        await self.room_for_points({(ids[d], p) for d, p, _, _ in readings})
         samples = []
         latest: dict[tuple[int, str], dict[str, Any]] = {}
         last_seen: dict[int, datetime] = {}
