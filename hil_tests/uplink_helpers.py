@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.mqtt import Client
+from gateway.wire import compact
 from hil_tests.rig.processes import terminate
 
 PREFIX = "doorstep/v1/"
@@ -64,8 +65,9 @@ async def recording(port: int, **options: Any) -> AsyncIterator[Recorder]:
             async for m in c.messages:
                 payload = m.payload if isinstance(m.payload, bytes) else b"{}"
                 kind = str(m.topic).split("/", 4)[4]
+                body = compact.readable(payload) if compact.is_compact(payload) else None
                 recorder.messages.append(
-                    Received(str(m.topic), kind, json.loads(payload), m.retain)
+                    Received(str(m.topic), kind, body or json.loads(payload), m.retain)
                 )
 
     async with asyncio.TaskGroup() as group:

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from gateway import wire
 from gateway.control.alarms import AlarmEvent
@@ -27,7 +27,8 @@ from gateway.errors import OutboxError
 from gateway.image import Sample
 from gateway.uplink.outbox_thread import OutboxThread
 from gateway.uplink.payloads import event_batch
-from gateway.uplink.reporting import Reporter, reading
+from gateway.uplink.reporting import PointRules, Reporter, WireFormat, reading
+from gateway.wire import compact
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +52,29 @@ class Producer:
         reporter: Reporter,
         topics: Mapping[wire.Kind, str],
         batch_interval_s: float,
+        *,
+        wire_format: WireFormat | None = None,
+        point_map_every_s: float | None = None,
     ) -> None:
+        """``wire_format`` and ``point_map_every_s`` default to the ``[uplink]`` settings
+        the reporter's :class:`PointRules` carry (``json`` without them); the point map
+        starts as the site's points in the order of their profiles."""
         self._outbox = outbox
         self._reporter = reporter
         self._topics = topics
         self._interval = batch_interval_s
+        rules = reporter.rules
+        config = rules.config if isinstance(rules, PointRules) else None
+        if wire_format is None:
+            wire_format = "json" if config is None else config.wire_format
+        if point_map_every_s is None:
+            point_map_every_s = 60.0 if config is None else config.point_map_every_s
+        self._compact = wire_format == "compact"
+        self._map_every = point_map_every_s
+        #: the point map of compact batches (the outbox thread's: grown when a point it
+        #: lacks is reported, under a new id) and when it was last sent inline (monotonic)
+        self.point_map = compact.PointMap.of(rules.units if isinstance(rules, PointRules) else ())
+        self._map_sent = -math.inf
         self._full = asyncio.Event()  # a full batch is pending
         self._offered = asyncio.Event()  # a sample was offered to the reporter
         self._early: list[AlarmEvent] = []  # alarms before the outbox opened
@@ -116,10 +135,14 @@ class Producer:
         """(outbox thread) One batch, or two halves if it would exceed the wire's limit;
         returns how many readings could not be appended (each too large on its own).
         ``offset`` turns the samples' monotonic times into wall-clock times."""
-        readings = [reading(d, p, s, offset) for d, p, s in items]
+        if self._compact:
+            payload, inline = self._compact_batch(items, offset)
+        else:
+            readings = [reading(d, p, s, offset) for d, p, s in items]
+            inline = False
 
-        def payload(seq: int) -> bytes:
-            return wire.encode_telemetry(seq, time.time(), readings)
+            def payload(seq: int) -> bytes:
+                return wire.encode_telemetry(seq, time.time(), readings)
 
         topic = self._topics[wire.Kind.TELEMETRY]
         try:
@@ -132,7 +155,27 @@ class Producer:
             return self._append_telemetry(items[:half], offset) + self._append_telemetry(
                 items[half:], offset
             )
+        if inline:
+            self._map_sent = time.monotonic()
         return 0
+
+    def _compact_batch(
+        self, items: list[tuple[str, str, Sample]], offset: float
+    ) -> tuple[Callable[[int], bytes], bool]:
+        """(outbox thread) A compact batch's payload maker, and whether it carries the point
+        map inline (at start, after the map grew, and every ``point_map_every_s``)."""
+        point_map = self.point_map.extended((d, p) for d, p, _ in items)
+        if point_map is not self.point_map:
+            self.point_map, self._map_sent = point_map, -math.inf
+        inline = time.monotonic() - self._map_sent >= self._map_every
+        fields: list[compact.Fields] = [
+            (d, p, s.value, s.quality.value, s.at + offset) for d, p, s in items
+        ]
+
+        def payload(seq: int) -> bytes:
+            return compact.encode_batch(seq, time.time(), fields, point_map, inline=inline)
+
+        return payload, inline
 
     # -- alarms --------------------------------------------------------------------------------
 

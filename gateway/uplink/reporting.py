@@ -21,7 +21,7 @@ import itertools
 import math
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, NamedTuple
+from typing import Annotated, Literal, NamedTuple
 
 from pydantic import Field
 
@@ -32,6 +32,8 @@ from gateway.validation import Strict
 NUMBERS = (int, float)  # and bool, an int, which differs() treats as not a number
 PointKey = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*\.[a-z][a-z0-9_]*$")]
 NonNegative = Annotated[float, Field(ge=0)]
+#: ``compact``: telemetry in wire version 2; ``json``: version 1.
+WireFormat = Literal["compact", "json"]
 
 
 class PointRule(NamedTuple):
@@ -63,6 +65,11 @@ class ReportConfig(Strict):
     deadband_by_unit: dict[str, NonNegative] = Field(default_factory=dict)
     #: Per point (``"device.point"``) overrides of the deadband and the maximum interval.
     points: dict[PointKey, PointOverride] = Field(default_factory=dict)
+    #: ``compact``: telemetry in wire version 2, a twentieth of the bytes (docs/wire.md);
+    #: ``json``: version 1, for a fleet older than version 2.
+    wire_format: WireFormat = "compact"
+    #: A compact batch carries the point map inline at start and at least this often.
+    point_map_every_s: float = Field(default=60.0, gt=0, le=86400)
 
     def rule(self, device: str, point: str, unit: str | None) -> PointRule:
         """The rule of one point: its override, else its unit's deadband, else the default."""
@@ -73,9 +80,22 @@ class ReportConfig(Strict):
         interval = override.max_interval_s or self.max_interval_s
         return PointRule(deadband, interval)
 
-    def rules(self, units: Mapping[tuple[str, str], str | None]) -> Callable[[str, str], PointRule]:
-        """A rule lookup for :class:`Reporter`, given each point's unit from its profile."""
-        return lambda device, point: self.rule(device, point, units.get((device, point)))
+    def rules(self, units: Mapping[tuple[str, str], str | None]) -> PointRules:
+        """A rule lookup for :class:`Reporter`, given each point's unit from its profile
+        (every point of the site, in order: the point map of compact telemetry)."""
+        return PointRules(self, units)
+
+
+class PointRules:
+    """Each point's :class:`PointRule`, and the site's points and wire settings that come
+    with them to the producer (through :attr:`Reporter.rules`)."""
+
+    def __init__(self, config: ReportConfig, units: Mapping[tuple[str, str], str | None]) -> None:
+        self.config = config
+        self.units = units
+
+    def __call__(self, device: str, point: str) -> PointRule:
+        return self.config.rule(device, point, self.units.get((device, point)))
 
 
 def reference_problems(
@@ -108,6 +128,8 @@ class Reporter:
 
     def __init__(self, rule: Callable[[str, str], PointRule], max_batch: int = 200) -> None:
         self._rule = rule
+        #: the rule lookup given (a :class:`PointRules` carries the site's points)
+        self.rules = rule
         self._max_batch = max_batch
         self._points: dict[tuple[str, str], _Point] = {}
         self._pending: dict[tuple[str, str], _Point] = {}  # points with readings, in order

@@ -34,7 +34,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from gateway import wire
 from gateway.errors import WireError
@@ -187,7 +187,10 @@ def encode_batch(
             previous = p
         for r in rows:
             _value(out, r[2], _QUALITY[r[3]])
-    return MAGIC + zlib.compress(out, 6)
+    data = MAGIC + zlib.compress(out, 6)
+    if len(data) > wire.MAX_PAYLOAD:
+        raise WireError(f"compact telemetry batch: {len(data)} bytes > {wire.MAX_PAYLOAD}")
+    return data
 
 
 def _uvarint(out: bytearray, n: int) -> None:
@@ -456,3 +459,18 @@ def decode_batch(data: bytes, maps: PointMaps | None = None) -> wire.TelemetryBa
         at=batch.at,
         readings=[construct(d=d, p=p, v=v, q=q, t=t) for d, p, v, q, t in batch.readings],
     )
+
+
+def readable(data: bytes, maps: PointMaps | None = None) -> dict[str, Any]:
+    """A telemetry payload of either version as JSON-able data for people and tools: version
+    1 as it is, version 2 in version 1's fields plus ``map`` (its id) and, when it came
+    inline, ``point_map`` (device → points). WireError when it is neither."""
+    if not is_compact(data):
+        raw = wire.decode(wire.TelemetryBatch, data)
+        return raw.model_dump()
+    batch = read_batch(data, maps)
+    out: dict[str, Any] = {"v": VERSION, "seq": batch.seq, "at": batch.at, "map": batch.map_id}
+    if batch.inline:
+        out["point_map"] = batch.point_map.names()
+    out["readings"] = [{"d": d, "p": p, "v": v, "q": q, "t": t} for d, p, v, q, t in batch.readings]
+    return out

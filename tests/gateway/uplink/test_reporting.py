@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import math
+import secrets
 import sqlite3
 from pathlib import Path
 
@@ -17,7 +17,15 @@ from gateway import wire
 from gateway.image import Quality, Sample
 from gateway.uplink.config import UplinkConfig
 from gateway.uplink.link import Uplink
-from gateway.uplink.reporting import PointOverride, PointRule, ReportConfig, Reporter, differs
+from gateway.uplink.reporting import (
+    PointOverride,
+    PointRule,
+    ReportConfig,
+    Reporter,
+    WireFormat,
+    differs,
+)
+from gateway.wire import compact
 
 GOOD = Quality.GOOD
 
@@ -137,23 +145,31 @@ def test_rules_come_from_point_overrides_then_units_then_the_default() -> None:
     assert cfg.rule("meter-1", "freq", "Hz") == PointRule(0.5, 60)
 
 
+@pytest.mark.parametrize("wire_format", ["json", "compact"])
 async def test_a_batch_too_large_for_the_wire_is_split_and_nothing_is_lost(
-    tmp_path: Path,
+    tmp_path: Path, wire_format: WireFormat
 ) -> None:
-    """500 readings of 1 kB are 2× wire.MAX_PAYLOAD: they go as several batches, each under
-    the limit, in order. (The broker is a closed port: nothing leaves, everything is kept.)"""
-    config = UplinkConfig(broker="mqtt://127.0.0.1:9", max_batch=500, reconnect_min_s=5)
+    """500 readings of 1 kB of random text are 2× wire.MAX_PAYLOAD (compressed too): they go
+    as several batches, each under the limit, in order. (The broker is a closed port:
+    nothing leaves, everything is kept.)"""
+    config = UplinkConfig(
+        broker="mqtt://127.0.0.1:9", max_batch=500, reconnect_min_s=5, wire_format=wire_format
+    )
+    texts = [secrets.token_urlsafe(1000) for _ in range(500)]
     async with Uplink(config, site="s", gateway="g", state_dir=tmp_path) as uplink:
         for i in range(500):
-            uplink.on_sample("d", f"p{i}", Sample("x" * 1000, 0.0, GOOD))
+            uplink.on_sample("d", f"p{i}", Sample(texts[i], 0.0, GOOD))
         await uplink.flush()
         assert uplink.depth >= 2
     with sqlite3.connect(tmp_path / "outbox.sqlite") as db:
         rows = db.execute("SELECT payload FROM outbox ORDER BY id").fetchall()
-    batches = [json.loads(p) for (p,) in rows]
+    batches = [wire.decode(wire.TelemetryBatch, p) for (p,) in rows]
     assert all(len(p) <= wire.MAX_PAYLOAD for (p,) in rows)
-    assert [b["seq"] for b in batches] == list(range(1, len(batches) + 1))
-    assert [r["p"] for b in batches for r in b["readings"]] == [f"p{i}" for i in range(500)]
+    assert all(compact.is_compact(p) == (wire_format == "compact") for (p,) in rows)
+    assert [b.seq for b in batches] == list(range(1, len(batches) + 1))
+    assert [(r.p, r.v) for b in batches for r in b.readings] == [
+        (f"p{i}", texts[i]) for i in range(500)
+    ]
 
 
 async def test_a_clean_stop_puts_pending_readings_in_the_outbox(tmp_path: Path) -> None:
