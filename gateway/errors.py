@@ -10,6 +10,7 @@ the outbox, pydantic in :mod:`gateway.validation`. Callers never catch a library
     ├── ProfileError ── SunSpecError        a device profile, or a SunSpec model chain
     ├── CodecError                          a value that does not fit a point's registers
     ├── ConfigError                         a site config (every problem, each with its key)
+    ├── ApplyError                          a site document that cannot be applied in place
     ├── BusError                            one Modbus transaction failed
     │   ├── BusTimeout, FrameError, ModbusExceptionResponse
     │   └── DeviceUnavailable, TransportClosed
@@ -61,6 +62,16 @@ class ConfigError(GatewayError):
         self.problems = problems
         lines = "\n".join(f"  {p}" for p in problems)
         super().__init__(f"{source}: {len(problems)} problem(s)\n{lines}")
+
+
+class ApplyError(GatewayError):
+    """A site document that cannot be applied to the running gateway in place (its identity,
+    its uplink or its control period changed, or a port would not open); ``problems`` holds
+    one line per problem, each starting with its key."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
 
 
 # -- buses -----------------------------------------------------------------------------------

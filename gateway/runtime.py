@@ -22,7 +22,7 @@ from typing import Self
 
 from gateway.bus.breaker import BreakerPolicy, CircuitBreaker
 from gateway.bus.coalesce import CostModel
-from gateway.bus.config import RtuBus, TcpBus
+from gateway.bus.config import Device, RtuBus, TcpBus
 from gateway.bus.discovery import discover_sunspec
 from gateway.bus.poller import DevicePoller
 from gateway.bus.rtu import RtuTransport
@@ -99,6 +99,12 @@ class Gateway:
         self._policy = policy or BreakerPolicy()
         self._stack = contextlib.AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
+        #: bus name → its scheduler's task, and the image points that wake the control loop:
+        #: what a configuration applied in place (gateway.config.apply) stops and updates
+        self.bus_tasks: dict[str, asyncio.Task[None]] = {}
+        self.interlock_inputs: set[tuple[str, str]] = set()
+        #: called with the uplink before it connects: register inbox handlers and hooks here
+        self.before_uplink: list[Callable[[Uplink], None]] = []
 
     async def __aenter__(self) -> Self:
         try:
@@ -122,7 +128,10 @@ class Gateway:
 
     async def _start(self) -> None:
         if self.site.uplink is not None:  # first in, last out: it hears the final values
-            self.uplink = await self._stack.enter_async_context(self._new_uplink())
+            uplink = self._new_uplink()
+            for compose in self.before_uplink:
+                compose(uplink)
+            self.uplink = await self._stack.enter_async_context(uplink)
             self.image.subscribe_batch(self.uplink.on_samples)
             self.alarms.listeners.append(self.uplink.alarm)
             if self.alarms.journal is not None and self.alarms.journal.exists():
@@ -135,21 +144,13 @@ class Gateway:
         for bus in self.site.buses:
             pollers = []
             for dev in self.site.devices_on(bus.name):
-                poller = DevicePoller(
-                    dev,
-                    self.site.profile(dev),
-                    self.site.periods(dev),
-                    self.image,
-                    cost_model(bus),
-                    CircuitBreaker(self._policy),
-                )
-                if poller.ready:
-                    poller.place(poller.profile, now)
+                poller = self.new_poller(self.site, dev, now)
                 pollers.append(poller)
                 self.pollers[dev.name] = poller
             scheduler = BusScheduler(transports[bus.name], pollers)
             self.schedulers[bus.name] = scheduler
-            self._tasks.append(tg.create_task(scheduler.run(), name=f"bus:{bus.name}"))
+            self.bus_tasks[bus.name] = tg.create_task(scheduler.run(), name=f"bus:{bus.name}")
+            self._tasks.append(self.bus_tasks[bus.name])
         for poller in self.pollers.values():
             if not poller.ready:
                 self._tasks.append(
@@ -189,7 +190,8 @@ class Gateway:
             if p.profile.kind is DeviceKind.SAFETY_IO
         ]
         self.engine.controllers += controllers.build(self.site.safety, self.engine, self.pollers)
-        self.image.subscribe(_on_change(self.engine.inputs(), lambda: self.supervisor.loop.wake()))
+        self.interlock_inputs = self.engine.inputs()
+        self.image.subscribe(_on_change(self.interlock_inputs, lambda: self.supervisor.loop.wake()))
         self.supervisor = await self._stack.enter_async_context(
             Supervisor(
                 self.site.control,
@@ -200,6 +202,20 @@ class Gateway:
                 safety_ios,
             )
         )
+
+    def new_poller(self, site: SiteConfig, dev: Device, now: float) -> DevicePoller:
+        """The poller of one of ``site``'s devices, placed on its bus's plan when ready."""
+        poller = DevicePoller(
+            dev,
+            site.profile(dev),
+            site.periods(dev),
+            self.image,
+            cost_model(site.bus(dev.bus)),
+            CircuitBreaker(self._policy),
+        )
+        if poller.ready:
+            poller.place(poller.profile, now)
+        return poller
 
     def _new_uplink(self) -> Uplink:
         assert self.site.uplink is not None

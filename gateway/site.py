@@ -14,6 +14,7 @@ from typing import Annotated, Self
 from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, model_validator
 
 from gateway.bus.config import Bus, Device, PollPeriods, RtuBus, TcpBus
+from gateway.config.policy import ApplyPolicy
 from gateway.control.alarms import Chatter
 from gateway.control.loop import ControlConfig
 from gateway.control.rules import Interlock, reference_problems
@@ -44,6 +45,8 @@ class SiteConfig(Strict):
     safety: Safety = Safety()
     #: When an alarm counts as chattering and how long it must be quiet to clear.
     alarms: Chatter = Chatter()
+    #: How a document from the fleet is proven healthy before it is kept (gateway.config).
+    apply: ApplyPolicy = ApplyPolicy()
     #: The MQTT uplink to the fleet manager (gateway.uplink.config); none: runs offline.
     uplink: UplinkConfig | None = None
     #: Directories of the site's own device profiles (relative: to the site file).

@@ -213,6 +213,50 @@ class InterlockEngine:
         self._release(rule, by=by)
         log.warning("interlock %s reset by %s", name, by)
 
+    def replace(self, interlocks: Sequence[Interlock], profiles: dict[str, Profile]) -> None:
+        """A new set of interlocks, between two cycles (a configuration applied in place).
+
+        An interlock that still exists (same name) keeps its state — active, latched, its
+        timers and alarms — and holds its new actions at once if it is active; a removed one
+        stands down: its demands are withdrawn to their release values, its alarms cleared
+        (``by="configuration"``)."""
+        old = self.rules
+        new = {spec.name: RuleRuntime(spec, profiles) for spec in interlocks}
+        for name, rule in old.items():
+            if name not in new:
+                self._release(rule, by="configuration")
+            elif rule.active:  # its old actions go, its new ones come below
+                for action in rule.spec.actions:
+                    if isinstance(action, WriteAction):
+                        self.actuator.withdraw(name, *split_ref(action.write))
+                    elif isinstance(action, InhibitAction):
+                        self.actuator.allow(name, action.inhibit)
+        self._values = {key: v for key, v in self._values.items() if key[0] not in old}
+        for name, rule in new.items():
+            for i, action in enumerate(rule.spec.actions):
+                if isinstance(action, WriteAction):
+                    device, point = split_ref(action.write)
+                    self._values[(name, i)] = _as_stored(profiles[device], point, action.value)
+                    release = _as_stored(profiles[device], point, action.release)
+                    self.actuator.target(
+                        device, point, release=release, ramp_per_s=action.ramp_per_s
+                    )
+            before = old.get(name)
+            if before is None:
+                rule.armed_at = max((r.armed_at for r in old.values()), default=0.0)
+                continue
+            rule.active, rule.truth, rule.alarmed = before.active, before.truth, before.alarmed
+            rule.latched = before.latched and rule.spec.latch
+            rule.unknown_since, rule.armed_at = before.unknown_since, before.armed_at
+            rule._since = before._since
+            if rule.active:
+                self._demand(rule)
+                for action in rule.spec.actions:
+                    if isinstance(action, InhibitAction):
+                        self.actuator.inhibit(name, action.inhibit)
+        self.rules = new
+        self._save()
+
     def status(self) -> list[InterlockStatus]:
         return [InterlockStatus(r.name, r.active, r.latched, r.truth) for r in self.rules.values()]
 

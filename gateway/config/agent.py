@@ -1,0 +1,284 @@
+"""The configuration agent: desired version in, validated, applied in place, proven healthy,
+committed or rolled back, reported.
+
+For each desired version the fleet sends (``config/desired``, and after every reconnect the
+answer to the gateway's ``config/request``):
+
+1. the same (version, hash) as what runs, or one already refused or rolled back: said again,
+   nothing done (the retained copy and the answer to a request both arrive after a reconnect);
+2. the hash must match the document, and the document must pass ``gateway check``'s validator
+   against this gateway's profiles, and change nothing that needs a restart: else
+   ``rejected`` with the messages, nothing changed;
+3. ``pending``: ``applying.json`` written, the document applied in place
+   (:class:`~gateway.config.apply.InPlace`), the health window watched
+   (:class:`~gateway.health_gate.HealthGate`, ``[apply] health_window_s``);
+4. healthy: committed (:meth:`ConfigStore.commit`) and ``applied``; a version the fleet marked
+   as weakening a standard interlock raises an info event when it is applied. Unhealthy, or
+   the apply failed: the previous document applied back in place and ``rolled back`` with the
+   reason. If the process dies in steps 3–4, it restarts on the old site file and reports
+   ``rolled back`` (:meth:`ConfigAgent.started`).
+
+Only the newest desired version is kept while one is being applied; it is handled next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
+
+from gateway import wire
+from gateway.config.apply import InPlace, restart_needed
+from gateway.config.store import ConfigStore, Running
+from gateway.control.alarms import Severity
+from gateway.errors import ApplyError, ConfigError, WireError
+from gateway.health_gate import HealthGate
+from gateway.site import SiteConfig, parse_site
+from gateway.wire.config import (
+    ConfigRequest,
+    DesiredConfig,
+    ReportedConfig,
+    Status,
+    document_hash,
+)
+
+if TYPE_CHECKING:
+    from gateway.runtime import Gateway
+    from gateway.uplink.link import Uplink
+
+log = logging.getLogger(__name__)
+
+
+class ConfigAgent:
+    """Desired configuration for one running gateway; ``async with`` it inside the gateway."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        site_path: Path,
+        site_text: str,
+        state_dir: Path,
+        *,
+        interrupted: tuple[int, str] | None = None,
+    ) -> None:
+        self.gateway = gateway
+        self.site_path = site_path
+        self.text = site_text  # the document that runs
+        self.store = ConfigStore(state_dir, site_path)
+        self.running: Running = self.store.running(site_text)
+        self.report: ReportedConfig = self._startup_report(interrupted)
+        self.in_place: InPlace | None = None  # once the gateway runs
+        gateway.before_uplink.append(self._register)
+        self._latest: DesiredConfig | None = None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        #: every report made, in order (the last one is the standing report)
+        self.reports: list[ReportedConfig] = [self.report]
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    @classmethod
+    def before_start(cls, state_dir: Path, site_path: Path) -> tuple[int, str] | None:
+        """Call before the site file is read: finishes a commit the process died in; returns
+        the (version, hash) of an apply it died in, if any (see :class:`ConfigStore`)."""
+        return ConfigStore(state_dir, site_path).recover()
+
+    def _startup_report(self, interrupted: tuple[int, str] | None) -> ReportedConfig:
+        running = self.running
+        if interrupted is not None:
+            version, _ = interrupted
+            report = self._make(
+                "rolled back",
+                about=version or None,
+                reason=f"the gateway restarted during the apply of version {version} (before "
+                "its health window ended): it runs the previous document",
+            )
+            log.warning("configuration: %s", report.reason)
+            return report
+        last = self.store.last_report()
+        if running.version is None:
+            return self._make("applied", about=last.about if last else None)
+        if last is not None and last.sha256 == running.sha256 and last.about is not None:
+            return last.model_copy(update={"at": time.time()})
+        return self._make("applied", about=running.version)
+
+    def _make(
+        self,
+        status: Status,
+        *,
+        about: int | None,
+        messages: list[str] | None = None,
+        reason: str = "",
+    ) -> ReportedConfig:
+        return ReportedConfig(
+            version=self.running.version,
+            sha256=self.running.sha256,
+            status=status,
+            about=about,
+            messages=(messages or [])[:200],
+            reason=reason[:2000],
+            at=time.time(),
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def _register(self, uplink: Uplink) -> None:
+        uplink.inbox.handle(wire.Kind.CONFIG_DESIRED, self._on_desired)
+        uplink.inbox.on_connect(self._ask)
+
+    async def __aenter__(self) -> Self:
+        """Enter once the gateway runs (``async with Gateway(...) as gw, agent``)."""
+        self.in_place = await InPlace(self.gateway).__aenter__()
+        await self._say(self.report)
+        self._task = asyncio.create_task(self._work(), name="config-agent")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.in_place is not None:
+            await self.in_place.__aexit__(exc_type, exc, tb)
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    async def _on_desired(self, payload: bytes) -> None:
+        try:
+            desired = wire.decode(DesiredConfig, payload)
+        except WireError as exc:
+            log.warning("configuration: a desired version refused: %s", exc)
+            return
+        self.offer(desired)
+
+    async def _ask(self) -> None:
+        uplink = self.gateway.uplink
+        if uplink is None:
+            return
+        request = ConfigRequest(
+            version=self.running.version, sha256=self.running.sha256, at=time.time()
+        )
+        await uplink.inbox.send(wire.Kind.CONFIG_REQUEST, wire.encode(request))
+
+    def offer(self, desired: DesiredConfig) -> None:
+        """Handle ``desired`` next (a newer offer replaces one not started yet)."""
+        if self._latest is None or desired.version >= self._latest.version:
+            self._latest = desired
+        self.idle.clear()
+        self._wake.set()
+
+    # -- the work ----------------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            desired, self._latest = self._latest, None
+            if desired is not None:
+                try:
+                    await self._handle(desired)
+                except Exception:
+                    log.exception("configuration: version %d failed", desired.version)
+            if self._latest is None:
+                self.idle.set()
+
+    async def _handle(self, desired: DesiredConfig) -> None:
+        if (desired.version, desired.sha256) == (self.running.version, self.running.sha256):
+            if self.report.about != desired.version or self.report.status != "applied":
+                await self._say(self._make("applied", about=desired.version))
+            else:
+                await self._say(self.report)
+            return
+        if self.report.about == desired.version and self.report.status in (
+            "rejected",
+            "rolled back",
+        ):
+            await self._say(self.report)  # said again; a new version is needed to try again
+            return
+        if document_hash(desired.document) != desired.sha256:
+            await self._reject(desired, ["sha256: the document does not have the hash sent"])
+            return
+        try:
+            new = parse_site(desired.document, f"version {desired.version}", self.site_path.parent)
+        except ConfigError as exc:
+            await self._reject(desired, exc.problems)
+            return
+        problems = restart_needed(self.gateway.site, new)
+        if problems:
+            await self._reject(desired, problems)
+            return
+        await self._apply(desired, new)
+
+    async def _reject(self, desired: DesiredConfig, messages: list[str]) -> None:
+        log.warning("configuration: version %d rejected: %s", desired.version, "; ".join(messages))
+        await self._say(self._make("rejected", about=desired.version, messages=messages))
+
+    async def _apply(self, desired: DesiredConfig, new: SiteConfig) -> None:
+        gw = self.gateway
+        assert self.in_place is not None
+        old, old_text = gw.site, self.text
+        await self._say(self._make("pending", about=desired.version))
+        self.store.begin(desired.version, desired.sha256)
+        try:
+            changes = await self.in_place.apply(new)
+        except (ApplyError, Exception) as exc:
+            reason = f"the apply failed: {exc}"
+            await self._roll_back(desired, old, reason)
+            return
+        log.info("configuration: version %d applied in place (%s)", desired.version, changes)
+        gate = HealthGate(
+            gw, new.apply.health_window_s, skipped_allowed=new.apply.skipped_cycles_allowed
+        )
+        verdict = await gate.watch(
+            changed_buses=changes.buses_reopened,
+            unchanged_devices=self.in_place.unchanged_devices(new) - set(changes.devices_added),
+        )
+        if not verdict.healthy:
+            await self._roll_back(desired, old, verdict.reason)
+            return
+        self.store.commit(desired.version, desired.document, old_text)
+        self.text = desired.document
+        self.running = Running(desired.version, desired.sha256)
+        if desired.safety_change:
+            key = "config/safety-change"
+            gw.alarms.raise_(
+                key,
+                Severity.INFO,
+                "configuration",
+                f"configuration version {desired.version} applied: it weakens or removes a "
+                "standard interlock (confirmed in the fleet)",
+            )
+            gw.alarms.clear(key, by="configuration")
+        await self._say(self._make("applied", about=desired.version))
+
+    async def _roll_back(self, desired: DesiredConfig, old: SiteConfig, reason: str) -> None:
+        assert self.in_place is not None
+        log.warning("configuration: version %d rolled back: %s", desired.version, reason)
+        try:
+            await self.in_place.apply(old)
+        except Exception as exc:  # the old site's ports: they were open a moment ago
+            log.exception("configuration: going back to the previous document failed")
+            reason += f"; going back failed too ({exc}): the gateway restarts"
+            self.store.abandon()
+            await self._say(self._make("rolled back", about=desired.version, reason=reason))
+            raise
+        self.store.abandon()
+        await self._say(self._make("rolled back", about=desired.version, reason=reason))
+
+    async def _say(self, report: ReportedConfig) -> None:
+        self.report = report
+        if not self.reports or self.reports[-1] is not report:
+            self.reports.append(report)
+        self.store.save_report(report)
+        uplink = self.gateway.uplink
+        if uplink is not None:
+            await uplink.inbox.report(wire.Kind.CONFIG_REPORTED, wire.encode(report))

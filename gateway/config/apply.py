@@ -1,0 +1,357 @@
+"""Apply a new site document to the running gateway in place, keeping what did not change.
+
+:class:`InPlace` brings a running :class:`~gateway.runtime.Gateway` from the site it runs to
+another one without stopping it:
+
+* a bus whose table did not change keeps its port or connection and its scheduler; its
+  devices that did not change keep their pollers (plan, breaker, statistics); devices added,
+  removed or changed on it are added to or taken from the running scheduler;
+* a bus that changed (its port, speed, host, …) is stopped and reopened, with new pollers; a
+  bus that is gone is stopped and closed, a new one opened. Ports are opened before anything
+  else changes, so a port that cannot be opened fails the apply while the old site still runs
+  everywhere else;
+* then, in one synchronous step between two control cycles (the event loop runs nothing
+  else meanwhile), the interlocks are swapped (:meth:`InterlockEngine.replace`: latches and
+  state of those that still exist survive, demands of removed ones go back to their release
+  values), the standard controllers rebuilt if the ``[safety]`` table or their devices
+  changed (the export limit keeps its current setpoint), the watchdog keeper and the SIO-1
+  claim protocols follow the devices (a SIO-1 that did not change keeps its claim), and the
+  actuator forgets the points of removed devices.
+
+The control loop is never stopped: it keeps its period through the apply. What cannot change
+in place — the gateway's identity, the ``[uplink]`` table, the control period — is refused
+before anything changes (:func:`restart_needed`). Rolling back is applying the previous
+document the same way: the reconciliation looks at what runs, not at what was asked last, so
+it also repairs an apply that failed half-way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
+
+from gateway.bus.config import Device, RtuBus, TcpBus
+from gateway.bus.discovery import discover_sunspec
+from gateway.bus.scheduler import BusScheduler
+from gateway.bus.transport import Transport
+from gateway.control.actuator import PRIORITY_OPERATOR
+from gateway.control.safety_io import SafetyIo
+from gateway.control.standard import controllers
+from gateway.devices.profile import DeviceKind
+from gateway.errors import ApplyError
+from gateway.site import SiteConfig
+
+if TYPE_CHECKING:
+    from gateway.bus.poller import DevicePoller
+    from gateway.runtime import Gateway
+
+
+@dataclass
+class Changes:
+    """What an apply changed (or a plan would change), by name."""
+
+    buses_reopened: list[str] = field(default_factory=list)  # opened anew (added or changed)
+    buses_closed: list[str] = field(default_factory=list)  # removed (or changed: reopened)
+    devices_added: list[str] = field(default_factory=list)  # new pollers (added or changed)
+    devices_removed: list[str] = field(default_factory=list)  # pollers gone (removed or changed)
+    interlocks: bool = False
+    safety: bool = False
+
+    def __str__(self) -> str:
+        parts = [
+            f"{what}: {', '.join(names)}"
+            for what, names in (
+                ("buses opened", self.buses_reopened),
+                ("buses closed", self.buses_closed),
+                ("devices added", self.devices_added),
+                ("devices removed", self.devices_removed),
+            )
+            if names
+        ]
+        if self.interlocks:
+            parts.append("interlocks replaced")
+        if self.safety:
+            parts.append("standard interlocks rebuilt")
+        return "; ".join(parts) or "nothing changed"
+
+
+def restart_needed(old: SiteConfig, new: SiteConfig) -> list[str]:
+    """Why ``new`` cannot be applied in place over ``old``: one message per key, each naming it."""
+    problems = []
+    if new.gateway != old.gateway:
+        problems.append(
+            f"gateway: this gateway is {old.gateway.site}/{old.gateway.id}; a document for "
+            f"{new.gateway.site}/{new.gateway.id} cannot be applied to it"
+        )
+    if new.uplink != old.uplink:
+        problems.append(
+            "uplink: the [uplink] table cannot change while the gateway runs (it carries this "
+            "very message); change it on the gateway and restart it"
+        )
+    if new.control.period_ms != old.control.period_ms:
+        problems.append(
+            f"control.period_ms: {new.control.period_ms:g} (running: {old.control.period_ms:g}): "
+            "the control period cannot change while the loop runs; change it on the gateway "
+            "and restart it"
+        )
+    return problems
+
+
+def _transport(bus: RtuBus | TcpBus) -> Transport:
+    from gateway.runtime import open_transport  # the runtime composes; this drives its parts
+
+    return open_transport(bus)
+
+
+class InPlace:
+    """Applies site documents to one running gateway; ``async with`` it inside the gateway.
+
+    It owns what it opened (ports, scheduler and discovery tasks) and closes it on exit,
+    before the gateway closes the rest."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        #: what each running bus and poller was built from, to see what a document changes
+        self._buses: dict[str, RtuBus | TcpBus] = {b.name: b for b in gateway.site.buses}
+        self._devices: dict[str, tuple[Device, object, object]] = {
+            d.name: _identity(gateway.site, d) for d in gateway.site.devices
+        }
+        self._transports: dict[str, Transport] = {}  # buses this opened
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._lock = asyncio.Lock()
+        self.last = Changes()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for transport in self._transports.values():
+            with contextlib.suppress(Exception):
+                await transport.__aexit__(None, None, None)
+
+    def unchanged_devices(self, new: SiteConfig) -> set[str]:
+        """The running devices ``new`` leaves as they are (same table, bus and profile)."""
+        kept_buses = {b.name for b in new.buses if self._buses.get(b.name) == b}
+        return {
+            d.name
+            for d in new.devices
+            if d.bus in kept_buses
+            and d.name in self.gateway.pollers
+            and self._devices.get(d.name) == _identity(new, d)
+        }
+
+    async def apply(self, new: SiteConfig) -> Changes:
+        """Make the gateway run ``new``; ApplyError (nothing changed yet, or changed only in
+        part: apply the previous site to repair) when it cannot."""
+        problems = restart_needed(self.gateway.site, new)
+        if problems:
+            raise ApplyError(problems)
+        async with self._lock:
+            changes = Changes()
+            await self._buses_to(new, changes)  # may fail (a port): before the swap
+            self._swap(new, changes)
+            self.last = changes
+            return changes
+
+    # -- phase 1: buses (awaits; may fail) -------------------------------------------------
+
+    async def _buses_to(self, new: SiteConfig, changes: Changes) -> None:
+        gw = self.gateway
+        wanted = {b.name: b for b in new.buses}
+        for name in list(gw.schedulers):
+            task = gw.bus_tasks.get(name)
+            if wanted.get(name) != self._buses.get(name) or task is None or task.done():
+                await self._stop_bus(name, changes)
+                changes.buses_closed.append(name)
+        opened: dict[str, Transport] = {}
+        try:
+            for bus in new.buses:
+                if bus.name not in gw.schedulers:
+                    transport = _transport(bus)
+                    await transport.__aenter__()  # TransportClosed: the port cannot be opened
+                    opened[bus.name] = transport
+        except Exception as exc:
+            for transport in opened.values():
+                with contextlib.suppress(Exception):
+                    await transport.__aexit__(None, None, None)
+            raise ApplyError([f"buses: {exc}"]) from exc
+        now = time.monotonic()
+        for name, transport in opened.items():
+            bus = wanted[name]
+            pollers = []
+            for dev in new.devices_on(name):
+                poller = gw.new_poller(new, dev, now)
+                self._add_poller(poller, new, changes)
+                pollers.append(poller)
+            scheduler = BusScheduler(transport, pollers)
+            gw.schedulers[name] = scheduler
+            self._transports[name] = transport
+            self._buses[name] = bus
+            task = asyncio.create_task(scheduler.run(), name=f"bus:{name}")
+            self._track(task)
+            gw.bus_tasks[name] = task
+            self._discover(pollers, scheduler)
+            changes.buses_reopened.append(name)
+
+    async def _stop_bus(self, name: str, changes: Changes) -> None:
+        gw = self.gateway
+        task = gw.bus_tasks.pop(name, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        scheduler = gw.schedulers.pop(name)
+        for device in scheduler.pollers:
+            gw.pollers.pop(device, None)
+            changes.devices_removed.append(device)
+            self._devices.pop(device, None)
+        with contextlib.suppress(Exception):
+            await scheduler.transport.__aexit__(None, None, None)
+        self._transports.pop(name, None)
+        self._buses.pop(name, None)
+
+    # -- phase 2: one synchronous step between control cycles ------------------------------
+
+    def _swap(self, new: SiteConfig, changes: Changes) -> None:
+        gw = self.gateway
+        now = time.monotonic()
+        old_site = gw.site
+        before = set(gw.pollers)
+        reopened = set(changes.buses_reopened)
+        for name, scheduler in gw.schedulers.items():  # buses kept: their devices follow
+            if name in reopened:
+                continue
+            wanted = {d.name: d for d in new.devices_on(name)}
+            for device in list(scheduler.pollers):
+                if device not in wanted or self._devices.get(device) != _identity(
+                    new, wanted[device]
+                ):
+                    del scheduler.pollers[device]
+                    gw.pollers.pop(device, None)
+                    self._devices.pop(device, None)
+                    changes.devices_removed.append(device)
+            added = []
+            for device, dev in wanted.items():
+                if device not in scheduler.pollers:
+                    poller = gw.new_poller(new, dev, now)
+                    scheduler.pollers[device] = poller
+                    self._add_poller(poller, new, changes)
+                    added.append(poller)
+            self._discover(added, scheduler)
+            scheduler.wake()
+        removed = (before | set(changes.devices_removed)) - set(gw.pollers)
+        self._forget(removed)
+        profiles = {name: p.profile for name, p in gw.pollers.items()}
+        changes.interlocks = new.interlocks != old_site.interlocks or bool(
+            changes.devices_added or changes.devices_removed
+        )
+        gw.engine.replace(new.all_interlocks(), profiles)
+        gw.interlock_inputs.clear()
+        gw.interlock_inputs.update(gw.engine.inputs())
+        if new.safety != old_site.safety or changes.devices_added or changes.devices_removed:
+            changes.safety = True
+            self._rebuild_controllers(new)
+        self._follow_devices(set(changes.devices_added))
+        gw.supervisor.config = new.control
+        gw.site = new
+        gw.supervisor.loop.wake()
+
+    def _add_poller(self, poller: DevicePoller, site: SiteConfig, changes: Changes) -> None:
+        gw = self.gateway
+        gw.pollers[poller.name] = poller
+        self._devices[poller.name] = _identity(site, poller.device)
+        changes.devices_added.append(poller.name)
+
+    def _discover(self, pollers: Iterable[DevicePoller], scheduler: BusScheduler) -> None:
+        for poller in pollers:
+            if not poller.ready:
+                self._track(
+                    asyncio.create_task(
+                        discover_sunspec(poller, scheduler), name=f"sunspec:{poller.name}"
+                    )
+                )
+
+    def _forget(self, devices: set[str]) -> None:
+        """Removed devices: no more writes to them, no heartbeats, no claim protocol."""
+        gw = self.gateway
+        for key in [k for k in gw.actuator.targets if k[0] in devices]:
+            del gw.actuator.targets[key]
+            gw.actuator.read_back.discard(key)
+        for device in devices:
+            gw.keeper.kept.pop(device, None)
+
+    def _rebuild_controllers(self, new: SiteConfig) -> None:
+        gw = self.gateway
+        engine = gw.engine
+        old = list(engine.controllers)
+        fresh = controllers.build(new.safety, engine, gw.pollers)
+        for controller in fresh:  # the export limit keeps its setpoint: no jump back to 100 %
+            twin = next(
+                (c for c in old if type(c) is type(controller) and _same_device(c, controller)),
+                None,
+            )
+            if twin is not None and hasattr(twin, "pct"):
+                controller.pct = twin.pct  # type: ignore[attr-defined]
+        names = {c.name for c in fresh}
+        for controller in old:
+            if controller.name not in names:  # its limits go back to their release values
+                for target in gw.actuator.targets.values():
+                    target.demands.pop(controller.name, None)
+        engine.controllers[:] = fresh
+
+    def _follow_devices(self, added: set[str]) -> None:
+        """Watchdog heartbeats, the site's watchdog timeouts and SIO-1 claim protocols for
+        the devices that run now; a SIO-1 whose poller stayed keeps its claim."""
+        gw = self.gateway
+        for name, poller in gw.pollers.items():
+            wd = poller.profile.watchdog
+            if wd is None or (name in gw.keeper.kept and name not in added):
+                continue
+            gw.keeper.keep(name, wd)
+            if poller.device.watchdog_timeout_s is not None and poller.profile.kind is not (
+                DeviceKind.SAFETY_IO
+            ):
+                raw = round(poller.device.watchdog_timeout_s / wd.timeout_unit_s)
+                gw.actuator.demand(
+                    "site-config", name, wd.timeout, raw, PRIORITY_OPERATOR, limit=False
+                )
+        kept = {sio.device: sio for sio in gw.supervisor.safety_ios if sio.device in gw.pollers}
+        ios = []
+        for name, poller in gw.pollers.items():
+            if poller.profile.kind is not DeviceKind.SAFETY_IO:
+                continue
+            sio = kept.get(name)
+            if sio is None or name in added:
+                seconds = poller.device.watchdog_timeout_s
+                timeout_ms = None if seconds is None else round(seconds * 1000)
+                sio = SafetyIo(name, gw.actuator, gw.image, gw.alarms, timeout_ms)
+            ios.append(sio)
+        gw.supervisor.safety_ios[:] = ios
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _identity(site: SiteConfig, dev: Device) -> tuple[Device, object, object]:
+    """What a poller is built from: the device's table, its profile and poll periods."""
+    return (dev, site.profile(dev), site.periods(dev))
+
+
+def _same_device(a: object, b: object) -> bool:
+    return getattr(a, "pv", None) == getattr(b, "pv", None)
