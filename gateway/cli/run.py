@@ -20,11 +20,13 @@ import logging
 import signal
 import sys
 import time
+from pathlib import Path
 
 from rich.console import Console
 
 from gateway.cli import status
 from gateway.cli.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+from gateway.config.agent import ConfigAgent
 from gateway.control.command_socket import SOCKET_NAME, check_path
 from gateway.errors import ConfigError, GatewayError
 from gateway.priority import background_executor, raise_control_priority
@@ -42,7 +44,9 @@ def run_command(args: argparse.Namespace, console: Console) -> int:
     if not args.verbose:  # what it got from the scheduler, and that it stops, always said
         log.setLevel(logging.INFO)
     try:
+        interrupted = ConfigAgent.before_start(args.state_dir, Path(args.config))
         site = load_site(args.config)
+        text = Path(args.config).read_text(encoding="utf-8")  # what the fleet is told it runs
     except ConfigError as exc:
         _error(console, str(exc))
         return EXIT_BAD_INPUT
@@ -52,7 +56,7 @@ def run_command(args: argparse.Namespace, console: Console) -> int:
         _error(console, str(exc))
         return EXIT_BAD_INPUT
     try:
-        return asyncio.run(_run(site, args, console))
+        return asyncio.run(_run(site, args, console, (text, interrupted)))
     except KeyboardInterrupt:
         return EXIT_OK
     except (GatewayError, ExceptionGroup) as exc:
@@ -74,14 +78,23 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
-async def _run(site: SiteConfig, args: argparse.Namespace, console: Console) -> int:
+async def _run(
+    site: SiteConfig,
+    args: argparse.Namespace,
+    console: Console,
+    document: tuple[str, tuple[int, str] | None],
+) -> int:
+    """``document``: the site file's text, and the apply the last run died in (if any)."""
     granted = raise_control_priority()
     log.log(logging.INFO if granted.policy == "rr" else logging.WARNING, "%s", granted)
     loop = asyncio.get_running_loop()
     loop.set_default_executor(background_executor(BACKGROUND_THREADS, "background"))
     terminated = _cancel_on_sigterm(loop)
     try:
-        async with Gateway(site, state_dir=args.state_dir) as gw:
+        gw = Gateway(site, state_dir=args.state_dir)
+        text, interrupted = document
+        agent = ConfigAgent(gw, Path(args.config), text, args.state_dir, interrupted=interrupted)
+        async with gw, agent:
             until = None if args.duration is None else time.monotonic() + args.duration
             draw = args.display == "table" or (args.display == "auto" and status.can_draw(console))
             await status.show(gw, console, draw=draw, until=until, log_every_s=args.log_every)
