@@ -4,8 +4,8 @@ A ``synchronous=FULL`` commit of the outbox (:mod:`gateway.uplink.outbox`) is an
 ms on an SD card, which must not delay the control loop sharing the event loop; and an
 :class:`~gateway.uplink.outbox.Outbox` is not thread-safe. So every call to it runs on one
 thread of its own, in submission order: the producer's appends, the drain's peeks and
-deletes, the pruning. That thread runs at a background priority
-(:func:`gateway.priority.background_executor`): a commit may wait, the control loop may not.
+deletes, the pruning. That thread runs below the control path and above ordinary processes
+(:func:`gateway.priority.background_executor`).
 """
 
 from __future__ import annotations

@@ -69,3 +69,25 @@ def test_the_log_line_names_the_policy() -> None:
     granted = priority.Granted("normal", "normal priority: refused")
     assert str(granted) == "control path scheduling: normal priority: refused"
     assert threading.get_native_id() > 0
+
+
+BACKGROUND = """
+import os
+from gateway import priority
+print(priority.raise_control_priority().policy)
+def where():
+    return os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
+with priority.background_executor(1, "bg") as pool:
+    print(*pool.submit(where).result())
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CAP_SYS_NICE) to grant real-time")
+def test_background_threads_run_below_the_control_path_and_above_ordinary_processes() -> None:
+    # they share the interpreter lock with the control loop: starved by the load at a low
+    # priority they would hold it up (priority inversion), so they stay real-time, lower
+    out = subprocess.run(
+        [sys.executable, "-c", BACKGROUND], capture_output=True, text=True, check=True, timeout=30
+    ).stdout.split()
+    assert out == ["rr", str(os.SCHED_RR), str(priority.BACKGROUND_RT_PRIORITY)]
+    assert priority.BACKGROUND_RT_PRIORITY < priority.RT_PRIORITY

@@ -8,7 +8,9 @@ pauses (C → B) and the contactor opens — after 6 s if the car ignores the PW
 (257, ms) counts down between *writes* (our convention; ``refresh_on_any_request`` gives
 Heidelberg's any-traffic mode); on expiry the failsafe current (262) applies, and 0 there
 means the error state. Remote lock 259 = 0 forces state F. The box heats with current and
-derates at 60 °C, trips at 80 °C, and recovers below 55 °C. A residual-current trip, a failed
+derates at 60 °C, trips at 80 °C, and recovers below 55 °C; by default it is a box made to
+carry its rated 32 A for ever (about 48 °C at 25 °C ambient), so it gets hot only when a test
+makes it (a hotter ambient, a larger ``heat_per_a2``). A residual-current trip, a failed
 RCD self-test or a welded contactor opens (or cannot open) the contactor and latches a
 lockout that only a fault reset clears — and only once the cause is gone and the car is
 unplugged. Setpoints are volatile (``power_cycle``).
@@ -47,7 +49,7 @@ class Charger(SimulatedUnit):
         *,
         refresh_on_any_request: bool = False,
         ambient_c: float = 25.0,
-        heat_per_a2: float = 0.002,
+        heat_per_a2: float = 0.00045,
         cooling_per_s: float = 0.02,
         rng: random.Random | None = None,
     ) -> None:
