@@ -135,14 +135,6 @@ class Point(Strict):
     #: Bookkeeping a person never needs (heartbeats, map versions): kept from people's
     #: screens, still in the API. Scale-factor points are hidden without it.
     internal: bool = False
-    #: What a person reads for each value of an enum, bit or flag point, or for each bit of a
-    #: bitfield when it is set (English): ``{0 = "fire alarm", 1 = "normal"}``.
-    value_labels: dict[int, str] | None = None
-    #: Values (bits of a bitfield, when set) that read as an alarm or out-of-service state.
-    alarm_values: tuple[int, ...] = ()
-    #: Bookkeeping a person never needs (heartbeats, map versions): kept from people's
-    #: screens, still in the API. Scale-factor points are hidden without it.
-    internal: bool = False
 
     @property
     def display_name(self) -> str:
@@ -152,14 +144,14 @@ class Point(Strict):
     @property
     def width(self) -> int:
         """Number of registers (or bits, for bit points) the point occupies."""
-        if self.type in (PointType.STRING, PointType.BITFIELD):
+        if self.type in (PointType.STRING, PointType.BITFIELD, PointType.ENUM):
             return self.length or 1
         return _WIDTH[self.type]
 
     @property
     def raw_range(self) -> tuple[int, int] | None:
         """Inclusive range of the raw integer, or None for f32 and strings."""
-        if self.type is PointType.BITFIELD:
+        if self.type in (PointType.BITFIELD, PointType.ENUM):
             return (0, (1 << (16 * self.width)) - 1)
         return _RAW_RANGE.get(self.type)
 
@@ -178,10 +170,11 @@ class Point(Strict):
             raise ValueError(f"{where}: type 'bit' needs table coil or discrete, not {self.table}")
         if self.type is not PointType.BIT and self.table.is_bits:
             raise ValueError(f"{where}: table {self.table} holds bits; type must be 'bit'")
-        if self.length is not None and self.type not in (PointType.STRING, PointType.BITFIELD):
-            raise ValueError(f"{where}: 'length' applies only to string and bitfield points")
-        if self.type is PointType.BITFIELD and (self.length or 1) > 2:
-            raise ValueError(f"{where}: a bitfield is 1 or 2 registers, not {self.length}")
+        sized = (PointType.STRING, PointType.BITFIELD, PointType.ENUM)
+        if self.length is not None and self.type not in sized:
+            raise ValueError(f"{where}: 'length' applies only to string, bitfield and enum points")
+        if self.type in (PointType.BITFIELD, PointType.ENUM) and (self.length or 1) > 2:
+            raise ValueError(f"{where}: a {self.type} is 1 or 2 registers, not {self.length}")
         if self.type is PointType.STRING and self.length is None:
             raise ValueError(f"{where}: a string point needs 'length' (registers)")
         if (self.type is PointType.ENUM) != (self.enum is not None):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Literal, Self
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from gateway.validation import Strict
 
@@ -57,7 +57,7 @@ class Role(StrEnum):
     METER_PHASE_CURRENTS = "meter_phase_currents"
 
 
-Shape = Literal["numeric", "enum", "bitfield", "any"]
+Shape = Literal["numeric", "enum", "state", "bitfield", "any"]
 
 
 @dataclass(frozen=True)
@@ -76,8 +76,9 @@ SPECS: dict[Role, RoleSpec] = {
     ),
     Role.CHARGER_STATE: RoleSpec(
         "charger",
-        "the vehicle state; 'active' lists the labels meaning a car is connected",
-        shape="enum",
+        "the vehicle state (an enum, or text such as IEC 61851 'B2'); 'active' lists the "
+        "values meaning a car is connected, 'off' the one meaning no car",
+        shape="state",
         labels=("active",),
     ),
     Role.CHARGER_PHASE_CURRENTS: RoleSpec(
@@ -149,6 +150,11 @@ class RoleBinding(Strict):
     bits: tuple[str, ...] = ()
     on: str | int | None = None
     off: str | int | None = None
+    #: The device drops a written value this long after the last write (a setpoint that must
+    #: be kept alive, e.g. Alfen's "max current valid time"): the gateway rewrites it at a
+    #: third of this, and the device falls back to ``fallback`` when the gateway is gone.
+    keep_alive_s: float | None = Field(default=None, gt=0)
+    fallback: str | None = None
 
     @model_validator(mode="after")
     def _one_way(self) -> Self:
@@ -189,6 +195,8 @@ def binding_problems(
         )
         if spec.shape == "numeric" and not numeric:
             problems.append(f"{where}: point {name!r} is {p.type}, the role needs a number")
+        if spec.shape == "state" and p.type not in (PointType.ENUM, PointType.STRING):
+            problems.append(f"{where}: point {name!r} is {p.type}, the role needs an enum or text")
         if spec.shape == "enum" and p.type is not PointType.ENUM:
             problems.append(f"{where}: point {name!r} is {p.type}, the role needs an enum")
         if spec.shape == "bitfield" and p.type is not PointType.BITFIELD:
@@ -198,6 +206,8 @@ def binding_problems(
         if spec.writable and not p.table.writable:
             problems.append(f"{where}: point {name!r} is in table {p.table}, the role writes it")
         problems += _label_problems(where, spec, binding, p)
+    if binding.fallback is not None and binding.fallback not in points:
+        problems.append(f"{where}.fallback: no point named {binding.fallback!r}")
     return problems
 
 
@@ -207,6 +217,8 @@ def _label_problems(where: str, spec: RoleSpec, binding: RoleBinding, p: Point) 
         value = getattr(binding, field)
         if value in (None, ()):
             problems.append(f"{where}: needs '{field}' ({spec.what})")
+    if p.type.value == "string":
+        return problems  # text: any value may appear
     labels = set((p.enum or {}).values())
     names = set((p.bits or {}).values())
     for field in ("active", "ok"):

@@ -30,6 +30,7 @@ from gateway.site import SiteConfig, load_site
 from hil_tests.rig.fault_injection import Faults
 from hil_tests.rig.registers import SimulatedUnit
 from hil_tests.rig.rtu_line import RtuLineServer
+from hil_tests.rig.sim import market
 from hil_tests.rig.sim.charger import Car, Charger
 from hil_tests.rig.sim.elevator import Elevator
 from hil_tests.rig.sim.locker import LockerBoard
@@ -58,7 +59,7 @@ class SimulatedSite:
         self.paused = False
 
     def _build_units(self, lively: bool) -> None:
-        meters: list[SiteMeter] = []
+        meters: list[SiteMeter | market.MarketMeter] = []
         for dev in self.config.devices:
             unit: SimulatedUnit
             match dev.profile:
@@ -82,14 +83,18 @@ class SimulatedSite:
                     unit = meter
                 case "SIO-1":
                     continue  # the real firmware on a line of its own: see _start
-                case other:
-                    raise ValueError(f"devices {dev.name!r}: no simulator for profile {other}")
+                case _:  # any other profile, the site's own too: simulated from its file
+                    unit = market.simulate(self.config.profile(dev), dev.unit_id)
+                    if isinstance(unit, market.MarketMeter):
+                        meters.append(unit)
             self.units[dev.name] = unit
         sources: list[Callable[[], float]] = [
-            u.power_w for u in self.units.values() if isinstance(u, (Charger, PvInverter))
+            u.power_w
+            for u in self.units.values()
+            if isinstance(u, (Charger, PvInverter, market.MarketCharger, market.MarketInverter))
         ]
-        for meter in meters:
-            meter.sources = sources
+        for site_meter in meters:
+            site_meter.sources = sources
         if lively:
             self._plug_in_some_cars()
 

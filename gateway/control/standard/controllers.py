@@ -275,6 +275,12 @@ def build(
     """The controllers of the standard interlocks the ``[safety]`` table enables."""
     profiles: dict[str, Profile] = {name: p.profile for name, p in pollers.items()}
     meters = of_kind(profiles, DeviceKind.METER)
+    for name, profile in profiles.items():
+        for binding in profile.roles.values():
+            if binding.keep_alive_s is not None:
+                # the device forgets the value: whoever demands it, it is rewritten in time
+                for point in binding.names:
+                    engine.actuator.target(name, point, refresh_s=binding.keep_alive_s / 3)
     out: list[Controller] = []
     if safety.feeder_limit is not None:
         meter = safety.feeder_limit.meter or meters[0]

@@ -269,10 +269,9 @@ def capability_notes(safety: Safety, profiles: dict[str, Profile]) -> list[str]:
             for kind in (DeviceKind.CHARGER, DeviceKind.PV_INVERTER):
                 for name in _acted_on(key, cfg, kind, profiles):
                     profile = profiles[name]
-                    if (
-                        profile.watchdog is None
-                        and profile.role(Role.PV_POWER_LIMIT_REVERT) is None
-                    ):
+                    kept = any(b.keep_alive_s for b in profile.roles.values())
+                    revert = profile.role(Role.PV_POWER_LIMIT_REVERT)
+                    if profile.watchdog is None and revert is None and not kept:
                         notes[
                             f"{name} ({profile.model}) has no communication watchdog: if the "
                             f"gateway stops, it keeps its last setpoint [{key}]"
