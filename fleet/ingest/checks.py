@@ -29,6 +29,7 @@ from fleet.core.settings import Settings
 from fleet.errors import Rejected
 from fleet.ingest import columns
 from gateway import wire
+from gateway.wire.compact import UnknownPointMap
 
 #: Why a message was refused.
 REASONS = (
@@ -44,6 +45,7 @@ REASONS = (
     "sequence",
     "time",
     "limit",
+    "pointmap",
 )
 #: The kinds ingest stores itself (:mod:`fleet.ingest.writer`).
 STORED = frozenset({wire.Kind.STATE, wire.Kind.TELEMETRY, wire.Kind.EVENTS, wire.Kind.HEALTH})
@@ -103,6 +105,8 @@ def decode(
         _check_depth(payload)
     try:
         message = wire.decode(model, payload)
+    except UnknownPointMap as exc:  # compact telemetry before its map (docs/wire.md)
+        raise Rejected("pointmap", str(exc)) from None
     except wire.WireError as exc:
         raise Rejected(_refusal(payload), str(exc)) from None
     except RecursionError:
