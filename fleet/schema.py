@@ -8,6 +8,7 @@ schema whole.
 
 from __future__ import annotations
 
+from fleet.config import tables as _config  # noqa: F401
 from fleet.models import Base
 from fleet.releases import tables as _releases  # noqa: F401
 
