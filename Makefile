@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
 # Debian packages the tests use as real services. Installed when missing and run as root;
 # otherwise the tests that need them skip and say how to get them (under CI=true they fail).
-DEBIAN_PACKAGES := mosquitto postgresql chromium
+DEBIAN_PACKAGES := mosquitto postgresql chromium rabbitmq-server
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
