@@ -43,7 +43,7 @@ from gateway.control.rules import (
 from gateway.devices.codec import Value
 from gateway.devices.profile import Profile
 from gateway.errors import InterlockError
-from gateway.image import ProcessImage
+from gateway.image import ProcessImage, Quality
 
 log = logging.getLogger(__name__)
 
@@ -333,6 +333,15 @@ class InterlockEngine:
         suppressed_by = next((k for k in parents if only_offline and k in self.alarms.active), None)
         key = _unavailable_key(rule.name)
         if rule.alarmed == "unavailable":
+            standing = self.alarms.active.get(key)
+            if (
+                suppressed_by is None
+                and standing is not None
+                and standing.suppressed_by is not None
+                and all(u.quality is Quality.OFFLINE for u in rule.untrusted)
+            ):
+                return  # its device answers again, these inputs are not read yet: the cause
+                # is the same, and the alarm clears with the next read, under its cause
             self.alarms.update(key, message=message, suppressed_by=suppressed_by)
             return
         self.alarms.raise_(
