@@ -115,10 +115,11 @@ def main(argv: list[str] | None = None) -> int:
         if tag == DEFAULT:
             continue  # English is the message ids
         if not args.check:
+            catalog = merged(tag, template)  # read before the file is opened for writing
             path = po_path(tag)
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("wb") as f:
-                write_po(f, merged(tag, template), width=100, sort_output=True)
+                write_po(f, catalog, width=100, sort_output=True)
         gaps = missing(tag, template)
         for message in gaps:
             print(f"{tag}: untranslated: {message}")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from dataclasses import dataclass
-import datetime as dt
 from datetime import UTC, timedelta
 
 from babel.dates import format_datetime, format_time, format_timedelta
@@ -40,9 +40,13 @@ class Formats:
     def time(self, at: dt.datetime) -> str:
         return format_time(at.astimezone(), "medium", locale=self.locale)
 
-    def duration(self, span: timedelta) -> str:
-        """A rounded span: '3 min', '2 h', '3分钟'."""
-        return format_timedelta(span, threshold=1.5, format="short", locale=self.locale)
+    def duration(self, span: timedelta, exact: bool = False) -> str:
+        """A rounded span: '3 min', '90 min', '3分钟'; ``exact``: in the largest unit that
+        divides it ('1 hr', '3 days', '8 hr')."""
+        return format_timedelta(
+            span, threshold=1 if exact else 1.5, format="long" if exact else "short",
+            locale=self.locale,
+        )  # fmt: skip
 
     def since(self, at: dt.datetime, now: dt.datetime | None = None) -> str:
         """How long ago ``at`` was, rounded as the pages' script rounds it: '43 sec. ago',

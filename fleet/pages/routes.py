@@ -20,7 +20,7 @@ from fleet.models import User, utcnow
 from fleet.pages.person import LANG_COOKIE, Person, PersonDep, browser_language, here
 from fleet.pages.present import card
 from fleet.pages.templating import render, screen
-from fleet.queries.alarms import AlarmState, alarms, by_cause
+from fleet.queries.alarms import AlarmGroup, AlarmState, alarms, by_cause
 from fleet.queries.attention import attention
 from fleet.queries.history import device_id, history
 from fleet.queries.site import site_detail
@@ -32,6 +32,8 @@ router = APIRouter(include_in_schema=False)
 RANGES = {"1h": timedelta(hours=1), "6h": timedelta(hours=6), "24h": timedelta(days=1),
           "7d": timedelta(days=7)}  # fmt: skip
 PLOT_BUCKETS = 300
+#: How long a person may shelve an alarm for, from the alarm list.
+SHELF_MINUTES = (30, 60, 4 * 60, 8 * 60, 24 * 60, 3 * 24 * 60, 7 * 24 * 60)
 
 
 def _common(person: Person, request: Request, nav: str) -> dict[str, Any]:
@@ -83,8 +85,10 @@ async def alarm_list(
     site: str | None = None,
 ) -> Response:
     found = await by_cause(session, state, site or None, 500, utcnow())
+    fmt = Formats(person.language)
     context = _common(person, request, "alarms") | {
-        "alarms": found, "state": state, "site": site or "",
+        "alarms": found, "state": state, "site": site or "", "newest": _newest(found),
+        "shelf_spans": [(m, fmt.duration(timedelta(minutes=m), exact=True)) for m in SHELF_MINUTES],
     }  # fmt: skip
     return screen(request, person.language, "alarms.html", "alarms_live.html", context)
 
@@ -126,6 +130,12 @@ async def history_page(
         "range": range, "ranges": list(RANGES), "plot": plot,
     }  # fmt: skip
     return screen(request, person.language, "history.html", None, context)
+
+
+def _newest(groups: list[AlarmGroup]) -> int:
+    """The newest alarm id on the list, causes and what follows from them: acknowledging
+    all of a site acknowledges none that arrived after the person saw the list."""
+    return max((max(g.id, _newest(g.suppressed)) for g in groups), default=0)
 
 
 async def _site_names(session: SessionDep) -> list[tuple[str, str]]:

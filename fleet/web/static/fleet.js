@@ -2,7 +2,9 @@
  * and kept live by htmx (hx-get every few seconds, morphed in by idiomorph); this script
  * only (1) keeps each value's age ("3 sec. ago") current between refreshes, (2) says when the
  * last refresh worked or that it failed, (3) logs in and out through the JSON API, (4) shows
- * the server's refusal of an action, and (5) draws history plots with uPlot. */
+ * the server's refusal of an action, (5) sends the alarm list's actions (acknowledge a
+ * selection or a site, shelve with a reason) to the JSON API and pauses the refresh while a
+ * person selects, and (6) draws history plots with uPlot. */
 "use strict";
 
 (() => {
@@ -78,10 +80,96 @@
     const elt = e.detail.elt;
     if (elt.dataset.done && e.detail.successful) {
       say(elt.dataset.done, "ok");
-      const live = document.getElementById("live");
-      if (live) htmx.trigger(live, "refresh");
+      refreshLive();
     }
   });
+
+  /* A live refresh waits while a person is in the middle of something on it: alarms ticked
+   * for acknowledging, a shelve form open, a field being typed in. */
+  function busy(live) {
+    return Boolean(
+      live.querySelector("input[type=checkbox]:checked") ||
+      live.querySelector("details.shelve[open]") ||
+      (document.activeElement && live.contains(document.activeElement) && document.activeElement.matches("input, select, textarea"))
+    );
+  }
+
+  document.addEventListener("htmx:beforeRequest", (e) => {
+    const live = e.detail.elt;
+    if (live.id !== "live") return;
+    const paused = document.getElementById("paused");
+    const wait = busy(live);
+    if (paused) paused.hidden = !wait;
+    if (wait) e.preventDefault();
+  });
+
+  /* what a refresh must not undo: a <details> the person opened or closed */
+  function keepOpenState() {
+    if (!window.Idiomorph) return;
+    Idiomorph.defaults.callbacks.beforeAttributeUpdated = (name, node) =>
+      !(name === "open" && node.tagName === "DETAILS");
+  }
+
+  function refreshLive() {
+    const live = document.getElementById("live");
+    if (live) htmx.trigger(live, "refresh");
+  }
+
+  /* an action answered by the JSON API: say what happened in the person's words */
+  async function act(elt, url, body) {
+    const r = await post(url, body);
+    let detail = r.statusText;
+    try {
+      const data = await r.json();
+      if (data && data.detail !== undefined) detail = typeof data.detail === "string" ? data.detail : data.detail.map((d) => d.msg).join("; ");
+    } catch (err) { /* no JSON body */ }
+    if (r.status === 401) {
+      window.location.assign("/login?next=" + encodeURIComponent(location.pathname + location.search));
+      return false;
+    }
+    if (!r.ok) {
+      say((elt.dataset.refused || "%s").replace("%s", detail), "error");
+      return false;
+    }
+    say(elt.dataset.done || "", "ok");
+    refreshLive();
+    return true;
+  }
+
+  function wireActions() {
+    document.addEventListener("submit", async (e) => {
+      const form = e.target.closest("form[data-api]");
+      if (!form) return;
+      e.preventDefault();
+      const numbers = (form.dataset.numbers || "").split(" ").filter(Boolean);
+      const body = {};
+      for (const [k, v] of new FormData(form).entries()) body[k] = numbers.includes(k) ? Number(v) : v;
+      if (await act(form, form.dataset.api, body)) {
+        const details = form.closest("details");
+        if (details) details.open = false;
+      }
+    });
+    const selected = document.getElementById("ack-selected");
+    if (selected) {
+      selected.addEventListener("click", async () => {
+        const ids = Array.from(document.querySelectorAll("#alarms input[name=ids]:checked")).map((c) => Number(c.value));
+        if (!ids.length) {
+          say(selected.dataset.none, "error");
+          return;
+        }
+        if (await act(selected, "/api/alarms/ack", { ids })) {
+          for (const c of document.querySelectorAll("#alarms input[name=ids]:checked")) c.checked = false;
+        }
+      });
+    }
+    const site = document.getElementById("ack-site");
+    if (site) {
+      site.addEventListener("click", () => {
+        const list = document.getElementById("alarms");
+        act(site, "/api/alarms/ack", { site: site.dataset.site, up_to_id: Number(list.dataset.newest) || undefined });
+      });
+    }
+  }
 
   async function post(url, body) {
     const r = await fetch(url, {
@@ -175,8 +263,10 @@
   document.addEventListener("DOMContentLoaded", () => {
     tickAges();
     setInterval(tickAges, 1000);
+    keepOpenState();
     wireLogin();
     wireLogout();
+    wireActions();
     if (window.uPlot) drawPlots();
     const status = document.getElementById("updated");
     if (status) refreshed(true);

@@ -196,3 +196,31 @@ async def test_every_page_loads_only_from_the_fleet_itself(app: FastAPI) -> None
             assert outside == [], f"{path} loads {outside}"
             for asset in (u for u in urls if u.startswith(("/vendor/", "/static/"))):
                 assert (await b.get(asset)).status_code == 200, asset
+
+
+async def test_the_alarm_list_groups_by_cause_and_shows_shelves_and_who_acknowledged(
+    app: FastAPI,
+) -> None:
+    async with browser(app, "mark") as b:
+        page = (await b.get("/alarms")).text
+        cause = page.index(CRITICAL)
+        assert page.index("1 alarm follows from this one") > cause
+        assert page.index("evse-1 current not confirmed") > cause
+        ids = [int(i) for i in re.findall(r'data-alarm="(\d+)"', page)]
+        door = ids[-1]  # the minor one, last
+        shelved = await b.post(
+            f"/api/alarms/{door}/shelve", json={"minutes": 60, "reason": "hook being replaced"}
+        )
+        assert shelved.status_code == 200, shelved.text
+        assert "Door 3 forced open" not in (await b.get("/alarms")).text
+        listed = text((await b.get("/alarms?state=shelved")).text)
+        assert "Shelved by mark until" in listed
+        assert "hook being replaced" in listed
+        acked = await b.post("/api/alarms/ack", json={"ids": [ids[0]]})
+        assert acked.status_code == 200, acked.text
+        assert "acknowledged by mark" in text((await b.get("/alarms?live=1")).text)
+    async with browser(app, "vera", "zh") as viewer:
+        page = (await viewer.get("/alarms")).text
+        assert "确认报警需要维护员角色；您的角色是查看员。" in page
+        assert 'type="checkbox"' not in page  # nothing to select for a viewer
+        assert re.search(r"<button[^>]*disabled[^>]*>确认</button>", page, re.S)
