@@ -239,7 +239,12 @@ class Gateway:
         """Control-loop and bus statistics for the uplink's health message."""
         now = time.monotonic()
         supervisor = getattr(self, "supervisor", None)  # not yet during start-up
-        loop = supervisor.loop.snapshot() if supervisor is not None else {}
+        loop = dict(supervisor.loop.snapshot()) if supervisor is not None else {}
+        engine = getattr(self, "engine", None)
+        if engine is not None:  # what a rollout and the OTA agent wait for
+            active = sorted(r.name for r in engine.rules.values() if r.active)
+            loop["interlocks_active"] = len(active)
+            loop["interlocks_active_names"] = ", ".join(active)[:500]
         buses = {name: s.stats.snapshot(now) for name, s in self.schedulers.items()}
         return RuntimeStats(loop, buses)
 

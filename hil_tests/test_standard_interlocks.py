@@ -211,6 +211,9 @@ async def test_i1_fire_alarm_at_the_sio_stops_chargers_pv_and_recalls_the_elevat
         await rig.wait_for(lambda: pv.get("conn") == 0, what="PV disconnected")
         await rig.wait_for(lambda: lift.get("req_fire_recall") == 1, what="fire recall requested")
         assert "fire-alarm/critical" in rig.gw.alarms.active
+        loop = rig.gw.stats().loop  # what the health message tells the fleet and a rollout
+        assert loop["interlocks_active"] == 1
+        assert loop["interlocks_active_names"] == "fire-alarm"
         with pytest.raises(InterlockError, match="deposits are suspended by fire-alarm"):
             await rig.gw.commands.open_door("lockers", 3, purpose="deposit")
         await rig.gw.commands.open_door("lockers", 3, purpose="pickup")
