@@ -287,6 +287,7 @@ class Supervisor:
         try:
             await self.writer(beat.device, beat.point, beat.value)
         except GatewayError as exc:
+            self.keeper.failed(beat)
             log.debug("heartbeat to %s failed: %s", beat.device, exc)
         else:
             self.keeper.sent(beat)

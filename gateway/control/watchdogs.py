@@ -1,10 +1,10 @@
 """Keeping device watchdogs alive — only while the gateway itself is healthy.
 
 Every device whose profile declares the watchdog trio gets a heartbeat write at no more than a
-third of its timeout (docs/devices.md, "The watchdog trio"). The keeper is ticked by the control loop, not by a
-timer of its own: when the loop stalls, heartbeats stop with it and each device falls back to
-its own safe value within its own timeout. That is the point — a hung gateway must not keep
-devices in "managed" mode.
+third of its timeout (docs/devices.md, "The watchdog trio"). The keeper is ticked by the
+control loop, not by a timer of its own: when the loop stalls, heartbeats stop with it and
+each device falls back to its own safe value within its own timeout. That is the point — a
+hung gateway must not keep devices in "managed" mode.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class _Kept:
     watchdog: Watchdog
     counter: int = 0
     last_at: float = -1e9
-    first_sent_at: float | None = None
+    first_sent_at: float | None = None  # start of the current run of heartbeats that landed
 
 
 class WatchdogKeeper:
@@ -78,6 +78,12 @@ class WatchdogKeeper:
         if kept.watchdog.heartbeat_mode == "counter":
             kept.counter = (kept.counter + 1) & 0xFFFF
 
+    def failed(self, beat: Heartbeat) -> None:
+        """A heartbeat did not reach the device (it is not answering): what it reports of its
+        remaining time says nothing until heartbeats have reached it for a whole timeout
+        again (no "time running low" alarm for a device that was just offline)."""
+        self.kept[beat.device].first_sent_at = None
+
     def remaining_low(self, device: str) -> bool:
         """True when the device reports less than a third of its timeout left (docs/devices.md)."""
         kept = self.kept[device]
@@ -85,7 +91,7 @@ class WatchdogKeeper:
         if wd.remaining is None or self.image.reading(device, wd.timeout) == 0:
             return False  # no remaining time reported, or the watchdog is off
         if kept.first_sent_at is None or self.clock() - kept.first_sent_at < self.timeout_s(device):
-            return False  # not kept for a whole timeout yet: what it reports is from before
+            return False  # not kept for a whole timeout (since start, or since it was silent)
         sample = self.image.find(device, wd.remaining)
         if (
             sample is None

@@ -198,3 +198,23 @@ def test_heartbeats_stop_while_the_loop_stalls_so_the_device_falls_back_on_its_o
     assert sick, "the supervisor called a stalled loop healthy"
     assert min(sick) >= 2.55 - 1e-9, "unhealthy before 500 ms without a cycle"
     assert max(sick) < 5.07, "still unhealthy after the loop resumed"
+
+
+def test_a_device_back_from_silence_is_not_judged_on_what_it_reports_right_away() -> None:
+    # offline, its watchdog ran out; its first readings after it answers again say so, until
+    # heartbeats have reached it for a whole timeout: no "time running low" alarm for that
+    clock = Clock()
+    keeper, image = keeper_of("sio", SIO, clock)
+    image.update("sio", "watchdog_timeout", 1500)
+    for beat in keeper.due(clock.now):
+        keeper.sent(beat)
+    clock.now += 2.0
+    for beat in keeper.due(clock.now):
+        keeper.failed(beat)  # it stopped answering
+    clock.now += 5.0
+    image.update("sio", "watchdog_remaining", 0)  # back: its watchdog ran out meanwhile
+    (beat,) = keeper.due(clock.now)
+    keeper.sent(beat)
+    assert not keeper.remaining_low("sio")
+    clock.now += 1.6
+    assert keeper.remaining_low("sio"), "heartbeats land, yet it reports time running out"
