@@ -218,8 +218,8 @@ class RtuLineServer:
         if unit_id == 0:
             self.stats.broadcasts += 1
             with self._lock:
-                for unit in self.units.values():
-                    respond(unit, pdu)
+                for each in self.units.values():
+                    respond(each, pdu)
             return
         unit = self.units.get(unit_id)
         faults = self.faults.of(unit_id)
