@@ -225,6 +225,25 @@ class Alarm(Base):
     count: Mapped[int] = mapped_column(default=1)
 
 
+class AlarmShelf(Base):
+    """A person took one alarm of a gateway (its key: raises of it again included) off the
+    alarm list until ``until``, with a reason (maintainer or above). It ends by itself at
+    ``until``, or earlier by hand (``unshelved_at``/``unshelved_by``)."""
+
+    __tablename__ = "alarm_shelves"
+    __table_args__ = (Index("ix_alarm_shelves_key", "gateway_id", "key", "until"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    gateway_id: Mapped[int] = mapped_column(ForeignKey("gateways.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(200))
+    shelved_at: Mapped[datetime] = mapped_column()
+    shelved_by: Mapped[str] = mapped_column(String(64))
+    until: Mapped[datetime] = mapped_column()
+    reason: Mapped[str] = mapped_column(Text)
+    unshelved_at: Mapped[datetime | None] = mapped_column(default=None)
+    unshelved_by: Mapped[str | None] = mapped_column(String(64), default=None)
+
+
 class User(Base):
     __tablename__ = "users"
 

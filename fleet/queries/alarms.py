@@ -1,25 +1,52 @@
-"""The alarm list: open, unacknowledged or all alarms, newest first; open ones by severity
-(critical, major, minor, info) first, newest first within a severity."""
+"""The alarm list, flat or grouped by cause, and the shelves that take alarms off it.
+
+Flat (:func:`alarms`): newest first; open ones by severity (critical, major, minor, info)
+first, newest first within a severity. Shelved alarms (an active :class:`AlarmShelf` on their
+gateway and key) are left out of the open and unacknowledged lists and are the whole of the
+shelved one.
+
+By cause (:func:`by_cause`): an alarm the gateway marked ``suppressed_by`` another one's key
+(an interlock whose input is lost because its device is offline; a device whose bus is down)
+is listed under that alarm, its cause, instead of on its own. A cause may itself sit under
+another (bus → device → interlocks). Its children follow it: shelving a cause takes its
+children off the list with it.
+
+A shelf ends by itself when its time is up — the list compares with the time of the request,
+nothing has to run — or earlier by hand.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import Select, case, select
+from sqlalchemy import ColumnElement, Select, and_, case, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
-from fleet.models import Alarm, Gateway, Site
+from fleet.models import Alarm, AlarmShelf, Gateway, Site
 
 SEVERITIES = ("critical", "major", "minor", "info")
 
 
 class AlarmState(StrEnum):
-    OPEN = "open"  # not cleared by the gateway
-    UNACKED = "unacked"  # not acknowledged by a person (cleared or not)
+    OPEN = "open"  # not cleared by the gateway, not shelved
+    UNACKED = "unacked"  # not acknowledged by a person (cleared or not), not shelved
+    SHELVED = "shelved"  # shelved now (cleared or not)
     ALL = "all"
+
+
+class ShelfView(BaseModel):
+    """Why and until when an alarm is off the list."""
+
+    id: int
+    shelved_by: str
+    shelved_at: datetime
+    until: datetime
+    reason: str
 
 
 class AlarmView(BaseModel):
@@ -34,48 +61,213 @@ class AlarmView(BaseModel):
     values: dict[str, Any]
     raised_at: datetime
     cleared_at: datetime | None
+    #: Who cleared it on the gateway: the local user who reset a latched interlock there
+    #: (``gateway reset-latch``); None when the gateway cleared it by itself.
+    cleared_by: str | None = None
     acked_at: datetime | None
     acked_by: str | None
     #: The key of the alarm of the same gateway whose cause this one only follows from.
     suppressed_by: str | None = None
     #: How often a chattering alarm came back while held.
     count: int = 1
+    #: The shelf that takes it off the list now, if any.
+    shelf: ShelfView | None = None
 
 
-def view(alarm: Alarm, site: str, gateway: str) -> AlarmView:
+class AlarmGroup(AlarmView):
+    """An alarm with the alarms it causes (suppressed by it), most severe first, newest first
+    within a severity; ``suppressed_total`` counts them all, theirs included."""
+
+    suppressed: list[AlarmGroup] = []
+    suppressed_total: int = 0
+
+
+def shelf_view(shelf: AlarmShelf | None) -> ShelfView | None:
+    if shelf is None:
+        return None
+    return ShelfView(
+        id=shelf.id, shelved_by=shelf.shelved_by, shelved_at=shelf.shelved_at,
+        until=shelf.until, reason=shelf.reason,
+    )  # fmt: skip
+
+
+def view(alarm: Alarm, site: str, gateway: str, shelf: AlarmShelf | None = None) -> AlarmView:
     return AlarmView(
         id=alarm.id, site=site, gateway=gateway, key=alarm.key, severity=alarm.severity,
         interlock=alarm.interlock, device=alarm.device, message=alarm.message,
         values=alarm.values, raised_at=alarm.raised_at, cleared_at=alarm.cleared_at,
-        acked_at=alarm.acked_at, acked_by=alarm.acked_by, suppressed_by=alarm.suppressed_by,
-        count=alarm.count,
+        cleared_by=alarm.cleared_by, acked_at=alarm.acked_at, acked_by=alarm.acked_by,
+        suppressed_by=alarm.suppressed_by, count=alarm.count, shelf=shelf_view(shelf),
     )  # fmt: skip
 
 
-def _with_names() -> Select[Alarm, str, str]:
-    return (
-        select(Alarm, Site.name, Gateway.name)
-        .join(Gateway, Alarm.gateway_id == Gateway.id)
-        .join(Site, Gateway.site_id == Site.id)
+def shelf_holds(shelf: type[AlarmShelf] | Any, now: datetime) -> ColumnElement[bool]:
+    """``shelf`` (the table or an alias of it) holds the alarm row it is compared with now."""
+    return and_(
+        shelf.gateway_id == Alarm.gateway_id,
+        shelf.key == Alarm.key,
+        shelf.unshelved_at.is_(None),
+        shelf.until > now,
     )
 
 
-async def alarms(
-    session: AsyncSession, state: AlarmState, site: str | None, limit: int
-) -> list[AlarmView]:
-    query = _with_names()
+def shelved(now: datetime) -> ColumnElement[bool]:
+    """The alarm is shelved at ``now`` (for counts that leave shelved alarms out)."""
+    return exists().where(shelf_holds(AlarmShelf, now))
+
+
+def _rank() -> ColumnElement[int]:
+    return case({s: i for i, s in enumerate(SEVERITIES)}, value=Alarm.severity, else_=99)
+
+
+@dataclass(frozen=True)
+class _Row:
+    alarm: Alarm
+    site: str
+    gateway: str
+    shelf: AlarmShelf | None
+
+    def view(self) -> AlarmView:
+        return view(self.alarm, self.site, self.gateway, self.shelf)
+
+
+_Select = Select[Alarm, str, str, AlarmShelf]
+#: the shelf joined to each alarm row of the lists
+_SHELF = aliased(AlarmShelf, name="shelf")
+
+
+def _query(now: datetime) -> _Select:
+    return (
+        select(Alarm, Site.name, Gateway.name, _SHELF)
+        .join(Gateway, Alarm.gateway_id == Gateway.id)
+        .join(Site, Gateway.site_id == Site.id)
+        .outerjoin(_SHELF, shelf_holds(_SHELF, now))
+    )
+
+
+async def _rows(session: AsyncSession, query: _Select) -> list[_Row]:
+    """The rows of ``query``, one per alarm (the newest shelf if two raced)."""
+    rows: dict[int, _Row] = {}
+    for alarm, site, gateway, shelf in await session.execute(query):
+        known = rows.get(alarm.id)
+        if known is None or (known.shelf is not None and shelf.id > known.shelf.id):
+            rows[alarm.id] = _Row(alarm, site, gateway, shelf)
+    return list(rows.values())
+
+
+def _filtered(query: _Select, state: AlarmState, site: str | None, *, shelf: bool) -> _Select:
+    """``query`` narrowed to ``site`` and ``state``; whether shelved alarms count is only
+    decided here when ``shelf``."""
     if site is not None:
         query = query.where(Site.name == site)
     if state is AlarmState.OPEN:
-        rank = case({s: i for i, s in enumerate(SEVERITIES)}, value=Alarm.severity, else_=99)
-        query = query.where(Alarm.cleared_at.is_(None)).order_by(rank)
+        query = query.where(Alarm.cleared_at.is_(None)).order_by(_rank())
     elif state is AlarmState.UNACKED:
         query = query.where(Alarm.acked_at.is_(None))
-    query = query.order_by(Alarm.raised_at.desc(), Alarm.id.desc()).limit(limit)
-    return [view(a, s, g) for a, s, g in (await session.execute(query))]
+    if shelf and state is AlarmState.SHELVED:
+        query = query.where(_SHELF.id.is_not(None))
+    elif shelf and state is not AlarmState.ALL:
+        query = query.where(_SHELF.id.is_(None))
+    return query.order_by(Alarm.raised_at.desc(), Alarm.id.desc())
 
 
-async def alarm(session: AsyncSession, alarm_id: int) -> tuple[Alarm, str, str] | None:
-    """The alarm row (to change it) with its site and gateway names, or None."""
-    row = (await session.execute(_with_names().where(Alarm.id == alarm_id))).one_or_none()
-    return None if row is None else (row[0], row[1], row[2])
+async def alarms(
+    session: AsyncSession, state: AlarmState, site: str | None, limit: int, now: datetime
+) -> list[AlarmView]:
+    """The flat list (see the module doc)."""
+    query = _filtered(_query(now), state, site, shelf=True).limit(limit)
+    return [row.view() for row in await _rows(session, query)]
+
+
+async def by_cause(
+    session: AsyncSession, state: AlarmState, site: str | None, limit: int, now: datetime
+) -> list[AlarmGroup]:
+    """The list grouped by cause (see the module doc). ``limit`` counts every alarm read,
+    suppressed ones included; the most severe and newest are read first."""
+    rows = await _rows(session, _filtered(_query(now), state, site, shelf=False).limit(limit))
+    return _groups(rows, state)
+
+
+def _groups(rows: list[_Row], state: AlarmState) -> list[AlarmGroup]:
+    parents = {row.alarm.id: _cause(row, rows) for row in rows}
+    children: dict[int | None, list[_Row]] = {}
+    for row in rows:
+        children.setdefault(parents[row.alarm.id], []).append(row)
+
+    def group(row: _Row, seen: frozenset[int]) -> AlarmGroup:
+        seen = seen | {row.alarm.id}
+        under = [
+            group(child, seen)
+            for child in children.get(row.alarm.id, [])
+            if child.alarm.id not in seen and _shown_under(child, state)
+        ]
+        return AlarmGroup(
+            **row.view().model_dump(),
+            suppressed=_ordered(under),
+            suppressed_total=sum(1 + g.suppressed_total for g in under),
+        )
+
+    if state is AlarmState.SHELVED:  # the topmost shelved alarms, with all below them
+        tops = [r for r in rows if r.shelf is not None and not _shelved_above(r, parents, rows)]
+    else:
+        tops = [r for r in children.get(None, []) if r.shelf is None or state is AlarmState.ALL]
+    return _ordered([group(row, frozenset()) for row in tops])
+
+
+def _shown_under(child: _Row, state: AlarmState) -> bool:
+    return state in (AlarmState.ALL, AlarmState.SHELVED) or child.shelf is None
+
+
+def _shelved_above(row: _Row, parents: dict[int, int | None], rows: list[_Row]) -> bool:
+    by_id = {r.alarm.id: r for r in rows}
+    seen = {row.alarm.id}
+    parent = parents[row.alarm.id]
+    while parent is not None and parent not in seen:
+        if by_id[parent].shelf is not None:
+            return True
+        seen.add(parent)
+        parent = parents[parent]
+    return False
+
+
+def _cause(row: _Row, rows: list[_Row]) -> int | None:
+    """The id of the alarm among ``rows`` that ``row`` is suppressed by: of the same gateway
+    with the key it names, standing while ``row`` stood (the newest such), else None."""
+    alarm = row.alarm
+    if alarm.suppressed_by is None or alarm.suppressed_by == alarm.key:
+        return None
+    candidates = [
+        r.alarm
+        for r in rows
+        if r.alarm.gateway_id == alarm.gateway_id and r.alarm.key == alarm.suppressed_by
+    ]
+    overlapping = [
+        c
+        for c in candidates
+        if (alarm.cleared_at is None or c.raised_at <= alarm.cleared_at)
+        and (c.cleared_at is None or c.cleared_at >= alarm.raised_at)
+    ]
+    if not overlapping:
+        return None
+    return max(overlapping, key=lambda c: (c.raised_at, c.id)).id
+
+
+def _ordered(groups: list[AlarmGroup]) -> list[AlarmGroup]:
+    """Open before cleared, most severe first, newest first."""
+    by_time = sorted(groups, key=lambda g: (g.raised_at, g.id), reverse=True)
+    return sorted(
+        by_time,
+        key=lambda g: (
+            g.cleared_at is not None,
+            SEVERITIES.index(g.severity) if g.severity in SEVERITIES else len(SEVERITIES),
+        ),
+    )
+
+
+async def alarm(
+    session: AsyncSession, alarm_id: int, now: datetime
+) -> tuple[Alarm, str, str, AlarmShelf | None] | None:
+    """The alarm row (to change it) with its site and gateway names and its shelf, or None."""
+    query = _query(now).where(Alarm.id == alarm_id).execution_options(populate_existing=True)
+    rows = await _rows(session, query)
+    return None if not rows else (rows[0].alarm, rows[0].site, rows[0].gateway, rows[0].shelf)
