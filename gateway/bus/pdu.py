@@ -151,4 +151,5 @@ def response_frame_size(head: bytes) -> int | None:
     if cls is None:
         raise ResponseError(f"unknown function code {head[1]:#04x} in response")
     size = cls.calculateRtuFrameSize(head)
-    return size or None
+    # pymodbus says 998/999 for "not enough bytes yet"; no RTU frame is over 256 bytes
+    return size if size and size <= 256 else None

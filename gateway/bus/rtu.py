@@ -41,6 +41,7 @@ _SETTLE_S = 0.1
 _MIN_RESPONSE = 5
 _READS = {1, 2, 3, 4}
 _WRITES = {5, 6, 15, 16}
+_MEI = 0x2B  # encapsulated interface transport (FC43/14 device identification)
 _PARITY = {"N": serial.PARITY_NONE, "E": serial.PARITY_EVEN, "O": serial.PARITY_ODD}
 
 
@@ -77,7 +78,8 @@ def answer_size(request: bytes, head: bytes | bytearray) -> int | None:
         return 8  # unit, function, address, value or count, CRC
     if function not in _READS or len(request) < 6:
         try:
-            return response_frame_size(bytes(head[:8]))
+            # FC43 device identification: its size follows from the objects, all of them
+            return response_frame_size(bytes(head if function == _MEI else head[:8]))
         except ResponseError as exc:
             raise Misframed(str(exc)) from None
     if len(head) < 3:

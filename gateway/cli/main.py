@@ -13,7 +13,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from gateway.cli import flash, run, screen
+from gateway.cli import flash, run, scan, screen
+from gateway.cli import profile as profile_cli
 from gateway.cli import wire as wire_cli
 from gateway.cli.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from gateway.control import command_socket
@@ -138,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     alarms = sub.add_parser("alarms", help="show active alarms (or --history)")
     alarms.add_argument("--history", action="store_true", help="the last 200 events")
     flash.add_parser(sub)
+    profile_cli.add_parser(sub)
+    scan.add_parser(sub)
     wire_cli.add_parser(sub)
     for p in (run, reset, alarms):
         p.add_argument(
@@ -164,6 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _alarms(args, console)
     if args.command == "flash":
         return flash.run(args, console)
+    if args.command == "profile":
+        return profile_cli.run(args, console)
+    if args.command == "scan":
+        return scan.run(args, console)
     if args.command == "wire":
         return wire_cli.run(args, console)
     with contextlib.suppress(KeyboardInterrupt):

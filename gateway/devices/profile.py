@@ -19,7 +19,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import Field, ValidationError, model_validator
 
-from gateway.devices.roles import Role, RoleBinding, binding_problems
+from gateway.devices.roles import SPECS, Role, RoleBinding, RoleSpec
 from gateway.errors import ProfileError
 from gateway.validation import Strict, format_validation_error
 
@@ -350,7 +350,7 @@ class Profile(Strict):
         problems = [
             problem
             for role, binding in self.roles.items()
-            for problem in binding_problems(role, binding, self.kind, points)
+            for problem in _binding_problems(role, binding, self.kind, points)
         ]
         if problems:
             raise ValueError("; ".join(problems))
@@ -382,6 +382,78 @@ class Profile(Strict):
                         f"points {seen[key]!r} and {p.name!r} overlap at {p.table} address {a}"
                     )
                 seen[key] = p.name
+
+
+def _binding_problems(
+    role: Role, binding: RoleBinding, kind: DeviceKind, points: dict[str, Point]
+) -> list[str]:
+    """Why a binding does not give the role what it needs (empty: it does)."""
+    spec = SPECS[role]
+    where = f"roles.{role.value}"
+    if kind.value != spec.kind:
+        return [f"{where}: a role of a {spec.kind}, this profile is a {kind.value}"]
+    if len(binding.names) != spec.points:
+        want = "one point ('point')" if spec.points == 1 else f"{spec.points} points ('points')"
+        return [f"{where}: needs {want}, got {len(binding.names)}"]
+    problems = []
+    for name in binding.names:
+        p = points.get(name)
+        if p is None:
+            problems.append(f"{where}: no point named {name!r}")
+            continue
+        numeric = p.type in (
+            PointType.U16,
+            PointType.I16,
+            PointType.U32,
+            PointType.I32,
+            PointType.F32,
+        )
+        if spec.shape == "numeric" and not numeric:
+            problems.append(f"{where}: point {name!r} is {p.type}, the role needs a number")
+        if spec.shape == "state" and p.type not in (PointType.ENUM, PointType.STRING):
+            problems.append(f"{where}: point {name!r} is {p.type}, the role needs an enum or text")
+        if spec.shape == "enum" and p.type is not PointType.ENUM:
+            problems.append(f"{where}: point {name!r} is {p.type}, the role needs an enum")
+        if spec.shape == "bitfield" and p.type is not PointType.BITFIELD:
+            problems.append(f"{where}: point {name!r} is {p.type}, the role needs a bitfield")
+        if spec.writable and p.access is not None and p.access.value == "r":
+            problems.append(f"{where}: point {name!r} is read-only, the role writes it")
+        if spec.writable and not p.table.writable:
+            problems.append(f"{where}: point {name!r} is in table {p.table}, the role writes it")
+        problems += _label_problems(where, spec, binding, p)
+    if binding.fallback is not None and binding.fallback not in points:
+        problems.append(f"{where}.fallback: no point named {binding.fallback!r}")
+    return problems
+
+
+def _label_problems(where: str, spec: RoleSpec, binding: RoleBinding, p: Point) -> list[str]:
+    problems = []
+    for field in spec.labels:
+        value = getattr(binding, field)
+        if value in (None, ()):
+            problems.append(f"{where}: needs '{field}' ({spec.what})")
+    if p.type is PointType.STRING:
+        return problems  # text: any value may appear
+    labels = set((p.enum or {}).values())
+    names = set((p.bits or {}).values())
+    for field in ("active", "ok"):
+        for label in getattr(binding, field):
+            if label not in labels:
+                problems.append(
+                    f"{where}.{field}: {label!r} is not a label of point {p.name!r} "
+                    f"({', '.join(sorted(labels)) or 'no labels'})"
+                )
+    for field in ("on", "off"):
+        value = getattr(binding, field)
+        if isinstance(value, str) and value not in labels:
+            problems.append(
+                f"{where}.{field}: {value!r} is not a label of point {p.name!r} "
+                f"({', '.join(sorted(labels)) or 'no labels: give a number'})"
+            )
+    for bit in binding.bits:
+        if bit not in names:
+            problems.append(f"{where}.bits: {bit!r} is not a bit of point {p.name!r}")
+    return problems
 
 
 def parse_profile(text: str, source: str) -> Profile:

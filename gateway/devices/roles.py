@@ -15,7 +15,7 @@ of a lock point means "locked"). A profile binds its roles in a ``[roles]`` tabl
     charger_phase_currents = { points = ["l1_current", "l2_current", "l3_current"] }
 
 Each role says what it needs of its points (:data:`SPECS`): the device kind, whether it must
-be writable, numeric or an enum, and which labels must be given; :func:`binding_problems`
+be writable, numeric or an enum, and which labels must be given; :mod:`gateway.devices.profile`
 checks a profile's bindings against that, so a wrong binding fails when the profile loads.
 """
 
@@ -23,14 +23,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Literal, Self
+from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
 from gateway.validation import Strict
-
-if TYPE_CHECKING:
-    from gateway.devices.profile import DeviceKind, Point
 
 
 class Role(StrEnum):
@@ -165,77 +162,3 @@ class RoleBinding(Strict):
     @property
     def names(self) -> tuple[str, ...]:
         return (self.point,) if self.point is not None else self.points
-
-
-def binding_problems(
-    role: Role, binding: RoleBinding, kind: DeviceKind, points: dict[str, Point]
-) -> list[str]:
-    """Why a binding does not give the role what it needs (empty: it does)."""
-    from gateway.devices.profile import PointType
-
-    spec = SPECS[role]
-    where = f"roles.{role.value}"
-    if kind.value != spec.kind:
-        return [f"{where}: a role of a {spec.kind}, this profile is a {kind.value}"]
-    if len(binding.names) != spec.points:
-        want = "one point ('point')" if spec.points == 1 else f"{spec.points} points ('points')"
-        return [f"{where}: needs {want}, got {len(binding.names)}"]
-    problems = []
-    for name in binding.names:
-        p = points.get(name)
-        if p is None:
-            problems.append(f"{where}: no point named {name!r}")
-            continue
-        numeric = p.type in (
-            PointType.U16,
-            PointType.I16,
-            PointType.U32,
-            PointType.I32,
-            PointType.F32,
-        )
-        if spec.shape == "numeric" and not numeric:
-            problems.append(f"{where}: point {name!r} is {p.type}, the role needs a number")
-        if spec.shape == "state" and p.type not in (PointType.ENUM, PointType.STRING):
-            problems.append(f"{where}: point {name!r} is {p.type}, the role needs an enum or text")
-        if spec.shape == "enum" and p.type is not PointType.ENUM:
-            problems.append(f"{where}: point {name!r} is {p.type}, the role needs an enum")
-        if spec.shape == "bitfield" and p.type is not PointType.BITFIELD:
-            problems.append(f"{where}: point {name!r} is {p.type}, the role needs a bitfield")
-        if spec.writable and p.access is not None and p.access.value == "r":
-            problems.append(f"{where}: point {name!r} is read-only, the role writes it")
-        if spec.writable and not p.table.writable:
-            problems.append(f"{where}: point {name!r} is in table {p.table}, the role writes it")
-        problems += _label_problems(where, spec, binding, p)
-    if binding.fallback is not None and binding.fallback not in points:
-        problems.append(f"{where}.fallback: no point named {binding.fallback!r}")
-    return problems
-
-
-def _label_problems(where: str, spec: RoleSpec, binding: RoleBinding, p: Point) -> list[str]:
-    problems = []
-    for field in spec.labels:
-        value = getattr(binding, field)
-        if value in (None, ()):
-            problems.append(f"{where}: needs '{field}' ({spec.what})")
-    if p.type.value == "string":
-        return problems  # text: any value may appear
-    labels = set((p.enum or {}).values())
-    names = set((p.bits or {}).values())
-    for field in ("active", "ok"):
-        for label in getattr(binding, field):
-            if label not in labels:
-                problems.append(
-                    f"{where}.{field}: {label!r} is not a label of point {p.name!r} "
-                    f"({', '.join(sorted(labels)) or 'no labels'})"
-                )
-    for field in ("on", "off"):
-        value = getattr(binding, field)
-        if isinstance(value, str) and value not in labels:
-            problems.append(
-                f"{where}.{field}: {value!r} is not a label of point {p.name!r} "
-                f"({', '.join(sorted(labels)) or 'no labels: give a number'})"
-            )
-    for bit in binding.bits:
-        if bit not in names:
-            problems.append(f"{where}.bits: {bit!r} is not a bit of point {p.name!r}")
-    return problems

@@ -19,6 +19,7 @@ from pymodbus.pdu.bit_message import (
     WriteSingleCoilRequest,
     WriteSingleCoilResponse,
 )
+from pymodbus.pdu.mei_message import ReadDeviceInformationRequest, ReadDeviceInformationResponse
 from pymodbus.pdu.register_message import (
     ReadHoldingRegistersRequest,
     ReadHoldingRegistersResponse,
@@ -99,4 +100,6 @@ def _answer(unit: SimulatedUnit, req: ModbusPDU) -> ModbusPDU:
         bits = [int(b) for b in req.bits[: req.count or len(req.bits)]]
         unit.write(Table.COIL, req.address, bits)
         return WriteMultipleCoilsResponse(address=req.address, count=len(bits))
+    if isinstance(req, ReadDeviceInformationRequest) and unit.device_identification:
+        return ReadDeviceInformationResponse(read_code=1, information=unit.device_identification)
     raise SimModbusError(ExceptionCode.ILLEGAL_FUNCTION, f"function {fc}")

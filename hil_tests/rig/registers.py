@@ -96,6 +96,8 @@ class SimulatedUnit:
         self.unit_id = unit_id
         self._points = {p.name: p for p in profile.points}
         self._placed: dict[str, Point] = {}
+        #: FC43 basic device identification (object id -> bytes); empty: answers exception 01
+        self.device_identification: dict[int, bytes] = {}
 
     # -- values, by point name, in engineering units ---------------------------------------
 
