@@ -22,6 +22,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleet import api, pages
+from fleet.config.delivery import Delivery
+from fleet.config.delivery import routes as config_routes
 from fleet.core.broker import BrokerUrl, EmbeddedBroker
 from fleet.core.db import open_database, sessions
 from fleet.core.outbound import Outbound
@@ -55,7 +57,9 @@ async def _warn_without_users(maker: async_sessionmaker[AsyncSession]) -> None:
 
 def _routes(app: FastAPI) -> dict[wire.Kind, Route]:
     """What ingest hands to each area: a kind a gateway publishes → the area's route."""
-    return {}
+    return {
+        **config_routes(lambda: getattr(app.state, "config_delivery", None)),
+    }
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -79,6 +83,8 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.outbound = Outbound(broker, client_id=f"{client_id}-out")
             async with asyncio.TaskGroup() as tasks:
                 sending = tasks.create_task(app.state.outbound.run(), name="fleet-outbound")
+                app.state.config_delivery = Delivery(app.state.sessions, app.state.outbound)
+                delivering = tasks.create_task(app.state.config_delivery.run(), name="config")
                 ingesting = tasks.create_task(
                     run_ingest(
                         app.state.ingest,
@@ -93,6 +99,7 @@ def create_app(settings: Settings) -> FastAPI:
                 finally:
                     ingesting.cancel()
                     sending.cancel()
+                    delivering.cancel()
 
     app = FastAPI(
         title="Doorstep fleet manager",

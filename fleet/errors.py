@@ -18,6 +18,10 @@ command prints the message and exits 1 or 2 (:data:`fleet.cli.exits.EXIT`).
     │   └── NotRegistered                   no such site
     ├── DatabaseUrlError, BrokerUrlError    a database or MQTT broker URL the fleet cannot use
     ├── EmbeddedBrokerError                 the embedded MQTT broker could not listen
+    ├── ConfigVersionError                  desired configuration (fleet.config)
+    │   ├── ConfigRefused                   a document the validator refuses (each key named)
+    │   ├── SafetyChangeUnconfirmed         weakens a standard interlock, not confirmed
+    │   └── ConfigNotFound                  no such gateway or version
     ├── Rejected                            a gateway message ingest refuses (``reason``)
     └── Failed, BadInput                    a ``fleet`` command failed (exit 1); bad input (2)
 
@@ -142,6 +146,39 @@ class Rejected(FleetError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+# -- configuration versions ------------------------------------------------------------------
+
+
+class ConfigVersionError(FleetError):
+    """Base of the desired-configuration errors (fleet.config)."""
+
+
+class ConfigRefused(ConfigVersionError):
+    """A document (or bulk fragment) the validator refuses; ``problems`` name each key."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  {p}" for p in problems)
+        super().__init__(f"{source}: refused, {len(problems)} problem(s)\n{lines}")
+
+
+class SafetyChangeUnconfirmed(ConfigVersionError):
+    """The change weakens a standard interlock and was not confirmed; ``changes`` say how."""
+
+    def __init__(self, source: str, changes: list[str]) -> None:
+        self.changes = changes
+        lines = "\n".join(f"  {c}" for c in changes)
+        super().__init__(
+            f"{source}: weakens or removes a standard interlock; confirm it deliberately "
+            f"(--confirm-safety-change, or the confirmation in the UI)\n{lines}"
+        )
+
+
+class ConfigNotFound(ConfigVersionError):
+    """No such gateway, version, or no configuration yet."""
 
 
 # -- the ``fleet`` command -------------------------------------------------------------------

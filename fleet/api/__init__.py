@@ -8,14 +8,18 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from fleet.api import alarms, audit, history, ingest, overview, session, sites, tokens, users
+from fleet.config import api as config_api
 from fleet.errors import (
     AccessDenied,
     AlreadyRegistered,
+    ConfigNotFound,
+    ConfigRefused,
     FleetError,
     LastAdmin,
     LoginFailed,
     NotRegistered,
     RegistryError,
+    SafetyChangeUnconfirmed,
     TokenNotFound,
     TooManyLogins,
     UserError,
@@ -38,11 +42,15 @@ STATUS: dict[type[FleetError], int] = {
     UserError: 422,
     RegistryError: 422,
     TooManyLogins: 429,
+    ConfigNotFound: 404,
+    ConfigRefused: 422,
+    SafetyChangeUnconfirmed: 409,
 }
 
 router = APIRouter(prefix="/api")
 for module in (session, overview, sites, history, alarms, users, tokens, audit, ingest):
     router.include_router(module.router)
+router.include_router(config_api.router)  # fleet/config/api.py: versions, desired vs reported
 
 
 def status_of(error: Exception) -> int:

@@ -7,9 +7,12 @@ from __future__ import annotations
 from fleet.errors import (
     AlreadyRegistered,
     BadInput,
+    ConfigNotFound,
+    ConfigRefused,
     FleetError,
     NotRegistered,
     RegistryError,
+    SafetyChangeUnconfirmed,
     UserError,
     UserExists,
 )
@@ -24,6 +27,9 @@ EXIT: dict[type[FleetError], int] = {
     UserExists: EXIT_FAILED,
     AlreadyRegistered: EXIT_FAILED,
     NotRegistered: EXIT_FAILED,
+    ConfigRefused: EXIT_BAD_INPUT,
+    SafetyChangeUnconfirmed: EXIT_BAD_INPUT,
+    ConfigNotFound: EXIT_FAILED,
     FleetError: EXIT_FAILED,
 }
 

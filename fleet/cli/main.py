@@ -8,6 +8,7 @@ in (the first admin) or by a service account on the server itself.
     fleet site add NAME [--title TITLE] [--db URL]
     fleet gateway add SITE NAME [--db URL]
     fleet token create USER --name NAME --role ROLE [--db URL]
+    fleet config push|show|status|diff|history|revert|tag|bulk ...   (fleet.cli.config)
 
 Every change is audited with the actor ``cli:UNIXUSER``. Exit codes: 0 done, 1 failed (a
 duplicate, something missing, the database unreachable), 2 bad input (the message names the
@@ -26,7 +27,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from fleet.cli import serve, sites, tokens, users
+from fleet.cli import config, serve, sites, tokens, users
 from fleet.cli.database import db_option
 from fleet.cli.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, exit_code
 from fleet.errors import FleetError
@@ -40,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     users.add_parsers(commands, db)
     sites.add_parsers(commands, db)
     tokens.add_parsers(commands, db)
+    config.add_parsers(commands, db)
     return parser
 
 
