@@ -39,8 +39,21 @@ from hil_tests.rig.nullmodem import NullModem
 from hil_tests.rig.registers import SimulatedUnit
 
 USB_CHUNK = 16
+#: SCHED_RR priority of a line's thread: above the gateway's control path (20), well below
+#: the kernel's own threads (50 and up)
+LINE_RT_PRIORITY = 30
 _SPIN_S = 0.0002
 _REQUEST_DECODER = DecodePDU(is_server=True)
+
+
+def _hardware_priority() -> None:
+    """The line stands for hardware, which a busy machine never slows: its thread asks for a
+    real-time priority above the gateway's control path (best effort: without the right it
+    stays where it is, and load on the machine slows the simulated line too)."""
+    with contextlib.suppress(OSError):
+        os.sched_setscheduler(
+            threading.get_native_id(), os.SCHED_RR, os.sched_param(LINE_RT_PRIORITY)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +163,7 @@ class RtuLineServer:
     # -- the line ---------------------------------------------------------------------------
 
     def _serve(self) -> None:
+        _hardware_priority()
         buf = bytearray()
         first_at = 0.0
         while True:
