@@ -9,8 +9,13 @@ it and pushes documents to its configuration agent."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -21,6 +26,8 @@ from gateway.control.safety_io import CLAIMED
 from gateway.runtime import Gateway
 from gateway.site import load_site, parse_site
 from gateway.wire.config import DesiredConfig, ReportedConfig, document_hash
+from hil_tests.broker import HOST, Mosquitto, free_port
+from hil_tests.rig.processes import terminate
 from hil_tests.rig.site import SimulatedSite, to_toml
 
 pytestmark = pytest.mark.hil
@@ -123,3 +130,170 @@ async def wait_until(condition: object, within: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within} s waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+# -- end to end: mosquitto, `fleet serve`, `gateway run` on the rig ---------------------------
+
+FLEET = [sys.executable, "-m", "fleet.cli"]
+GATEWAY = [sys.executable, "-m", "gateway.cli"]
+WITHIN_S = 40.0
+
+
+class EndToEnd:
+    """A broker, a fleet process on a SQLite file, and ``gateway run`` on the simulated site."""
+
+    def __init__(self, tmp: Path, broker: Mosquitto) -> None:
+        self.tmp = tmp
+        self.broker = broker
+        self.db = tmp / "fleet.db"
+        self.url = f"sqlite:///{self.db}"
+        self.site_file = tmp / "site.toml"
+        self.state = tmp / "state"
+        self.fleet: subprocess.Popen[bytes] | None = None
+        self.gateway: subprocess.Popen[bytes] | None = None
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*FLEET, *args, "--db", self.url], capture_output=True, text=True, timeout=60
+        )
+
+    def start_fleet(self) -> None:
+        with (self.tmp / "fleet.log").open("a") as log:
+            self.fleet = subprocess.Popen(
+                [*FLEET, "serve", "--db", self.url, "--mqtt", f"mqtt://{HOST}:{self.broker.port}",
+                 "--host", HOST, "--port", str(free_port())],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+
+    def stop_fleet(self) -> None:
+        if self.fleet is not None:
+            terminate(self.fleet)
+            self.fleet = None
+
+    def start_gateway(self) -> None:
+        with (self.tmp / "gateway.log").open("a") as log:
+            self.gateway = subprocess.Popen(
+                [*GATEWAY, "run", "--config", str(self.site_file), "--state-dir", str(self.state),
+                 "--log-every", "5"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"},
+            )  # fmt: skip
+
+    def stop_gateway(self, sig: int = signal.SIGTERM) -> None:
+        if self.gateway is not None:
+            if sig == signal.SIGKILL:
+                self.gateway.kill()
+                self.gateway.wait()
+            else:
+                terminate(self.gateway, 15.0)
+            self.gateway = None
+
+    def reported(self) -> dict[str, object]:
+        """The fleet's row for the gateway: desired, sent, reported_*."""
+        with sqlite3.connect(self.db) as conn:
+            conn.row_factory = sqlite3.Row
+            row = conn.execute("SELECT * FROM gateway_configs").fetchone()
+        return {} if row is None else dict(row)
+
+    async def until_reported(
+        self, ok: Callable[[dict[str, object]], bool], what: str
+    ) -> dict[str, object]:
+        deadline = time.monotonic() + WITHIN_S
+        while True:
+            row = self.reported()
+            if ok(row):
+                return row
+            if time.monotonic() > deadline:
+                log = (self.tmp / "gateway.log").read_text(errors="replace")[-3000:]
+                raise AssertionError(f"not within {WITHIN_S:g} s: {what}; last row {row}\n{log}")
+            await asyncio.sleep(0.2)
+
+    def push(self, text: str, message: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        path = self.tmp / "push.toml"
+        path.write_text(text)
+        return self.cli("config", "push", "hil/gw-hil", str(path), "-m", message, *extra)
+
+
+def applied(version: int) -> Callable[[dict[str, object]], bool]:
+    return lambda r: r.get("reported_status") == "applied" and r.get("reported_version") == version
+
+
+async def test_end_to_end_push_typo_offline_fleet_restart_and_kill_9(tmp_path: Path) -> None:
+    with Mosquitto(tmp_path / "mq") as broker:
+        async with simulated() as (_site, base):
+            e2e = EndToEnd(tmp_path, broker)
+            ids = ("hil", "gw-hil")
+            text = base.replace('site = "lianhua-garden"', f'site = "{ids[0]}"').replace(
+                'id = "gw-01"', f'id = "{ids[1]}"'
+            )
+            text += f'\n[uplink]\nbroker = "mqtt://{HOST}:{broker.port}"\nbatch_interval_s = 0.5\n'
+            e2e.site_file.write_text(text)
+            for args in (["site", "add", ids[0]], ["gateway", "add", *ids]):
+                assert e2e.cli(*args).returncode == 0
+            e2e.start_fleet()
+            e2e.start_gateway()
+            try:
+                # what the gateway runs before the fleet ever pushed: a local document
+                row = await e2e.until_reported(
+                    lambda r: r.get("reported_status") == "applied", "the first report"
+                )
+                assert row["reported_version"] is None
+                assert row["reported_sha256"] == document_hash(text)
+
+                # a push reaches the gateway and is applied
+                v1 = text.replace("limit_w = 5000", "limit_w = 4500")
+                done = e2e.push(v1, "export limit 4.5 kW")
+                assert done.returncode == 0, done.stderr
+                await e2e.until_reported(applied(1), "version 1 applied")
+                assert e2e.site_file.read_text() == v1
+
+                # a typo is refused in the fleet, naming the key; nothing stored or sent
+                typo = e2e.push(v1.replace("limit_w = 4500", "limit_ww = 4500"), "typo")
+                assert typo.returncode == 2
+                assert "safety.export_limit.limit_ww: unknown key" in typo.stderr
+                assert e2e.reported()["desired"] == 1
+
+                # offline during three pushes: it converges on the last one
+                e2e.stop_gateway()
+                for version, limit in ((2, 4000), (3, 3500), (4, 3000)):
+                    done = e2e.push(
+                        v1.replace("limit_w = 4500", f"limit_w = {limit}"), f"v{version}"
+                    )
+                    assert done.returncode == 0, done.stderr
+                e2e.start_gateway()
+                await e2e.until_reported(applied(4), "version 4 after the gateway came back")
+                assert "limit_w = 3000" in e2e.site_file.read_text()
+
+                # the fleet restarted while the gateway waits: the push made meanwhile arrives
+                e2e.stop_fleet()
+                v5 = v1.replace("limit_w = 4500", "limit_w = 2500")
+                assert e2e.push(v5, "while the fleet is down").returncode == 0
+                e2e.start_fleet()
+                await e2e.until_reported(applied(5), "version 5 after the fleet restarted")
+
+                # kill -9 during the health window: back on version 5 in full, says so
+                v6 = v5.replace("health_window_s = 2.0", "health_window_s = 60.0")
+                v6 = v6.replace("limit_w = 2500", "limit_w = 2000")
+                assert e2e.push(v6, "long window").returncode == 0
+                await e2e.until_reported(
+                    lambda r: (
+                        r.get("reported_status") == "pending" and r.get("reported_about") == 6
+                    ),
+                    "version 6 pending",
+                )
+                e2e.stop_gateway(signal.SIGKILL)
+                assert e2e.site_file.read_text() == v5
+                e2e.start_gateway()
+                row = await e2e.until_reported(
+                    lambda r: (
+                        r.get("reported_status") == "rolled back" and r.get("reported_about") == 6
+                    ),
+                    "version 6 rolled back after the kill",
+                )
+                assert row["reported_version"] == 5
+                assert "restarted during the apply of version 6" in str(row["reported_reason"])
+                status = e2e.cli("config", "status", "hil/gw-hil")
+                assert "drift: runs version 5, desired is 6 (rolled back" in status.stdout
+            finally:
+                e2e.stop_gateway()
+                e2e.stop_fleet()

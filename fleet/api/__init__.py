@@ -7,8 +7,18 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from fleet.api import alarms, audit, history, ingest, overview, session, sites, tokens, users
-from fleet.config import api as config_api
+from fleet.api import (
+    alarms,
+    audit,
+    config,
+    history,
+    ingest,
+    overview,
+    session,
+    sites,
+    tokens,
+    users,
+)
 from fleet.errors import (
     AccessDenied,
     AlreadyRegistered,
@@ -50,7 +60,7 @@ STATUS: dict[type[FleetError], int] = {
 router = APIRouter(prefix="/api")
 for module in (session, overview, sites, history, alarms, users, tokens, audit, ingest):
     router.include_router(module.router)
-router.include_router(config_api.router)  # fleet/config/api.py: versions, desired vs reported
+router.include_router(config.router)  # desired configuration (fleet.config)
 
 
 def status_of(error: Exception) -> int:

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from fleet.accounts.actor import cli_actor
 from fleet.cli import database
 from fleet.config import bulk, versions
-from fleet.config.api import set_tags
+from fleet.config.tags import set_tags
 from fleet.config.versions import split_label
 from fleet.errors import BadInput
 

@@ -8,16 +8,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
-from sqlalchemy import delete
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from fleet.accounts import audit
 from fleet.accounts.actor import Actor
 from fleet.api.deps import ActorDep, SessionDep, role
 from fleet.config import bulk, versions
-from fleet.config.tables import GatewayTag
+from fleet.config.tags import set_tags
 from fleet.config.versions import ConfigState, VersionDetail, VersionView
-from fleet.errors import ConfigRefused
 from fleet.models import Role
 
 router = APIRouter(tags=["configuration"])
@@ -144,21 +140,6 @@ async def put_tags(
     tags = await set_tags(session, site, gateway, body.tags, actor.label)
     await session.commit()
     return Tags(tags=tags)
-
-
-async def set_tags(
-    session: AsyncSession, site: str, gateway: str, tags: list[str], author: str
-) -> list[str]:
-    """Replace a gateway's tags (caller commits); audited."""
-    gw = await versions.find_gateway(session, site, gateway)
-    clean = sorted({t.strip() for t in tags if t.strip()})
-    for tag in clean:
-        if len(tag) > 48:
-            raise ConfigRefused("tags", [f"tags: {tag[:20]!r}…: at most 48 characters"])
-    await session.execute(delete(GatewayTag).where(GatewayTag.gateway_id == gw.id))
-    session.add_all(GatewayTag(gateway_id=gw.id, tag=t) for t in clean)
-    audit.record(session, author, "config.tags", f"gateway:{site}/{gateway}", {"tags": clean})
-    return clean
 
 
 @router.post("/config/bulk/preview")
