@@ -116,8 +116,26 @@ async def test_apply_in_place_keeps_the_loop_on_time_and_the_sio_claimed_and_rol
             assert gw.supervisor.safety_ios[0].claimed
             assert site_file.read_text() == bigger
 
+            # a meter connection nobody answers: the window sees the bus silent, rolls back
+            meter = gw.site.bus("meter")
+            silent = bigger.replace(
+                f'host = "{meter.host}"\nport = {meter.port}', f'host = "{meter.host}"\nport = 9'
+            )
+            assert silent != bigger
+            meter_poller = gw.pollers["site-meter"]
+            agent.offer(desired(silent, 3))
+            report = await settled(agent)
+            assert report.status == "rolled back", report
+            assert "bus 'meter' did not complete a single transaction" in report.reason
+            assert gw.site.bus("meter").port == meter.port
+            assert gw.pollers["site-meter"] is not meter_poller  # reopened, as it was
+            await wait_until(
+                lambda: gw.pollers["site-meter"].stats.transactions > 0, 10, "the meter read again"
+            )
+            assert gw.supervisor.safety_ios[0].claimed
+
             # a typo the fleet would refuse is refused here too, naming the key
-            agent.offer(desired(bigger.replace("limit_w = 3000", "limit_ww = 3000"), 3))
+            agent.offer(desired(bigger.replace("limit_w = 3000", "limit_ww = 3000"), 4))
             report = await settled(agent)
             assert report.status == "rejected"
             assert any("limit_ww" in m for m in report.messages), report.messages
