@@ -8,7 +8,8 @@ STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
 # Debian packages the tests use as real services. Installed when missing and run as root;
 # otherwise the tests that need them skip and say how to get them (under CI=true they fail).
-DEBIAN_PACKAGES := mosquitto postgresql chromium rabbitmq-server
+# fonts-wqy-zenhei: Chinese glyphs for the browser tests' screenshots of the Chinese screens.
+DEBIAN_PACKAGES := mosquitto postgresql chromium rabbitmq-server fonts-wqy-zenhei
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -15,6 +15,7 @@ fragment template for its live part and a route using :func:`fleet.pages.templat
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
@@ -25,6 +26,15 @@ from fleet.pages import docs, routes
 from fleet.pages.person import LoginNeeded
 from fleet.pages.templating import STATIC, VENDOR
 
+#: What a page may load: only from the fleet itself, so a library that reaches for the internet
+#: is refused by the browser. Inline scripts and styles: Swagger UI's page and the screens'
+#: select-to-submit handlers.
+CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; "
+    "frame-ancestors 'none'; form-action 'self'; base-uri 'self'"
+)
+
 
 def install(app: FastAPI) -> None:
     """Add the screens, their static files and the offline OpenAPI docs to ``app``."""
@@ -33,6 +43,12 @@ def install(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.mount("/vendor", StaticFiles(directory=VENDOR), name="vendor")
     app.add_exception_handler(LoginNeeded, _log_in_first)
+
+    @app.middleware("http")
+    async def own_origin_only(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        response.headers.setdefault("Content-Security-Policy", CSP)
+        return response
 
 
 async def _log_in_first(request: Request, exc: Exception) -> Response:

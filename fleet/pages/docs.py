@@ -1,10 +1,11 @@
-"""The OpenAPI docs (Swagger UI at ``/docs``, ReDoc at ``/redoc``) from the fleet's own
-vendored assets: they work in a plant room with no uplink."""
+"""The OpenAPI docs (Swagger UI at ``/docs``) from the fleet's own vendored assets: they work
+in a plant room with no uplink. (ReDoc is not offered: its bundle fetches its logo from the
+vendor's CDN.)"""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 
 from fleet.pages.templating import VENDORED
@@ -20,15 +21,4 @@ async def swagger_ui(request: Request) -> HTMLResponse:
         swagger_js_url=VENDORED["swagger-ui-js"],
         swagger_css_url=VENDORED["swagger-ui-css"],
         swagger_favicon_url="/static/favicon.svg",
-    )
-
-
-@router.get("/redoc")
-async def redoc(request: Request) -> HTMLResponse:
-    return get_redoc_html(
-        openapi_url=request.app.openapi_url,
-        title=f"{request.app.title} — API",
-        redoc_js_url=VENDORED["redoc-js"],
-        redoc_favicon_url="/static/favicon.svg",
-        with_google_fonts=False,
     )

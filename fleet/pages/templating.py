@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,6 @@ VENDORED: Mapping[str, str] = {
     "uplot-css": "/vendor/uplot-1.6.32/uPlot.min.css",
     "swagger-ui-js": "/vendor/swagger-ui-5.35.0/swagger-ui-bundle.js",
     "swagger-ui-css": "/vendor/swagger-ui-5.35.0/swagger-ui.css",
-    "redoc-js": "/vendor/redoc-2.5.2/redoc.standalone.js",
 }
 #: How often a live fragment refreshes.
 REFRESH_S = 2
@@ -51,7 +51,11 @@ def environment(language: str) -> Environment:
     )
     env.install_gettext_translations(translations(language), newstyle=True)  # type: ignore[attr-defined]
     env.globals.update(
-        vendored=VENDORED, languages=LANGUAGES, refresh_s=REFRESH_S, fmt=Formats(language)
+        vendored=VENDORED,
+        languages=LANGUAGES,
+        refresh_s=REFRESH_S,
+        fmt=Formats(language),
+        from_timestamp=lambda t: datetime.fromtimestamp(t, UTC),
     )
     return env
 
