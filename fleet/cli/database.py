@@ -40,17 +40,25 @@ def url(given: str | None) -> str:
     return given
 
 
+def read(given: str | None, look: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run ``look`` in one session on the database given with ``--db``; nothing is committed."""
+    return asyncio.run(_in_transaction(url(given), look, commit=False))
+
+
 def change(given: str | None, make: Callable[[AsyncSession], Awaitable[T]]) -> T:
     """Run ``make`` in one session on the database given with ``--db`` and commit it."""
     return asyncio.run(_in_transaction(url(given), make))
 
 
-async def _in_transaction(database: str, make: Callable[[AsyncSession], Awaitable[T]]) -> T:
+async def _in_transaction(
+    database: str, make: Callable[[AsyncSession], Awaitable[T]], *, commit: bool = True
+) -> T:
     engine = await open_database(database)
     try:
         async with sessions(engine)() as session:
             result = await make(session)
-            await session.commit()
+            if commit:
+                await session.commit()
             return result
     finally:
         await engine.dispose()

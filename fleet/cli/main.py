@@ -4,10 +4,11 @@ in (the first admin) or by a service account on the server itself.
     fleet serve [--db URL] [--mqtt URL] [--mqtt-listen HOST:PORT [--mqtt-listen-insecure]]
                 [--host H] [--port N]
     fleet user create NAME --role ROLE [--password-stdin] [--db URL]
-    fleet user disable NAME | enable NAME | set-role NAME ROLE [--db URL]
-    fleet site add NAME [--title TITLE] [--db URL]
-    fleet gateway add SITE NAME [--db URL]
-    fleet token create USER --name NAME --role ROLE [--db URL]
+    fleet user disable NAME | enable NAME | set-role NAME ROLE | remove NAME [--db URL]
+    fleet site add NAME [--title TITLE] | remove NAME [--with-gateways] [--db URL]
+    fleet gateway add SITE NAME | remove SITE NAME [--db URL]
+    fleet token create USER --name NAME --role ROLE | revoke ID [--db URL]
+    fleet user list | site list | gateway list [SITE] | token list [--user U] [--all] [--json]
     fleet config push|show|status|diff|history|revert|tag|bulk ...   (fleet.cli.config)
 
 Every change is audited with the actor ``cli:UNIXUSER``. Exit codes: 0 done, 1 failed (a

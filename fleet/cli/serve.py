@@ -1,11 +1,15 @@
 """``fleet serve``: the API, the web UI and ingest, with an embedded MQTT broker unless an
-external one is given."""
+external one is given. Once it is up it says where its database is, where its broker listens
+and its URL."""
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
+import socket
 import sys
+
+from sqlalchemy.engine import make_url
 
 from fleet.cli import database
 from fleet.cli.exits import EXIT_FAILED, EXIT_OK
@@ -87,6 +91,33 @@ def _check_mqtt_listen(args: argparse.Namespace) -> None:
     )
 
 
+def where(settings: Settings, host: str, port: int) -> list[str]:
+    """Where the server's database is, where its broker listens, and its URL: what ``fleet
+    serve`` prints once it is up (no password in any of them)."""
+    db = make_url(settings.database_url)
+    database_line = (
+        f"database: SQLite file {db.database}"
+        if db.get_backend_name() == "sqlite"
+        else f"database: {db.render_as_string(hide_password=True)}"
+    )
+    if settings.mqtt_url is not None:
+        broker = f"MQTT broker: {BrokerUrl.parse(settings.mqtt_url)} (external)"
+    else:
+        mqtt_host, mqtt_port = settings.mqtt_listen
+        broker = f"MQTT broker: embedded, listening on mqtt://{_url_host(mqtt_host)}:{mqtt_port}"
+    everywhere = " (all addresses)" if host in ("0.0.0.0", "::") else ""  # noqa: S104
+    url = f"http://{_url_host(host)}:{port}/"
+    return [
+        database_line,
+        broker,
+        f"web UI and API: {url}{everywhere}, API documentation at {url}docs",
+    ]
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
 def serve(args: argparse.Namespace) -> int:
     """Run the server until it is stopped: exit 0, or 1 if it never started."""
     import uvicorn  # only the server needs it
@@ -105,7 +136,15 @@ def serve(args: argparse.Namespace) -> int:
         mqtt_listen=args.mqtt_listen,
         mqtt_client_id=args.mqtt_client_id,
     )
-    server = uvicorn.Server(
+    lines = where(settings, args.host, args.port)
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                print("\n".join(f"fleet: {line}" for line in lines), flush=True)
+
+    server = Server(
         uvicorn.Config(create_app(settings), host=args.host, port=args.port, log_level="info")
     )
     server.run()

@@ -1,4 +1,5 @@
-"""``fleet token create``: an API token for a user, made on the server itself."""
+"""``fleet token create | list | revoke``: API tokens of users, made, seen and revoked on the
+server itself. A revoked token stays listed (as revoked) for the audit trail."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from fleet.accounts import audit
 from fleet.accounts.actor import cli_actor
 from fleet.accounts.roles import ROLE_NAMES
-from fleet.accounts.tokens import DEFAULT_TOKEN_LIFETIME, create_token
-from fleet.cli import database
-from fleet.errors import AccessDenied, BadInput, Failed
-from fleet.models import User
+from fleet.accounts.tokens import DEFAULT_TOKEN_LIFETIME, create_token, revoke_token
+from fleet.cli import database, listing
+from fleet.errors import AccessDenied, BadInput, Failed, TokenNotFound
+from fleet.models import ApiToken, User, utcnow
 
 
 def add_parsers(
@@ -35,6 +36,16 @@ def add_parsers(
         help="refused after this many days, 0: never (default %(default)s)",
     )
     create.set_defaults(change=token_create)
+    listed = token.add_parser("list", parents=[db], help="list the API tokens (of one user)")
+    listed.add_argument("--user", metavar="USER", help="only this user's")
+    listed.add_argument("--all", action="store_true", help="revoked and expired ones too")
+    listing.json_option(listed)
+    listed.set_defaults(change=token_list)
+    revoke = token.add_parser(
+        "revoke", aliases=["remove"], parents=[db], help="revoke an API token: refused from now on"
+    )
+    revoke.add_argument("id", metavar="ID", type=int, help="its id (`fleet token list`)")
+    revoke.set_defaults(change=token_revoke)
 
 
 def _expiry(at: datetime | None) -> str:
@@ -66,5 +77,53 @@ def token_create(args: argparse.Namespace) -> str:
             f"{_expiry(token.expires_at)}; "
             f"the token (shown once): {secret}"
         )
+
+    return database.change(args.db, change)
+
+
+def _state(token: ApiToken, now: datetime) -> str:
+    if token.revoked_at is not None:
+        return "revoked"
+    if token.expires_at is not None and token.expires_at <= now:
+        return "expired"
+    return "active"
+
+
+def token_list(args: argparse.Namespace) -> str:
+    """The tokens in use (``--all``: revoked and expired ones too), oldest first."""
+
+    async def look(session: AsyncSession) -> list[dict[str, object]]:
+        now = utcnow()
+        query = select(ApiToken, User.name).join(User, ApiToken.user_id == User.id)
+        if args.user is not None:
+            if await session.scalar(select(User.id).where(User.name == args.user)) is None:
+                raise Failed(f"no user {args.user!r}")
+            query = query.where(User.name == args.user)
+        rows = await session.execute(query.order_by(ApiToken.id))
+        return [
+            {
+                "id": t.id, "name": t.name, "user": owner, "role": t.role,
+                "state": _state(t, now), "created": t.created_at, "expires": t.expires_at,
+            }
+            for t, owner in rows
+            if args.all or _state(t, now) == "active"
+        ]  # fmt: skip
+
+    columns = ("id", "name", "user", "role", "state", "created", "expires")
+    return listing.render(args, columns, database.read(args.db, look))
+
+
+def token_revoke(args: argparse.Namespace) -> str:
+    actor = cli_actor()
+
+    async def change(session: AsyncSession) -> str:
+        try:
+            revoked = await revoke_token(session, actor, args.id)
+        except TokenNotFound:
+            raise Failed(f"no API token {args.id} (`fleet token list` lists them)") from None
+        if not revoked:
+            return f"API token {args.id} was revoked already"
+        audit.record(session, actor.label, "token.revoke", f"token:{args.id}")
+        return f"revoked API token {args.id}"
 
     return database.change(args.db, change)

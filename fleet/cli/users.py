@@ -1,5 +1,5 @@
-"""``fleet user create | disable | enable | set-role``: the first admin, and user changes made
-on the server itself."""
+"""``fleet user create | list | disable | enable | set-role | remove``: the first admin, and
+the users seen and changed on the server itself."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import argparse
 import secrets
 import sys
 
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleet.accounts import audit
@@ -14,9 +15,9 @@ from fleet.accounts.actor import cli_actor
 from fleet.accounts.passwords import MIN_PASSWORD
 from fleet.accounts.roles import ROLE_NAMES
 from fleet.accounts.users import create_user, update_user
-from fleet.cli import database
+from fleet.cli import database, listing
 from fleet.errors import BadInput
-from fleet.models import User
+from fleet.models import ApiToken, User
 
 
 def add_parsers(
@@ -46,6 +47,17 @@ def add_parsers(
     set_role.add_argument("name", metavar="NAME")
     set_role.add_argument("role", metavar="ROLE", choices=ROLE_NAMES, help=", ".join(ROLE_NAMES))
     set_role.set_defaults(change=user_update)
+
+    listed = user.add_parser("list", parents=[db], help="list the users")
+    listing.json_option(listed)
+    listed.set_defaults(change=user_list)
+    remove = user.add_parser(
+        "remove", parents=[db],
+        help="remove a user: their login sessions and API tokens go with them (the audit log "
+        "keeps their name); not the last enabled admin",
+    )  # fmt: skip
+    remove.add_argument("name", metavar="NAME")
+    remove.set_defaults(change=user_remove)
 
 
 def _new_password(args: argparse.Namespace) -> tuple[str, bool]:
@@ -94,5 +106,42 @@ def user_update(args: argparse.Namespace) -> str:
             f"disabled user {user.name}: ended {done.sessions_ended} login session(s), "
             f"revoked {done.tokens_revoked} API token(s)"
         )
+
+    return database.change(args.db, change)
+
+
+def user_list(args: argparse.Namespace) -> str:
+    """Every user: name, role, enabled or disabled, when created, API tokens in use."""
+
+    async def look(session: AsyncSession) -> list[dict[str, object]]:
+        active = (
+            select(func.count(ApiToken.id))
+            .where(ApiToken.user_id == User.id, ApiToken.revoked_at.is_(None))
+            .scalar_subquery()
+        )
+        rows = await session.execute(select(User, active).order_by(User.name))
+        return [
+            {
+                "name": user.name, "role": user.role, "disabled": user.disabled,
+                "created": user.created_at, "tokens": tokens,
+            }
+            for user, tokens in rows
+        ]  # fmt: skip
+
+    users = database.read(args.db, look)
+    return listing.render(args, ("name", "role", "disabled", "created", "tokens"), users)
+
+
+def user_remove(args: argparse.Namespace) -> str:
+    """Disable the user (which ends their sessions, revokes their tokens and refuses to leave
+    no enabled admin), then delete them; audited as "user.remove"."""
+    actor = cli_actor()
+
+    async def change(session: AsyncSession) -> str:
+        done = await update_user(session, args.name, disabled=True)
+        user = done.user
+        await session.execute(delete(User).where(User.id == user.id))
+        audit.record(session, actor.label, "user.remove", f"user:{user.name}", {"role": user.role})
+        return f"removed user {user.name} (role {user.role})"
 
     return database.change(args.db, change)

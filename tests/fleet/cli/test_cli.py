@@ -217,6 +217,10 @@ def test_fleet_serve_answers_http_and_ingests_from_its_embedded_broker(
     # uvicorn shuts down cleanly, then re-raises the signal it caught (a service manager sees it)
     assert server.returncode in (0, -signal.SIGTERM), output
     assert "Application shutdown complete" in output
+    # once up it says where its database is, where its broker listens and its URL
+    assert f"fleet: database: SQLite file {tmp_path / 'fleet.db'}\n" in output
+    assert f"fleet: MQTT broker: embedded, listening on mqtt://127.0.0.1:{mqtt}\n" in output
+    assert f"fleet: web UI and API: http://127.0.0.1:{http}/, API documentation at" in output
 
 
 def _answers(browser: httpx.Client, path: str) -> int | None:
