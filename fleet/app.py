@@ -32,6 +32,8 @@ from fleet.ingest.checks import Limits
 from fleet.ingest.ingest import Ingest, Route
 from fleet.ingest.pipeline import run_ingest
 from fleet.models import User
+from fleet.releases.commands import status_route
+from fleet.rollouts.driver import RolloutDriver
 from gateway import wire
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,7 @@ def _routes(app: FastAPI) -> dict[wire.Kind, Route]:
     """What ingest hands to each area: a kind a gateway publishes → the area's route."""
     return {
         **config_routes(lambda: getattr(app.state, "config_delivery", None)),
+        wire.Kind.OTA_STATUS: status_route(lambda: app.state.outbound),
     }
 
 
@@ -85,6 +88,8 @@ def create_app(settings: Settings) -> FastAPI:
                 sending = tasks.create_task(app.state.outbound.run(), name="fleet-outbound")
                 app.state.config_delivery = Delivery(app.state.sessions, app.state.outbound)
                 delivering = tasks.create_task(app.state.config_delivery.run(), name="config")
+                app.state.rollouts = RolloutDriver(app.state.sessions, lambda: app.state.outbound)
+                rolling = tasks.create_task(app.state.rollouts.run(), name="rollouts")
                 ingesting = tasks.create_task(
                     run_ingest(
                         app.state.ingest,
@@ -100,6 +105,7 @@ def create_app(settings: Settings) -> FastAPI:
                     ingesting.cancel()
                     sending.cancel()
                     delivering.cancel()
+                    rolling.cancel()
 
     app = FastAPI(
         title="Doorstep fleet manager",

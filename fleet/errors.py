@@ -23,6 +23,11 @@ command prints the message and exits 1 or 2 (:data:`fleet.cli.exits.EXIT`).
     │   ├── SafetyChangeUnconfirmed         weakens a standard interlock, not confirmed
     │   └── ConfigNotFound                  no such gateway or version
     ├── Rejected                            a gateway message ingest refuses (``reason``)
+    ├── ReleaseError                        a bundle refused at upload, a release command
+    │   └── ReleaseExists, ReleaseNotFound  that version/platform exists; no such release
+    ├── RolloutError                        a rollout that cannot be made or changed
+    │   ├── WindowError                     a maintenance window or time zone not understood
+    │   └── RolloutNotFound                 no such rollout
     └── Failed, BadInput                    a ``fleet`` command failed (exit 1); bad input (2)
 
 Lower-level errors are translated into this tree where they enter, at one place each:
@@ -146,6 +151,35 @@ class Rejected(FleetError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+# -- releases --------------------------------------------------------------------------------
+
+
+class ReleaseError(FleetError, ValueError):
+    """A bundle refused at upload (unsigned, damaged, tampered) or a release command that
+    cannot be carried out; the message says which and why."""
+
+
+class ReleaseExists(ReleaseError):
+    """That version for that platform was uploaded before with other contents."""
+
+
+class ReleaseNotFound(ReleaseError):
+    """No such release (or command)."""
+
+
+class RolloutError(FleetError, ValueError):
+    """A rollout that cannot be created or changed (no gateways selected, bad phases, an
+    action its state does not allow); the message says which."""
+
+
+class WindowError(RolloutError):
+    """A maintenance window or time zone that is not understood."""
+
+
+class RolloutNotFound(RolloutError):
+    """No such rollout."""
 
 
 # -- configuration versions ------------------------------------------------------------------

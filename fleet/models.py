@@ -88,6 +88,9 @@ class Site(Base):
     name: Mapped[str] = mapped_column(String(48), unique=True)  # wire.Name
     title: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: when rollouts may update it: "HH:MM-HH:MM" in ``timezone`` ("" any time)
+    maintenance_window: Mapped[str] = mapped_column(String(11), default="", server_default="")
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
 
     gateways: Mapped[list[Gateway]] = relationship(back_populates="site")
 

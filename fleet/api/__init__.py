@@ -14,6 +14,7 @@ from fleet.api import (
     history,
     ingest,
     overview,
+    releases,
     session,
     sites,
     tokens,
@@ -29,6 +30,11 @@ from fleet.errors import (
     LoginFailed,
     NotRegistered,
     RegistryError,
+    ReleaseError,
+    ReleaseExists,
+    ReleaseNotFound,
+    RolloutError,
+    RolloutNotFound,
     SafetyChangeUnconfirmed,
     TokenNotFound,
     TooManyLogins,
@@ -36,6 +42,7 @@ from fleet.errors import (
     UserExists,
     UserNotFound,
 )
+from fleet.rollouts import api as rollouts_api
 
 #: The answer to each error a request can cause, ``{"detail": message}`` with this status; an
 #: error takes the status of its most specific class here. A fleet error not under one of
@@ -46,6 +53,11 @@ STATUS: dict[type[FleetError], int] = {
     TokenNotFound: 404,
     UserNotFound: 404,
     NotRegistered: 404,
+    ReleaseNotFound: 404,
+    RolloutNotFound: 404,
+    RolloutError: 422,
+    ReleaseExists: 409,
+    ReleaseError: 422,
     UserExists: 409,
     AlreadyRegistered: 409,
     LastAdmin: 409,
@@ -58,9 +70,10 @@ STATUS: dict[type[FleetError], int] = {
 }
 
 router = APIRouter(prefix="/api")
-for module in (session, overview, sites, history, alarms, users, tokens, audit, ingest):
+for module in (session, overview, sites, history, alarms, users, tokens, audit, ingest, releases):
     router.include_router(module.router)
 router.include_router(config.router)  # desired configuration (fleet.config)
+router.include_router(rollouts_api.router)  # fleet/rollouts/api.py
 
 
 def status_of(error: Exception) -> int:

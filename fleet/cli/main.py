@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from fleet.cli import config, serve, sites, tokens, users
+from fleet.cli import config, rollout, serve, sites, tokens, users
 from fleet.cli.database import db_option
 from fleet.cli.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, exit_code
 from fleet.errors import FleetError
@@ -43,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     sites.add_parsers(commands, db)
     tokens.add_parsers(commands, db)
     config.add_parsers(commands, db)
+    rollout.add_parsers(commands, db)
     return parser
 
 

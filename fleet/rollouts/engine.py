@@ -26,6 +26,9 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
+#: OTA states (gateway.wire.ota.OtaState) that end a gateway's attempt as a failure
+FAILED_STATES = frozenset({"rolled-back", "failed", "cancelled"})
+
 
 class Status(StrEnum):
     RUNNING = "running"
@@ -134,14 +137,14 @@ class Engine:
     # -- what happened -----------------------------------------------------------------------
 
     def report(self, gateway: str, state: str, version: str, reason: str = "") -> None:
-        """A gateway's OTA status: ``state`` as on the wire (``committed``, ``rolled back``,
-        ``failed``, or a step on the way)."""
+        """A gateway's OTA status: ``state`` as on the wire (``committed``, ``rolled-back``,
+        ``failed``, ``cancelled``, or a step on the way, which changes nothing)."""
         member = self.rollout.members.get(gateway)
         if member is None or member.progress is not Progress.COMMANDED:
             return
         if state == "committed" and version == self.rollout.plan.release:
             member.progress = Progress.DONE
-        elif state in ("rolled back", "failed"):
+        elif state in FAILED_STATES:
             member.progress = Progress.FAILED
             member.reason = f"{state}: {reason}" if reason else state
 
@@ -176,6 +179,13 @@ class Engine:
 
     # -- deciding ----------------------------------------------------------------------------
 
+    def begin(self, now: float, targets: Mapping[str, Site]) -> None:
+        """Fill the first phase (commands come with the first :meth:`tick`)."""
+        if self.rollout.phase_started is None:
+            self._take_in(targets)
+            self.rollout.phase_started = now
+            self._fill_phase(targets)
+
     def tick(self, now: float, targets: Mapping[str, Site]) -> list[Command]:
         """Bring the target set in, time out, pause or advance, and return the commands to
         send now."""
@@ -184,8 +194,7 @@ class Engine:
             return []
         self._take_in(targets)
         if rollout.phase_started is None:
-            rollout.phase_started = now
-            self._fill_phase(targets)
+            self.begin(now, targets)
         elif rollout.phase == len(rollout.plan.phases) - 1:
             self._fill_phase(targets)  # gateways that joined the target set since
         self._time_out(now)
@@ -265,7 +274,8 @@ class Engine:
         if not members:
             return True
         done = sum(m.progress in (Progress.DONE, Progress.SKIPPED) for m in members)
-        return done >= phase.success * len(members) and not any(
+        counted = len(members) - self.rollout.accepted_failures  # an operator accepted those
+        return done >= phase.success * counted and not any(
             m.progress is Progress.COMMANDED for m in members
         )
 
@@ -340,3 +350,16 @@ def from_json(data: Mapping[str, Any]) -> Rollout:
     }
     status = Status(raw.pop("status"))
     return Rollout(plan=Plan(phases=phases, **plan), members=members, status=status, **raw)
+
+
+def preview(plan: Plan, targets: Mapping[str, Site]) -> list[list[str]]:
+    """Who would be in which phase if the rollout started now with this target set (the
+    ones already on the release left out)."""
+    engine = Engine(Rollout(plan))
+    engine._take_in(targets)
+    phases = []
+    for index in range(len(plan.phases)):
+        engine.rollout.phase = index
+        engine._fill_phase(targets)
+        phases.append(sorted(m.gateway for m in engine._phase_members()))
+    return phases

@@ -66,7 +66,7 @@ def test_a_release_that_breaks_on_start_stops_at_the_canaries_and_says_why() -> 
     first = engine.tick(0, targets)
     assert len(first) == 5
     for command in first[:1]:
-        engine.report(command.gateway, "rolled back", "1.3.0", "gateway exited at start")
+        engine.report(command.gateway, "rolled-back", "1.3.0", "gateway exited at start")
     later = [c for t in range(1, 100) for c in engine.tick(t, targets)]
     assert later == []
     assert engine.rollout.status is Status.PAUSED
@@ -210,7 +210,7 @@ class RolloutMachine(RuleBasedStateMachine):
             assert failed <= allowed + rollout.accepted_failures
 
     @rule(
-        data=st.data(), state=st.sampled_from(["committed", "rolled back", "failed", "installing"])
+        data=st.data(), state=st.sampled_from(["committed", "rolled-back", "failed", "installing"])
     )
     def report(self, data: st.DataObject, state: str) -> None:
         busy = sorted(
@@ -220,7 +220,7 @@ class RolloutMachine(RuleBasedStateMachine):
         )
         name = data.draw(st.sampled_from(busy or self.names))
         if self.broken and state == "committed":
-            state = "rolled back"
+            state = "rolled-back"
         self.engine.report(name, state, RELEASE if state == "committed" else "1.3.0")
 
     @rule(
