@@ -176,7 +176,12 @@ class BoardError(FlashError):
 
 
 class BadInput(FlashError):
-    """The command line (or the board's missing identity) needs the technician's input."""
+    """The command line needs the technician's input."""
+
+
+class IdentityMissing(FlashError):
+    """The board needs an identity file and the identity flags are not all given: a failure
+    like any other for ``gateway flash`` (exit 1, as the README promises)."""
 
 
 class UnsupportedVersion(FlashError):

@@ -132,6 +132,8 @@ def test_dry_run_lists_the_changes_and_writes_nothing(
     assert "copy main.py" in out
     assert "copy identity.txt" in out
     assert on_board(flash_dir) == {}
+    assert board.resets == 0, "a dry run never resets the board"
+    assert "dry run: the board was not reset" in out
 
 
 def test_rerun_changes_nothing_and_restarts_the_firmware(
@@ -213,9 +215,33 @@ def test_board_with_only_classic_raw_repl_is_installed_too(
 def test_board_without_identity_asks_for_one(make_board: MakeBoard, flash_dir: Path) -> None:
     board = make_board()
     code, out = gateway_flash("--port", board.path)
-    assert code == exits.EXIT_BAD_INPUT, out
+    assert code == exits.EXIT_FAILED, out  # the README: exit code 1 for every failure
     assert "✗ the board has no valid identity.txt yet: give --site, --gateway-id and --token" in out
     assert on_board(flash_dir) == {}
+
+
+def test_missing_identity_flags_exit_1_as_every_failure(
+    make_board: MakeBoard, flash_dir: Path
+) -> None:
+    board = make_board()
+    code, out = gateway_flash("--port", board.path, "--site", "hil")
+    assert code == exits.EXIT_FAILED, out
+    assert "✗ the identity file needs --gateway-id and --token too" in out
+    assert on_board(flash_dir) == {}
+
+
+def test_an_interrupted_first_install_does_not_claim_a_previous_firmware(
+    make_board: MakeBoard, flash_dir: Path, release: dict[str, bytes]
+) -> None:
+    board = make_board()
+    board.drop_link_after(sum(len(data) for data in release.values()) // 2)
+    code, out = gateway_flash("--port", board.path, *IDENTITY)
+    assert code == exits.EXIT_FAILED, out
+    assert "✗ copy interrupted: the board had no firmware before and still has none" in out
+    assert "kept its previous firmware" not in out
+    port = board.replug()
+    assert gateway_flash("--port", port, *IDENTITY)[0] == exits.EXIT_OK
+    assert_holds(flash_dir, release)
 
 
 # -- what a technician meets -------------------------------------------------------------------
@@ -254,6 +280,36 @@ def test_port_busy(make_board: MakeBoard, flash_dir: Path) -> None:
         f"has {board.path} open"
     ) in out
     assert on_board(flash_dir) == {}
+
+
+@pytest.mark.parametrize("reads", [True, False], ids=["console-reads", "console-idle"])
+def test_a_console_holding_the_port_without_a_lock_is_port_busy(
+    make_board: MakeBoard, flash_dir: Path, reads: bool
+) -> None:
+    """screen/minicom open the port without pyserial's lock: one that reads swallows the
+    board's answers (it used to read as "not MicroPython"), one that does not was ignored."""
+    board = make_board()
+    hold = (
+        "import os, sys, time\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR | os.O_NOCTTY)\n"
+        "print('holding', flush=True)\n"
+        + ("while True: os.read(fd, 64)\n" if reads else "time.sleep(60)\n")
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", hold, board.path], stdout=subprocess.PIPE, text=True
+    ) as console:
+        try:
+            assert console.stdout is not None
+            assert console.stdout.readline().strip() == "holding"
+            code, out = gateway_flash("--port", board.path, *IDENTITY)
+        finally:
+            console.kill()
+    assert code == exits.EXIT_FAILED, out
+    assert "✗ port busy: " in out
+    assert f"(pid {console.pid}) has {board.path} open" in out
+    assert "not MicroPython" not in out
+    assert on_board(flash_dir) == {}
+    assert board.resets == 0
 
 
 def test_permission_denied_says_how_to_fix_it() -> None:

@@ -3,7 +3,8 @@
 Parses and checks the flags (:class:`~gateway.flash.install.Request`), runs the install
 (:mod:`gateway.flash.install`) and the Modbus check of the new firmware
 (:mod:`gateway.flash.verify`), and turns every failure into one line starting with ``✗``
-and an exit code: 1 when the job failed, 2 for bad input.
+and an exit code: 1 when the job failed (missing identity flags included, as the README
+promises), 2 for a flag that is malformed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from rich.console import Console
 
 from gateway.cli.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
-from gateway.errors import BadInput, GatewayError, IdentityRejected
+from gateway.errors import BadInput, GatewayError, IdentityMissing, IdentityRejected
 from gateway.flash.firmware import DEFAULT_FIRMWARE, Firmware, load_firmware
 from gateway.flash.install import DEFAULT_UNIT_ID, Request, install, say
 from gateway.flash.verify import verify_sio
@@ -81,11 +82,13 @@ def _request(args: argparse.Namespace, firmware: Firmware) -> Request:
     if any(v is not None for v in given.values()):
         missing = [flag for flag, v in given.items() if v is None]
         if missing:
-            raise BadInput(f"the identity file needs {' and '.join(missing)} too")
+            raise IdentityMissing(f"the identity file needs {' and '.join(missing)} too")
         unit_id = DEFAULT_UNIT_ID if args.unit_id is None else args.unit_id
         identity = firmware.identity_file(args.site, args.gateway_id, unit_id, args.token)
     elif args.unit_id is not None:
-        raise BadInput("--unit-id needs --site, --gateway-id and --token (one identity file)")
+        raise IdentityMissing(
+            "--unit-id needs --site, --gateway-id and --token (one identity file)"
+        )
     if args.verify_timeout <= 0:
         raise BadInput(f"--verify-timeout: {args.verify_timeout} is not a positive number")
     return Request(

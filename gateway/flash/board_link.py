@@ -16,9 +16,12 @@ import ast
 import contextlib
 import errno
 import io
+import os
+import stat
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
@@ -108,6 +111,57 @@ def port_error(port: str, exc: BaseException) -> PortError:
     return PortError(f"cannot open {port}: {text}")
 
 
+def holders(port: str, proc: Path = Path("/proc")) -> list[str]:
+    """Other processes that have ``port`` open, as "name (pid N)".
+
+    A serial console (screen, minicom, picocom without --lock) opens the port without the
+    exclusive lock pyserial and mpremote take, so the open succeeds and the console then
+    swallows the board's answers (or, if it reads nothing, sits there while the board is
+    rewritten). Linux shows every open file under /proc/PID/fd: a process holding the same
+    character device is using the port. This process and the ones that started it are not
+    counted (a test harness, or the shell, may hold the line's other end)."""
+    try:
+        target = os.stat(port)
+    except OSError:
+        return []
+    if not stat.S_ISCHR(target.st_mode):
+        return []
+    skip = _ancestors(proc)
+    found = []
+    for entry in proc.iterdir() if proc.is_dir() else ():
+        if not entry.name.isdigit() or int(entry.name) in skip:
+            continue
+        try:
+            fds = list((entry / "fd").iterdir())
+        except OSError:
+            continue  # gone, or not ours to look at
+        for fd in fds:
+            try:
+                info = os.stat(fd)
+            except OSError:
+                continue
+            if stat.S_ISCHR(info.st_mode) and info.st_rdev == target.st_rdev:
+                try:
+                    name = (entry / "comm").read_text().strip()
+                except OSError:
+                    name = "a process"
+                found.append(f"{name} (pid {entry.name})")
+                break
+    return found
+
+
+def _ancestors(proc: Path) -> set[int]:
+    pids, pid = set(), os.getpid()
+    while pid > 1 and pid not in pids:
+        pids.add(pid)
+        try:
+            fields = (proc / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+            pid = int(fields[1])
+        except (OSError, IndexError, ValueError):
+            break
+    return pids
+
+
 def _diagnose_open(port: str) -> PortError:
     """mpremote reports every open failure as "failed to access": open the port once more
     the same way (exclusive lock) to learn the OS error behind it."""
@@ -131,6 +185,11 @@ class BoardLink:
     @classmethod
     def open(cls, port: str, raw_repl_timeout: float = RAW_REPL_TIMEOUT_S) -> Self:
         """Open ``port``, interrupt whatever runs (Ctrl-C) and enter the raw REPL."""
+        if busy := holders(port):
+            raise PortError(
+                f"port busy: {', '.join(busy)} has {port} open (a serial console that does "
+                "not lock the port): close it, then run the command again"
+            )
         try:
             transport = SerialTransport(port, baudrate=BAUDRATE, timeout=READ_TIMEOUT_S)
         except TransportError:
@@ -231,6 +290,11 @@ class BoardLink:
     def remove(self, name: str) -> None:
         with self._translated(f"removing {name}"):
             self._transport.exec(f"import os\nos.remove({name!r})")
+
+    def leave(self) -> None:
+        """Leave the raw REPL for the normal one (Ctrl-B): nothing runs, nothing resets."""
+        with self._translated("leaving the raw REPL"):
+            self._transport.exit_raw_repl()
 
     def reset(self) -> None:
         """Hard-reset the board (``machine.reset()``) without waiting for an answer: the USB

@@ -6,8 +6,8 @@ the board atomically (:mod:`gateway.flash.plan`; a re-run after an unplug finish
 a re-run with nothing to do says "up to date" and writes nothing), write the board's identity
 file, reset the board and check over its Modbus data channel (``--verify-port``) that the new
 firmware answers as an SIO-1. Every failure a technician meets ends in one plain message and
-exit code 1 (2 for bad input); :mod:`gateway.flash.board_link` is the one module that talks to
-mpremote.
+exit code 1 (2 for a malformed flag); :mod:`gateway.flash.board_link` is the one module that
+talks to mpremote. ``--dry-run`` changes nothing on the board and never resets it.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from gateway.errors import (
-    BadInput,
     CopyInterrupted,
     FlashError,
+    IdentityMissing,
     LinkLost,
     NotMicroPython,
     UnsupportedVersion,
@@ -31,7 +31,17 @@ from gateway.errors import (
 )
 from gateway.flash.board_link import BoardInfo, BoardLink
 from gateway.flash.firmware import MANIFEST, BoardIdentity, Firmware, manifest_names
-from gateway.flash.plan import TMP, Plan, Remove, Rename, Upload, describe, plan_install, sha256_hex
+from gateway.flash.plan import (
+    ENTRY,
+    TMP,
+    Plan,
+    Remove,
+    Rename,
+    Upload,
+    describe,
+    plan_install,
+    sha256_hex,
+)
 
 SUPPORTED = (1, 23)
 #: How long a board may take to come back after its watchdog reset (USB enumeration included).
@@ -73,12 +83,12 @@ class Board:
 def install(request: Request, firmware: Firmware, console: Console) -> int:
     """Plan and (unless a dry run) install; the unit id the board will answer on."""
     local = firmware.build()
-    with _session(request.port, firmware, console) as board:
+    with _session(request.port, firmware, console, reset=not request.dry_run) as board:
         identity = _board_identity(board, firmware)
         if request.identity is not None:
             local[firmware.identity_name] = request.identity
         elif identity is None:
-            raise BadInput(
+            raise IdentityMissing(
                 f"the board has no valid {firmware.identity_name} yet: "
                 "give --site, --gateway-id and --token to provision it"
             )
@@ -86,7 +96,7 @@ def install(request: Request, firmware: Firmware, console: Console) -> int:
         plan = plan_install(local, board.files, manifest_names(manifest))
         _report_plan(plan, local, firmware, request.dry_run, console)
         if not request.dry_run and not plan.up_to_date:
-            _execute(board.link, plan, local, console)
+            _execute(board.link, plan, local, console, had_firmware=ENTRY in board.files)
             _check_installed(board.link, local)
             say(console, f"✓ installed SIO-1 firmware {firmware.version_text} on {request.port}")
     if request.unit_id is not None:
@@ -95,10 +105,11 @@ def install(request: Request, firmware: Firmware, console: Console) -> int:
 
 
 @contextlib.contextmanager
-def _session(port: str, firmware: Firmware, console: Console) -> Iterator[Board]:
+def _session(port: str, firmware: Firmware, console: Console, *, reset: bool) -> Iterator[Board]:
     """An open board with its firmware stopped; reset at the end so the firmware runs again,
-    also after a failure that left the link up."""
-    board = _open_settled(port, firmware, console)
+    also after a failure that left the link up. Without ``reset`` (a dry run) the board only
+    leaves its raw REPL: nothing on it changes, and it is not restarted."""
+    board, stopped = _open_settled(port, firmware, console)
     say(console, f"board on {port}: MicroPython {board.info.version_text} ({board.info.platform})")
     try:
         yield board
@@ -107,22 +118,35 @@ def _session(port: str, firmware: Firmware, console: Console) -> Iterator[Board]
         raise
     except BaseException:
         with contextlib.suppress(FlashError):
-            board.link.reset()
+            board.link.reset() if reset else board.link.leave()
         board.link.close()
         raise
+    if not reset:
+        with contextlib.suppress(FlashError):
+            board.link.leave()
+        board.link.close()
+        say(console, "dry run: the board was not reset")
+        if stopped:
+            say(
+                console,
+                "note: opening its REPL stopped the SIO-1 firmware (relays off); it starts "
+                "again when the board is reset or powered up",
+            )
+        return
     board.link.reset()
     board.link.close()
     say(console, "board reset: it boots its firmware now")
 
 
-def _open_settled(port: str, firmware: Firmware, console: Console) -> Board:
-    """Open the board's REPL. If the SIO-1 firmware was running, Ctrl-C stopped it and its
-    watchdog is about to reset the board into maintenance mode (firmware/main.py): wait for
-    the restart (the flag file is gone then) and open the REPL again."""
+def _open_settled(port: str, firmware: Firmware, console: Console) -> tuple[Board, bool]:
+    """Open the board's REPL; the board and whether its firmware was running. If the SIO-1
+    firmware was running, Ctrl-C stopped it and its watchdog is about to reset the board into
+    maintenance mode (firmware/main.py): wait for the restart (the flag file is gone then)
+    and open the REPL again."""
     try:
         board = _open(port)
         if firmware.maintenance_flag not in board.files:
-            return board
+            return board, False
         board.link.close()
     except LinkLost:
         pass  # the watchdog reset came first
@@ -137,7 +161,7 @@ def _open_settled(port: str, firmware: Firmware, console: Console) -> Board:
         try:
             board = _open(port)
             if firmware.maintenance_flag not in board.files or time.monotonic() > deadline:
-                return board  # restarted (or no watchdog runs: nothing to wait for)
+                return board, True  # restarted (or no watchdog runs: nothing to wait for)
             board.link.close()
         except FlashError as exc:  # the port is gone or silent while the board restarts
             if isinstance(exc, UnsupportedVersion) or time.monotonic() > deadline:
@@ -187,8 +211,16 @@ def _report_plan(
         say(console, f"  {line}")
 
 
-def _execute(link: BoardLink, plan: Plan, local: Mapping[str, bytes], console: Console) -> None:
-    """Run the plan with a progress bar of the bytes copied."""
+def _execute(
+    link: BoardLink,
+    plan: Plan,
+    local: Mapping[str, bytes],
+    console: Console,
+    *,
+    had_firmware: bool,
+) -> None:
+    """Run the plan with a progress bar of the bytes copied. ``had_firmware``: the board
+    held a firmware before (what an interruption leaves it with)."""
     committing = False
     columns = (TextColumn("copying"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
     try:
@@ -196,7 +228,8 @@ def _execute(link: BoardLink, plan: Plan, local: Mapping[str, bytes], console: C
             task = progress.add_task("copy", total=sum(len(local[n]) for n in plan.uploads))
             for op in plan.ops:
                 if isinstance(op, Upload):
-                    _upload(link, op.name, local[op.name], lambda n: progress.advance(task, n))
+                    advance = lambda n: progress.advance(task, n)  # noqa: E731
+                    _upload(link, op.name, local[op.name], advance, had_firmware)
                     continue
                 # temporaries left by an interrupted run go first; anything else commits
                 committing = committing or not (isinstance(op, Remove) and op.name in plan.stale)
@@ -205,22 +238,30 @@ def _execute(link: BoardLink, plan: Plan, local: Mapping[str, bytes], console: C
                 else:
                     link.remove(op.name)
     except LinkLost as exc:
-        raise _interrupted(exc, committing) from None
+        raise _interrupted(exc, committing, had_firmware) from None
 
 
-def _interrupted(exc: LinkLost, committing: bool) -> CopyInterrupted:
+def _kept(had_firmware: bool) -> str:
+    """What a board holds after an interruption before the commit."""
+    if had_firmware:
+        return "the board kept its previous firmware"
+    return "the board had no firmware before and still has none"
+
+
+def _interrupted(exc: LinkLost, committing: bool, had_firmware: bool) -> CopyInterrupted:
     if committing:
         return CopyInterrupted(
             "copy interrupted while files were renamed into place: the board may start no "
             f"firmware until you run the same command again ({exc})"
         )
     return CopyInterrupted(
-        "copy interrupted: the board kept its previous firmware; "
-        f"run the same command again ({exc})"
+        f"copy interrupted: {_kept(had_firmware)}; run the same command again ({exc})"
     )
 
 
-def _upload(link: BoardLink, name: str, data: bytes, advance: Callable[[int], None]) -> None:
+def _upload(
+    link: BoardLink, name: str, data: bytes, advance: Callable[[int], None], had_firmware: bool
+) -> None:
     """Copy ``name`` to its temporary and check the hash the board computes of it."""
     done = 0
 
@@ -234,7 +275,7 @@ def _upload(link: BoardLink, name: str, data: bytes, advance: Callable[[int], No
     if got != want:
         raise VerificationFailed(
             f"verification failed: {name}{TMP} on the board has SHA-256 {got}, expected {want}; "
-            "the board kept its previous firmware (run the command again; if this repeats, "
+            f"{_kept(had_firmware)} (run the command again; if this repeats, "
             "the board's flash may be failing)"
         )
 

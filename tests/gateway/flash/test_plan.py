@@ -290,6 +290,20 @@ def run_flash(*argv: str) -> tuple[int, str]:
     [
         (["--unit-id", "3"], "--unit-id needs --site, --gateway-id and --token"),
         (["--site", "hil"], "the identity file needs --gateway-id and --token too"),
+    ],
+)
+def test_missing_identity_flags_exit_1_before_any_board_is_touched(
+    argv: list[str], message: str
+) -> None:
+    code, out = run_flash("--port", "/dev/doorstep-no-such-port", *argv)
+    assert code == exits.EXIT_FAILED  # the README: 1 for every failure
+    assert message in out
+    assert "no board found" not in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
         (["--site", "hil", "--gateway-id", "g", "--token", "t", "--unit-id", "0"], "unit_id: 0"),
         (["--verify-timeout", "0"], "--verify-timeout: 0.0 is not a positive number"),
     ],
