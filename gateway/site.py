@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Any, Self
 
 from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, model_validator
 
@@ -51,6 +51,8 @@ class SiteConfig(Strict):
     uplink: UplinkConfig | None = None
     #: Directories of the site's own device profiles (relative: to the site file).
     profile_dirs: list[str] = Field(default_factory=list)
+    #: The site's own profiles inside the document (travel with it): one table each.
+    profiles: list[dict[str, Any]] = Field(default_factory=list)
     _profiles: ProfileLibrary = PrivateAttr(default_factory=ProfileLibrary)
 
     @model_validator(mode="after")
@@ -60,6 +62,7 @@ class SiteConfig(Strict):
             [Path(base or ".") / d for d in self.profile_dirs],
             beside=base,
             wanted=[d.profile for d in self.devices],
+            inline=self.profiles,
         )
         problems = _reference_problems(self)
         if problems:
@@ -78,7 +81,7 @@ class SiteConfig(Strict):
         return [*standard_interlocks.build(self.safety, profiles), *self.interlocks]
 
     @property
-    def profiles(self) -> ProfileLibrary:
+    def profile_library(self) -> ProfileLibrary:
         """The profiles this site can use: its own (profile_dirs, next to the file), shipped."""
         return self._profiles
 
@@ -94,7 +97,7 @@ class SiteConfig(Strict):
 
 def _reference_problems(cfg: SiteConfig) -> list[str]:
     """Checks across sections, each message starting with its key path."""
-    problems: list[str] = list(cfg.profiles.problems)
+    problems: list[str] = list(cfg.profile_library.problems)
     problems += _duplicates("buses", [b.name for b in cfg.buses])
     problems += _duplicates("devices", [d.name for d in cfg.devices])
     buses = {b.name: b for b in cfg.buses}
@@ -116,7 +119,7 @@ def _reference_problems(cfg: SiteConfig) -> list[str]:
                     f"by devices[{seen_units[key]}]"
                 )
             seen_units.setdefault(key, i)
-        problems += _profile_problems(where, dev, cfg.profiles)
+        problems += _profile_problems(where, dev, cfg.profile_library)
     problems += _duplicates("interlocks", [i.name for i in cfg.interlocks])
     profiles = _loadable_profiles(cfg)
     for i, interlock in enumerate(cfg.interlocks):

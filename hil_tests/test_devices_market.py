@@ -136,7 +136,7 @@ async def test_alfen_setpoint_is_kept_alive_and_falls_back_to_its_safe_current()
         ),
         "[safety.feeder_limit]\nlimit_a = 20\nperiod_s = 0.2\n",
     )
-    profile = config.profiles.get("ALFEN-NG9XX")
+    profile = config.profile_library.get("ALFEN-NG9XX")
     setpoint = profile.role(Role.CHARGER_CURRENT_SETPOINT)
     assert setpoint is not None
     assert setpoint.keep_alive_s == 60

@@ -1,8 +1,10 @@
 """The profiles a site can use: the shipped ones and the site's own.
 
-A site adds device models without touching the installed software: every ``*.toml`` in the
-directories its config names under ``profile_dirs`` is a profile, and a device whose model is
-nowhere else is looked up as ``MODEL.toml`` next to the site file. A site profile may not
+A site adds device models without touching the installed software: a ``[[profiles]]`` table in
+the site document itself is a profile (it travels with the document, also when the fleet
+pushes it), every ``*.toml`` in the directories its config names under ``profile_dirs`` is
+one, and a device whose model is nowhere else is looked up as ``MODEL.toml`` next to the site
+file. A site profile may not
 silently replace a shipped model: it says ``overrides = true`` or takes another model name.
 Every file is read like any input a person hands us: a regular file, at most
 :data:`MAX_PROFILE_BYTES`, UTF-8, and its file name is its model (``KEBA-P30.toml`` holds
@@ -16,7 +18,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.devices.profile import Profile, available_models, load_profile, parse_profile
+from gateway.devices.profile import (
+    Profile,
+    available_models,
+    build_profile,
+    load_profile,
+    parse_profile,
+)
 from gateway.errors import ProfileError
 
 #: A profile larger than this is not a register map (the biggest shipped one is ~15 kB).
@@ -64,10 +72,19 @@ class ProfileLibrary:
         *,
         beside: Path | None = None,
         wanted: Iterable[str] = (),
+        inline: Sequence[object] = (),
     ) -> ProfileLibrary:
-        """Read every profile in ``dirs``, then ``MODEL.toml`` in ``beside`` for each wanted
-        model found nowhere else. Never raises: what cannot be used is in ``problems``."""
+        """The ``inline`` profiles (tables of the site document), every profile in ``dirs``,
+        then ``MODEL.toml`` in ``beside`` for each wanted model found nowhere else. Never
+        raises: what cannot be used is in ``problems``."""
         lib = cls()
+        for i, data in enumerate(inline):
+            try:
+                profile = build_profile(data, f"profiles[{i}]")
+            except ProfileError as exc:
+                lib.problems.append(str(exc))
+                continue
+            lib._accept(profile, Path(f"profiles[{i}]"), f"profiles[{i}]")
         for i, folder in enumerate(dirs):
             where = f"profile_dirs[{i}]"
             if not folder.is_dir():
@@ -94,22 +111,25 @@ class ProfileLibrary:
                 f"({path.stem}.toml)"
             )
             return
+        self._accept(profile, path, f"{where}: {path}")
+
+    def _accept(self, profile: Profile, path: Path, where: str) -> None:
+        """Add a profile unless it clashes with one already known."""
         if profile.model in self.site:
             self.problems.append(
-                f"{where}: {path}: model {profile.model} is already defined by "
-                f"{self.files[profile.model]}"
+                f"{where}: model {profile.model} is already defined by {self.files[profile.model]}"
             )
             return
         shipped = profile.model in available_models()
         if shipped and not profile.overrides:
             self.problems.append(
-                f"{where}: {path}: model {profile.model} is a shipped profile; give the site's "
+                f"{where}: model {profile.model} is a shipped profile; give the site's "
                 "own a different model name, or say 'overrides = true' to replace it"
             )
             return
         if profile.overrides and not shipped:
             self.problems.append(
-                f"{where}: {path}: 'overrides = true' but no shipped profile {profile.model} "
+                f"{where}: 'overrides = true' but no shipped profile {profile.model} "
                 "exists to override (remove the key)"
             )
             return

@@ -462,6 +462,11 @@ def parse_profile(text: str, source: str) -> Profile:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(f"{source}: not valid TOML: {exc}") from None
+    return build_profile(data, source)
+
+
+def build_profile(data: object, source: str) -> Profile:
+    """A profile from parsed data (a file's, or a table inside a site document)."""
     try:
         profile = Profile.model_validate(data)
     except ValidationError as exc:

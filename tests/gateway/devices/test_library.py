@@ -12,7 +12,7 @@ import pytest
 from gateway.cli.main import main
 from gateway.devices.library import MAX_PROFILE_BYTES, ProfileLibrary
 from gateway.errors import ConfigError
-from gateway.site import load_site
+from gateway.site import load_site, parse_site
 
 SITE = """{extra}
 [gateway]
@@ -65,7 +65,7 @@ def test_a_profile_in_a_site_directory_is_used_by_the_site(tmp_path: Path) -> No
     )
     site = load_site(site_file)
     assert site.profile(site.devices[0]).point("voltage").scale == 0.1
-    assert "TEST-50" in site.profiles.models()
+    assert "TEST-50" in site.profile_library.models()
 
 
 def test_a_profile_next_to_the_site_file_is_found(tmp_path: Path) -> None:
@@ -170,3 +170,28 @@ def test_gateway_check_validates_site_profiles(
     out = capsys.readouterr().out
     assert "overlap" in out
     assert "TEST-50.toml" in out
+
+
+INLINE = """
+[[profiles]]
+model = "TEST-50"
+kind = "meter"
+description = "a 50-register test meter, inside the site document"
+points = [
+  { name = "voltage", table = "input", address = 0, type = "u16", scale = 0.1, unit = "V" },
+]
+"""
+
+
+def test_a_profile_inside_the_site_document_travels_with_it() -> None:
+    """What the fleet pushes is the document alone: a [[profiles]] table goes with it."""
+    site = parse_site(SITE.format(extra="", model="TEST-50") + INLINE, "pushed version 3")
+    assert site.profile(site.devices[0]).point("voltage").unit == "V"
+    assert site.profile_library.origin("TEST-50") == "profiles[0]"
+
+
+def test_a_bad_profile_inside_the_site_document_names_its_table() -> None:
+    text = SITE.format(extra="", model="TEST-50") + INLINE.replace('"u16"', '"u17"')
+    with pytest.raises(ConfigError) as info:
+        parse_site(text, "site.toml")
+    assert any(p.startswith("profiles[0]: points[0].type") for p in info.value.problems)
