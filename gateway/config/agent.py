@@ -4,8 +4,9 @@ committed or rolled back, reported.
 For each desired version the fleet sends (``config/desired``, and after every reconnect the
 answer to the gateway's ``config/request``):
 
-1. the same (version, hash) as what runs, or one already refused or rolled back: said again,
-   nothing done (the retained copy and the answer to a request both arrive after a reconnect);
+1. the same (version, hash) as what runs, one already refused or rolled back, or one older
+   than a version already handled: the report said again, nothing done (the retained copy and
+   the answer to a request both arrive after a reconnect; versions only grow in the fleet);
 2. the hash must match the document, and the document must pass ``gateway check``'s validator
    against this gateway's profiles, and change nothing that needs a restart: else
    ``rejected`` with the messages, nothing changed;
@@ -27,16 +28,17 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 from gateway import wire
-from gateway.config.apply import InPlace, restart_needed
+from gateway.config.apply import Changes, InPlace, restart_needed
 from gateway.config.store import ConfigStore, Running
 from gateway.control.alarms import Severity
-from gateway.errors import ApplyError, ConfigError, WireError
-from gateway.health_gate import HealthGate
+from gateway.errors import ConfigError, WireError
+from gateway.health_gate import HealthGate, Verdict
 from gateway.site import SiteConfig, parse_site
 from gateway.wire.config import (
     ConfigRequest,
@@ -52,6 +54,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: the health window: (the new site, what the apply changed, devices left as they were)
+Watch = Callable[[SiteConfig, Changes, set[str]], Awaitable[Verdict]]
+
 
 class ConfigAgent:
     """Desired configuration for one running gateway; ``async with`` it inside the gateway."""
@@ -64,7 +69,10 @@ class ConfigAgent:
         state_dir: Path,
         *,
         interrupted: tuple[int, str] | None = None,
+        in_place: InPlace | None = None,
+        watch: Watch | None = None,
     ) -> None:
+        """``in_place`` and ``watch`` replace the real apply and health window (tests)."""
         self.gateway = gateway
         self.site_path = site_path
         self.text = site_text  # the document that runs
@@ -72,6 +80,8 @@ class ConfigAgent:
         self.running: Running = self.store.running(site_text)
         self.report: ReportedConfig = self._startup_report(interrupted)
         self.in_place: InPlace | None = None  # once the gateway runs
+        self._given_in_place = in_place
+        self._watch = watch or self._health_window
         gateway.before_uplink.append(self._register)
         self._latest: DesiredConfig | None = None
         self._wake = asyncio.Event()
@@ -100,11 +110,9 @@ class ConfigAgent:
             log.warning("configuration: %s", report.reason)
             return report
         last = self.store.last_report()
-        if running.version is None:
-            return self._make("applied", about=last.about if last else None)
-        if last is not None and last.sha256 == running.sha256 and last.about is not None:
-            return last.model_copy(update={"at": time.time()})
-        return self._make("applied", about=running.version)
+        if last is not None and last.sha256 == running.sha256 and last.version == running.version:
+            return last.model_copy(update={"at": time.time()})  # what it said, still true
+        return self._make("applied", about=running.version)  # None: a local document
 
     def _make(
         self,
@@ -132,7 +140,7 @@ class ConfigAgent:
 
     async def __aenter__(self) -> Self:
         """Enter once the gateway runs (``async with Gateway(...) as gw, agent``)."""
-        self.in_place = await InPlace(self.gateway).__aenter__()
+        self.in_place = await (self._given_in_place or InPlace(self.gateway)).__aenter__()
         await self._say(self.report)
         self._task = asyncio.create_task(self._work(), name="config-agent")
         return self
@@ -198,11 +206,10 @@ class ConfigAgent:
             else:
                 await self._say(self.report)
             return
-        if self.report.about == desired.version and self.report.status in (
-            "rejected",
-            "rolled back",
-        ):
-            await self._say(self.report)  # said again; a new version is needed to try again
+        if desired.version <= (self.report.about or 0):
+            # refused or rolled back already (or older than one handled since): said again;
+            # a new version is needed to try again
+            await self._say(self.report)
             return
         if document_hash(desired.document) != desired.sha256:
             await self._reject(desired, ["sha256: the document does not have the hash sent"])
@@ -230,18 +237,13 @@ class ConfigAgent:
         self.store.begin(desired.version, desired.sha256)
         try:
             changes = await self.in_place.apply(new)
-        except (ApplyError, Exception) as exc:
+        except Exception as exc:  # ApplyError (a port), or anything half-way: roll back
             reason = f"the apply failed: {exc}"
             await self._roll_back(desired, old, reason)
             return
         log.info("configuration: version %d applied in place (%s)", desired.version, changes)
-        gate = HealthGate(
-            gw, new.apply.health_window_s, skipped_allowed=new.apply.skipped_cycles_allowed
-        )
-        verdict = await gate.watch(
-            changed_buses=changes.buses_reopened,
-            unchanged_devices=self.in_place.unchanged_devices(new) - set(changes.devices_added),
-        )
+        unchanged = self.in_place.unchanged_devices(new) - set(changes.devices_added)
+        verdict = await self._watch(new, changes, unchanged)
         if not verdict.healthy:
             await self._roll_back(desired, old, verdict.reason)
             return
@@ -259,6 +261,16 @@ class ConfigAgent:
             )
             gw.alarms.clear(key, by="configuration")
         await self._say(self._make("applied", about=desired.version))
+
+    async def _health_window(
+        self, new: SiteConfig, changes: Changes, unchanged: set[str]
+    ) -> Verdict:
+        gate = HealthGate(
+            self.gateway,
+            new.apply.health_window_s,
+            skipped_allowed=new.apply.skipped_cycles_allowed,
+        )
+        return await gate.watch(changed_buses=changes.buses_reopened, unchanged_devices=unchanged)
 
     async def _roll_back(self, desired: DesiredConfig, old: SiteConfig, reason: str) -> None:
         assert self.in_place is not None
