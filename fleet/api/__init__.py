@@ -74,6 +74,7 @@ for module in (session, overview, sites, history, alarms, users, tokens, audit, 
     router.include_router(module.router)
 router.include_router(config.router)  # desired configuration (fleet.config)
 router.include_router(rollouts_api.router)  # fleet/rollouts/api.py
+router.include_router(rollouts_api.windows)  # a site's maintenance window
 
 
 def status_of(error: Exception) -> int:

@@ -20,6 +20,7 @@ from fleet.errors import (
     SafetyChangeUnconfirmed,
     UserError,
     UserExists,
+    WindowError,
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -40,6 +41,7 @@ EXIT: dict[type[FleetError], int] = {
     ConfigNotFound: EXIT_FAILED,
     RolloutError: EXIT_BAD_INPUT,
     RolloutNotFound: EXIT_FAILED,
+    WindowError: EXIT_BAD_INPUT,
     FleetError: EXIT_FAILED,
 }
 

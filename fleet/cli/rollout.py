@@ -7,6 +7,7 @@
     fleet rollout show NAME
     fleet rollout pause|resume NAME [-m REASON]
     fleet rollout abort NAME [--revert] [-m REASON]
+    fleet rollout window SITE HH:MM-HH:MM|"" [--timezone ZONE]
 
 A phase is ``NAME[:KEY=VALUE,...]`` with the keys of the API's phase (count, percent,
 success, max_failures, max_failure_share, soak_s, timeout_s; hand-picked gateways with
@@ -76,6 +77,14 @@ def add_parsers(
         help="ask the gateways that took the release to go back to their previous version",
     )  # fmt: skip
     abort.set_defaults(change=act_cmd, verb="abort")
+
+    window = rollout.add_parser("window", parents=[db], help="a site's maintenance window")
+    window.add_argument("site")
+    window.add_argument("window", metavar='HH:MM-HH:MM|""')
+    window.add_argument(
+        "--timezone", default="UTC", metavar="ZONE", help="IANA, e.g. Asia/Shanghai"
+    )
+    window.set_defaults(change=window_cmd)
 
 
 def phase(text: str) -> PhaseSpec:
@@ -175,3 +184,15 @@ def act_cmd(args: argparse.Namespace) -> str:
         return "\n".join([done, *problems])
 
     return database.change(args.db, make)
+
+
+def window_cmd(args: argparse.Namespace) -> str:
+    actor = cli_actor()
+
+    async def make(session: AsyncSession) -> service.WindowView:
+        return await service.set_window(session, actor, args.site, args.window, args.timezone)
+
+    view = database.change(args.db, make)
+    shown = view.maintenance_window or "any time"
+    state = "open now" if view.now_open else "closed now"
+    return f"{view.site}: rollouts may update it {shown} ({view.timezone}), {state}"

@@ -15,6 +15,7 @@ from fleet.rollouts import service
 from fleet.rollouts.service import NewRollout, PreviewView, RolloutView
 
 router = APIRouter(prefix="/rollouts", tags=["rollouts"])
+windows = APIRouter(prefix="/sites", tags=["rollouts"])
 Operator = Annotated[Actor, role(Role.OPERATOR, "running rollouts")]
 
 
@@ -81,3 +82,20 @@ async def act(
         await driver.publish(publishes)
         driver.wake()
     return Acted(rollout=await service.view(session, record), problems=problems)
+
+
+class WindowChange(BaseModel):
+    maintenance_window: str = Field(default="", max_length=11, description="HH:MM-HH:MM or empty")
+    timezone: str = Field(default="UTC", max_length=64, description="an IANA time zone")
+
+
+@windows.put("/{site}/maintenance-window")
+async def put_window(
+    site: str, change: WindowChange, actor: Operator, session: SessionDep
+) -> service.WindowView:
+    """When rollouts may update the site, in its own time zone."""
+    view = await service.set_window(
+        session, actor, site, change.maintenance_window, change.timezone
+    )
+    await session.commit()
+    return view

@@ -359,3 +359,29 @@ async def reverts(
         )
         publishes.append(Publish(site, name, sent.payload))
     return publishes, problems
+
+
+class WindowView(BaseModel):
+    site: str
+    maintenance_window: str
+    timezone: str
+    now_open: bool
+
+
+async def set_window(
+    session: AsyncSession, actor: Actor, site: str, window: str, zone: str
+) -> WindowView:
+    """Set a site's maintenance window (checked first; WindowError says what is wrong)."""
+    parsed = Window.parse(window, zone)
+    row = await session.scalar(select(Site).where(Site.name == site))
+    if row is None:
+        raise RolloutNotFound(f"no site {site!r}: see `fleet site list`")
+    row.maintenance_window, row.timezone = window.strip(), zone
+    detail = {"window": window.strip(), "timezone": zone}
+    audit.record(session, actor.label, "site.maintenance_window", f"site:{site}", detail)
+    return WindowView(
+        site=site,
+        maintenance_window=row.maintenance_window,
+        timezone=zone,
+        now_open=parsed.contains(utcnow()),
+    )

@@ -80,3 +80,17 @@ def test_a_phase_written_wrong_names_the_option(
     assert code == 2
     assert "--phase 'canary:count=two'" in out
     assert "count" in out
+
+
+def test_a_sites_maintenance_window_is_set_and_checked(
+    fleet_db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    asyncio.run(seed(fleet_db_url))
+    argv = ["rollout", "window", "estate", "01:00-05:00", "--timezone", "Asia/Shanghai"]
+    code, out = fleet([*argv, "--db", fleet_db_url], capsys)
+    assert code == 0
+    assert out.startswith("estate: rollouts may update it 01:00-05:00 (Asia/Shanghai), ")
+    wrong = ["rollout", "window", "estate", "1am-5am", "--db", fleet_db_url]
+    code, out = fleet(wrong, capsys)
+    assert code == 2
+    assert "expected HH:MM-HH:MM" in out

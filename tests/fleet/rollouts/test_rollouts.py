@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -185,3 +186,24 @@ async def test_only_operators_run_rollouts_and_every_action_is_audited(app: Fast
         )
         assert actions == ["rollout.create", "rollout.pause", "rollout.abort"]
         assert await session.scalar(select(func.count()).select_from(OtaCommand)) == 0
+
+
+async def test_a_site_outside_its_maintenance_window_waits(app: FastAPI) -> None:
+    release = await release_id(app, "1.1.0")
+    now = datetime.now(UTC)
+    closed = f"{(now + timedelta(hours=2)):%H:%M}-{(now + timedelta(hours=3)):%H:%M}"
+    async with user(app, "olga", Role.OPERATOR) as operator:
+        change = {"maintenance_window": closed, "timezone": "UTC"}
+        answer = await operator.put(f"/api/sites/{SITE}/maintenance-window", json=change)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["now_open"] is False
+        wrong = await operator.put(
+            f"/api/sites/{SITE}/maintenance-window", json={"maintenance_window": "late"}
+        )
+        assert wrong.status_code == 422
+        assert "expected HH:MM-HH:MM" in wrong.json()["detail"]
+        await operator.post("/api/rollouts", json=new_rollout(release))
+        assert await RolloutDriver(app.state.sessions, lambda: None).step() == 0
+        view = (await operator.get("/api/rollouts/spring")).json()
+    waiting = {m["waiting"] for m in view["phases"][0]["gateways"]}
+    assert waiting == {"outside its maintenance window"}
