@@ -113,7 +113,7 @@ def _summary(profile: Profile, path: Path, console: Console) -> None:
         console.print(f"  roles: {', '.join(sorted(profile.roles))}", highlight=False)
     if missing:
         console.print(
-            f"  not bound (interlocks needing them will refuse this device): "
+            f"  not bound (docs/profiles.md, Roles: which interlocks need which): "
             f"{', '.join(sorted(missing))}",
             style="yellow",
             highlight=False,
