@@ -29,7 +29,7 @@ from gateway.cli.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from gateway.config.agent import ConfigAgent
 from gateway.control.command_socket import SOCKET_NAME, check_path
 from gateway.errors import ConfigError, GatewayError
-from gateway.priority import background_executor, raise_control_priority
+from gateway.priority import Granted, background_executor, raise_control_priority
 from gateway.runtime import Gateway
 from gateway.site import SiteConfig, load_site
 
@@ -78,6 +78,16 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
+def prepare_control_thread() -> Granted:
+    """On the event loop's thread, before the gateway starts: ask for the control path's
+    priority, log what it got, and make the loop's default executor background threads."""
+    granted = raise_control_priority()
+    log.log(logging.INFO if granted.policy == "rr" else logging.WARNING, "%s", granted)
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(background_executor(BACKGROUND_THREADS, "background"))
+    return granted
+
+
 async def _run(
     site: SiteConfig,
     args: argparse.Namespace,
@@ -85,10 +95,8 @@ async def _run(
     document: tuple[str, tuple[int, str] | None],
 ) -> int:
     """``document``: the site file's text, and the apply the last run died in (if any)."""
-    granted = raise_control_priority()
-    log.log(logging.INFO if granted.policy == "rr" else logging.WARNING, "%s", granted)
+    prepare_control_thread()
     loop = asyncio.get_running_loop()
-    loop.set_default_executor(background_executor(BACKGROUND_THREADS, "background"))
     terminated = _cancel_on_sigterm(loop)
     try:
         gw = Gateway(site, state_dir=args.state_dir)
