@@ -6,7 +6,9 @@ import datetime as dt
 import math
 from dataclasses import dataclass
 from datetime import UTC, timedelta
+from functools import cached_property
 
+from babel import Locale
 from babel.dates import format_datetime, format_time, format_timedelta
 from babel.numbers import format_decimal
 
@@ -19,9 +21,10 @@ class Formats:
 
     tag: str
 
-    @property
-    def locale(self) -> str:
-        return babel_locale(self.tag)
+    @cached_property
+    def locale(self) -> Locale:
+        """The Babel locale, parsed once (a page formats hundreds of values)."""
+        return Locale.parse(babel_locale(self.tag))
 
     def number(self, value: float, digits: int | None = None) -> str:
         """``value`` with grouping; ``digits`` decimals, else as many as its size needs

@@ -154,20 +154,20 @@ async def _alarms(
 async def _devices(
     session: AsyncSession, sites: dict[int, SiteAttention], gateway_site: dict[int, int]
 ) -> None:
-    status = _status_points()
-    kinds = {model: info.kind for model, info in catalog().items()}
-    offline: set[int] = set()
-    marked_offline = (
-        select(LatestValue.device_id).where(LatestValue.quality == "offline").distinct()
+    """Devices per site, those offline (a point marked offline by its gateway), and those in
+    an alarm or out-of-service state, by kind."""
+    per_site = (
+        select(Gateway.site_id, func.count(Device.id))
+        .join(Device, Device.gateway_id == Gateway.id)
+        .group_by(Gateway.site_id)
     )
-    offline.update(await session.scalars(marked_offline))
-    devices = (await session.execute(select(Device.id, Device.gateway_id, Device.name))).all()
-    name_of = {dev_id: (gw_id, name) for dev_id, gw_id, name in devices}
-    for _dev_id, gw_id, _name in devices:
-        sites[gateway_site[gw_id]].devices += 1
-    for dev_id in sorted(offline, key=lambda d: name_of[d][1]):
-        gw_id, name = name_of[dev_id]
+    for site_id, n in await session.execute(per_site):
+        sites[site_id].devices = n
+    marked = select(LatestValue.device_id).where(LatestValue.quality == "offline").distinct()
+    offline = select(Device.gateway_id, Device.name).where(Device.id.in_(marked))
+    for gw_id, name in await session.execute(offline.order_by(Device.name)):
         sites[gateway_site[gw_id]].devices_offline.append(name)
+    status = _status_points()
     wanted = [
         and_(Device.model == model, LatestValue.point.in_(points))
         for model, points in status.items()
@@ -175,17 +175,19 @@ async def _devices(
     ]
     if not wanted:
         return
+    kinds = {model: info.kind for model, info in catalog().items()}
     values = (
-        select(Device.id, Device.model, LatestValue.point, LatestValue.value)
+        select(Device.gateway_id, Device.name, Device.model, LatestValue.point, LatestValue.value)
         .join(LatestValue, LatestValue.device_id == Device.id)
         .where(or_(*wanted), LatestValue.quality != "offline")
     )
-    down: dict[int, dict[int, str]] = defaultdict(dict)  # site id → device id → model
-    for dev_id, model, point, value in await session.execute(values):
+    # site id → (device name, gateway id) → model
+    down: dict[int, dict[tuple[str, int], str]] = defaultdict(dict)
+    for gw_id, name, model, point, value in await session.execute(values):
         shape, alarm_values = status[model][point]
         if in_alarm(shape, alarm_values, value):
-            down[gateway_site[name_of[dev_id][0]]][dev_id] = model
+            down[gateway_site[gw_id]][name, gw_id] = model
     for site_id, models in down.items():
         by_kind = sites[site_id].out_of_service
-        for dev_id in sorted(models, key=lambda d: name_of[d][1]):
-            by_kind.setdefault(kinds[models[dev_id]], []).append(name_of[dev_id][1])
+        for device in sorted(models):
+            by_kind.setdefault(kinds[models[device]], []).append(device[0])

@@ -69,7 +69,7 @@ async def test_the_overview_puts_what_needs_a_person_first_in_words(app: FastAPI
         page = text((await b.get("/")).text)
     lianhua, harbour = page.index("Lianhua Garden"), page.index("Harbour View")
     assert lianhua < harbour < page.index("1 site where all is well") < page.index("Sunny Court")
-    assert f"critical evse-1: {CRITICAL} — 3 min. ago" in page
+    assert f"critical {CRITICAL} — 3 min. ago" in page  # the device named once
     assert "3 open alarms" in page
     assert "1 elevator out of service: elv-1" in page
     assert "1 charger unavailable: evse-1" in page
