@@ -26,6 +26,7 @@ LINE = [
     ("pv", "SUNSPEC-INV", "line", 4),
     ("keba", "KEBA-P30", "line", 5),  # dead
     ("chint", "CHINT-DTSU666", "line", 6),  # says what it is through FC43 only
+    ("lift", "ELV-24476", "line", 7),  # reads 0x0100 at input 0 like an SIO-1: not one
 ]
 EXPECTED = {1: ["EVSE-HEC"], 2: ["EASTRON-SDM630"], 3: ["SUNSPEC-METER"], 4: ["SUNSPEC-INV"]}
 PROBE_S, BUDGET_S, SLOW_S = 0.25, 3.0, 0.08
@@ -53,12 +54,13 @@ async def test_scan_finds_exactly_the_answering_units_and_identifies_each() -> N
             last = now
 
         profiles = {m: load_profile(m) for m in available_models()}
-        settings = ScanSettings(tuple(range(1, 9)), PROBE_S, BUDGET_S)
+        settings = ScanSettings(tuple(range(1, 10)), PROBE_S, BUDGET_S)
         async with RtuTransport("line", site.lines["line"].client_path, BAUD) as transport:
             scanner = Scanner(transport, profiles, settings, progress)
             found = await scanner.scan()
         by_unit = {f.unit_id: f for f in found}
-        assert sorted(by_unit) == [1, 2, 3, 4, 6], "exactly the units that answer"
+        assert sorted(by_unit) == [1, 2, 3, 4, 6, 7], "exactly the units that answer"
+        assert by_unit[7].profiles == [], "a shared version register is not an identity"
         for unit, models in EXPECTED.items():
             assert by_unit[unit].profiles == models, f"unit {unit}: {by_unit[unit]}"
         assert by_unit[6].identification == {
@@ -67,7 +69,7 @@ async def test_scan_finds_exactly_the_answering_units_and_identifies_each() -> N
             "revision": "V1.02",
         }
         assert by_unit[3].sunspec["mn"] == "Doorstep-Sim"
-        assert [u for u, _, _ in seen] == list(range(1, 9)), "progress for every id, in order"
+        assert [u for u, _, _ in seen] == list(range(1, 10)), "progress for every id, in order"
         # a silent id costs its probe timeout (+ the line's own slack), an answering one its
         # questions: both bounded, ten times looser than the settings on a busy machine
         for unit, result, took in seen:
@@ -75,7 +77,7 @@ async def test_scan_finds_exactly_the_answering_units_and_identifies_each() -> N
             assert took < 10 * bound + 1.0, f"unit {unit} took {took:.2f} s"
         assert not any(by_unit[u].incomplete for u in by_unit)
         # it only reads, and keeps t3.5 between frames
-        assert {fc for _, fc in scanner.requests} <= {3, 4, 0x2B}
+        assert {fc for _, fc in scanner.requests} <= {1, 2, 3, 4, 0x2B}
         for name in ("sdm", "keba", "chint"):
             unit_sim = site.unit(name)
             assert isinstance(unit_sim, ProfileUnit)

@@ -7,9 +7,10 @@ asked what it is, by every way a device can say so:
 * Modbus device identification (FC43/MEI 14, basic objects: vendor, product code, revision);
 * the SunSpec ``SunS`` marker at 40000, 0 or 50000, and the common model's manufacturer,
   model and serial number, and which SunSpec models it carries;
-* the identity registers profiles declare (``identity = { meter_code = 0x0070 }``).
+* the identity registers profiles declare (``identity = { meter_code = 0x0070 }``), confirmed
+  by the unit answering where the profile's map begins and ends in every table it uses.
 
-The scan only reads (FC03, FC04, FC43): it never writes to a device. It goes through the same
+The scan only reads (FC01-FC04, FC43): it never writes to a device. It goes through the same
 transports as the gateway, so an RTU scan keeps t3.5 between frames, and each unit id is
 bounded in time: ``probe_timeout_s`` for a silent one, ``budget_s`` for an answering one.
 """
@@ -28,7 +29,7 @@ from pymodbus.pdu.mei_message import ReadDeviceInformationResponse
 from gateway.bus.pdu import ExceptionAnswer, Read, decode_response, encode_request
 from gateway.bus.transport import Transport
 from gateway.devices import codec, sunspec
-from gateway.devices.profile import Profile, Table
+from gateway.devices.profile import Point, Profile, Table
 from gateway.errors import BusError, ModbusExceptionResponse, ResponseError, SunSpecError
 
 #: FC43 / MEI type 14, read device id code 01 (basic), from object 0.
@@ -188,6 +189,29 @@ class Scanner:
                 return False
             if isinstance(answer, ExceptionAnswer) or codec.decode_raw(point, answer) != expected:
                 return False
+        return await self._shape_matches(unit, profile)
+
+    async def _shape_matches(self, unit: int, profile: Profile) -> bool:
+        """The unit answers where the profile's map has points: the first and the last
+        readable point of every table it uses. Devices of one maker often share a version
+        register (our elevator, locker and SIO-1 maps all read 0x0100 at input 0); their
+        tables do not end at the same address."""
+        ends: dict[Table, list[Point]] = {}
+        for p in profile.points:
+            if p.readable and p.address is not None:
+                ends.setdefault(p.table, []).append(p)
+        for points in ends.values():
+            ordered = sorted(points, key=lambda p: p.address or 0)
+            for p in {ordered[0].name: ordered[0], ordered[-1].name: ordered[-1]}.values():
+                assert p.address is not None
+                try:
+                    answer = await self._read(
+                        unit, Read(p.table, p.address, p.width), self._timeout()
+                    )
+                except BusError:
+                    return False
+                if isinstance(answer, ExceptionAnswer):
+                    return False
         return True
 
     async def _read(self, unit: int, request: Read, wait_s: float) -> list[int] | ExceptionAnswer:

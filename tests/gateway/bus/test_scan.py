@@ -10,7 +10,7 @@ from gateway.cli.scan import parse_units
 from gateway.devices import sunspec
 from gateway.devices.profile import Table, load_profile
 
-PROFILES = {m: load_profile(m) for m in ("EASTRON-SDM630", "EVSE-HEC", "SUNSPEC-METER")}
+PROFILES = {m: load_profile(m) for m in ("EASTRON-SDM630", "EVSE-HEC", "SUNSPEC-METER", "SIO-1")}
 
 
 def sdm630() -> MemoryUnit:
@@ -53,7 +53,18 @@ async def test_only_answering_units_are_found_and_each_is_identified() -> None:
     assert found[1].answered == "exception 02"
     assert found[2].sunspec == {"mn": "ACME", "md": "", "sn": ""}
     assert found[2].sunspec_models == [1, 203]
-    assert {t.function for t in bus.log} <= {3, 4, 0x2B}, "the scan never writes"
+    assert {t.function for t in bus.log} <= {1, 2, 3, 4, 0x2B}, "the scan never writes"
+
+
+async def test_a_shared_version_register_is_not_taken_for_another_model() -> None:
+    """Our locker board reads 0x0100 at input 0 like the SIO-1; its map ends at input 7."""
+    locker = MemoryUnit()
+    locker.set(Table.INPUT, 0, [0x0100])
+    locker.refuse(Table.INPUT, 8, 0xFFFF)
+    sio = MemoryUnit()
+    sio.set(Table.INPUT, 0, [0x0100])
+    found, _ = await scan({1: locker, 2: sio}, range(1, 3))
+    assert [f.profiles for f in found] == [[], ["SIO-1"]]
 
 
 async def test_a_unit_answering_slowly_is_cut_off_at_its_budget() -> None:
