@@ -1,9 +1,11 @@
 """Alarms: raised, updated and cleared events with severity, kept by the gateway for the uplink.
 
 Every event is appended to a JSON-lines journal (fsync'd, so a power cut loses nothing that
-was reported as raised), and the set of active alarms is rebuilt from it on start: an alarm
-that was active when the gateway stopped is still active when it comes back.
-``gateway alarms`` reads the same journal.
+was written), and the set of active alarms is rebuilt from it on start: an alarm that was
+active when the gateway stopped is still active when it comes back. ``gateway alarms`` reads
+the same journal. In ``gateway run`` the journal is written behind (``write_behind``), in
+order, by a thread of its own: an fsync can take a second on an SD card busy with a backup,
+and the control loop, which raises the alarms, must not wait for it.
 
 Alarm management after ISA-18.2 / EEMUA 191: an alarm needs a person's response, so
 
@@ -22,10 +24,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -34,6 +38,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field
 
 from gateway.devices.codec import Value
+from gateway.priority import background_executor
 from gateway.validation import Strict
 
 
@@ -105,8 +110,11 @@ class AlarmLog:
         *,
         chatter: Chatter | None = None,
         clock: Callable[[], float] = time.monotonic,
+        write_behind: bool = False,
     ) -> None:
         self.journal = journal
+        self._writer = background_executor(1, "alarm-journal") if write_behind and journal else None
+        self._written: Future[None] | None = None
         self.chatter = chatter or Chatter()
         self.listeners: list[Callable[[AlarmEvent], None]] = []
         self.active: dict[str, AlarmEvent] = {}
@@ -208,10 +216,11 @@ class AlarmLog:
         self._seq += 1
         event = dataclasses.replace(event, seq=self._seq, at=time.time())
         if self.journal is not None:
-            with self.journal.open("a", encoding="utf-8") as f:
-                f.write(event.to_json() + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+            line = event.to_json() + "\n"
+            if self._writer is not None:
+                self._written = self._writer.submit(_append_behind, self.journal, line)
+            else:
+                _append(self.journal, line)
         self._apply(event)
         for listener in self.listeners:
             listener(event)
@@ -224,11 +233,37 @@ class AlarmLog:
             self.active[event.key] = event
         self.recent = [*self.recent[-199:], event]
 
+    def flush(self) -> None:
+        """Wait until every event so far is in the journal (blocking: at a stop, in tests)."""
+        if self._written is not None:
+            self._written.result()
+
+    def close(self) -> None:
+        """Flush the journal and stop its writer thread."""
+        self.flush()
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
+
     def by_severity(self) -> list[AlarmEvent]:
         """Active alarms a person should see, most severe first (suppressed ones are under
         their parents, not here)."""
         shown = [e for e in self.active.values() if e.suppressed_by is None]
         return sorted(shown, key=lambda e: (e.severity.rank, e.at))
+
+
+def _append(journal: Path, line: str) -> None:
+    with journal.open("a", encoding="utf-8") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _append_behind(journal: Path, line: str) -> None:
+    try:
+        _append(journal, line)
+    except OSError as exc:  # a full or failing disk: say so; the alarm itself stands
+        logging.getLogger(__name__).error("alarm journal %s not written: %s", journal, exc)
 
 
 def read_journal(path: Path) -> Iterator[AlarmEvent]:
