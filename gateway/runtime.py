@@ -87,7 +87,9 @@ class Gateway:
         if state_dir is not None:
             state_dir.mkdir(parents=True, exist_ok=True)
         self.alarms = AlarmLog(
-            state_dir / "alarms.jsonl" if state_dir else None, chatter=self.site.alarms
+            state_dir / "alarms.jsonl" if state_dir else None,
+            chatter=self.site.alarms,
+            write_behind=True,  # an fsync must not hold up the control loop
         )
         self.actuator = Actuator(self.image)
         self.keeper = WatchdogKeeper(self.image)
@@ -124,7 +126,10 @@ class Gateway:
     ) -> None:
         for task in self._tasks:
             task.cancel()
-        await self._stack.__aexit__(exc_type, exc, tb)
+        try:
+            await self._stack.__aexit__(exc_type, exc, tb)
+        finally:
+            await asyncio.to_thread(self.alarms.close)  # the journal's last events on disk
 
     async def _start(self) -> None:
         if self.site.uplink is not None:  # first in, last out: it hears the final values
