@@ -22,13 +22,15 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleet import api, pages
+from fleet.api import metrics as metrics_api
 from fleet.config.delivery import Delivery
 from fleet.config.delivery import routes as config_routes
 from fleet.core.broker import BrokerUrl, EmbeddedBroker
 from fleet.core.db import open_database, sessions
+from fleet.core.metrics import FleetMetrics
 from fleet.core.outbound import Outbound
 from fleet.core.settings import Settings, default_client_id
-from fleet.ingest.checks import Limits
+from fleet.ingest.checks import REASONS, Limits
 from fleet.ingest.ingest import Ingest, Route
 from fleet.ingest.pipeline import run_ingest
 from fleet.models import User
@@ -73,7 +75,10 @@ def create_app(settings: Settings) -> FastAPI:
             stack.push_async_callback(engine.dispose)
             app.state.sessions = sessions(engine)
             app.state.ingest = Ingest(
-                app.state.sessions, routes=_routes(app), limits=Limits.from_settings(settings)
+                app.state.sessions,
+                routes=_routes(app),
+                limits=Limits.from_settings(settings),
+                metrics=FleetMetrics(reasons=REASONS),
             )
             app.state.ingest_ready = asyncio.Event()
             app.state.outbound = None
@@ -116,5 +121,6 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     api.install(app)
+    app.include_router(metrics_api.router)  # GET /metrics for Prometheus
     pages.install(app)
     return app

@@ -19,6 +19,7 @@ holds the message until the database is back.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from fleet.core.metrics import FleetMetrics
 from fleet.errors import Rejected
 from fleet.ingest.checks import Limits, decode
 from fleet.ingest.known import Known
@@ -70,8 +72,10 @@ class Ingest:
         rejection_log: RejectionLog | None = None,
         routes: Mapping[wire.Kind, Route] | None = None,
         limits: Limits | None = None,
+        metrics: FleetMetrics | None = None,
     ) -> None:
         self._sessions = sessions
+        self.metrics = FleetMetrics() if metrics is None else metrics  # for Prometheus
         self.limits = Limits() if limits is None else limits
         self.routes = dict(routes or {})
         self._rejection_log = RejectionLog() if rejection_log is None else rejection_log
@@ -100,7 +104,9 @@ class Ingest:
             return await self._reject(topic, payload, None, rejected)
         try:
             async with self._lock:
+                started = time.perf_counter()
                 batch = await self._store(site, gateway, kind, message)
+                write_s = time.perf_counter() - started
         except Rejected as rejected:
             return await self._reject(topic, payload, kind, rejected)
         except (SQLAlchemyError, OSError):
@@ -110,9 +116,16 @@ class Ingest:
             return await self._reject(topic, payload, kind, refused)
         if batch.duplicate:
             self._duplicates += 1
+            self.metrics.handled(kind.value, "duplicate", write_s=write_s)
             return Outcome("duplicate", kind.value)
         self._accepted[kind.value] += 1
         self._gaps_opened += batch.gaps_opened
+        at = getattr(message, "at", None)
+        self.metrics.handled(
+            kind.value, "stored", write_s=write_s,
+            lag_s=None if at is None else time.time() - at,
+            readings=len(message.readings) if isinstance(message, wire.TelemetryBatch) else 0,
+        )  # fmt: skip
         return Outcome("stored", kind.value)
 
     async def _store(
@@ -157,6 +170,9 @@ class Ingest:
         self, topic: str, payload: bytes, kind: wire.Kind | None, rejected: Rejected
     ) -> Outcome:
         self._rejected[rejected.reason] += 1
+        self.metrics.handled(
+            None if kind is None else kind.value, "rejected", reason=rejected.reason
+        )
         self._rejection_log.warn(topic, rejected)
         await store_rejection(self._sessions, topic, len(payload), rejected)
         return Outcome(

@@ -64,9 +64,13 @@ async def run_ingest(
     async def session(client: mqtt.Client) -> None:
         if ready is not None:
             ready.set()
-        async for message in client.messages:
-            await feed(ingest, message)
-            client.ack(message)
+        ingest.metrics.connected(True)
+        try:
+            async for message in client.messages:
+                await feed(ingest, message)
+                client.ack(message)
+        finally:
+            ingest.metrics.connected(False)
 
     kinds = (*KINDS, *sorted(ingest.routes))
     await mqtt.stay_connected(
