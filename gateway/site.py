@@ -166,6 +166,12 @@ def _profile_problems(where: str, dev: Device, library: ProfileLibrary) -> list[
         return [f"{where}.sunspec_base: profile {dev.profile} is not a SunSpec device"]
     if dev.watchdog_timeout_s is not None and profile.watchdog is None:
         return [f"{where}.watchdog_timeout_s: profile {dev.profile} has no watchdog"]
+    timeout = profile.watchdog.timeout if profile.watchdog is not None else None
+    if dev.watchdog_timeout_s is not None and timeout and not profile.point(timeout).writable:
+        return [
+            f"{where}.watchdog_timeout_s: {dev.profile} does not take its timeout over Modbus "
+            f"({timeout} is read-only): set it when commissioning the device"
+        ]
     if (
         dev.watchdog_timeout_s is not None
         and profile.kind is DeviceKind.SAFETY_IO

@@ -140,12 +140,11 @@ class ProfileLibrary:
         """The profile of a model: the site's own first, then the shipped one."""
         if model in self.site:
             return self.site[model]
-        try:
-            return load_profile(model)
-        except ProfileError:
+        if model not in available_models():
             raise ProfileError(
                 f"unknown device profile {model!r}; known profiles: {', '.join(self.models())}"
-            ) from None
+            )
+        return load_profile(model)  # a broken shipped file says what is wrong with it
 
     def models(self) -> list[str]:
         return sorted({*available_models(), *self.site})

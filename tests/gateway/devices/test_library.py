@@ -195,3 +195,15 @@ def test_a_bad_profile_inside_the_site_document_names_its_table() -> None:
     with pytest.raises(ConfigError) as info:
         parse_site(text, "site.toml")
     assert any(p.startswith("profiles[0]: points[0].type") for p in info.value.problems)
+
+
+def test_a_watchdog_timeout_the_device_does_not_take_over_modbus_is_refused() -> None:
+    text = SITE.format(extra="", model="KEBA-P30").replace(
+        "unit_id = 1", "unit_id = 1\nwatchdog_timeout_s = 30"
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_site(text, "site.toml")
+    assert info.value.problems == [
+        "devices[0].watchdog_timeout_s: KEBA-P30 does not take its timeout over Modbus "
+        "(failsafe_timeout_setting is read-only): set it when commissioning the device"
+    ]
