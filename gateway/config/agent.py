@@ -20,6 +20,8 @@ answer to the gateway's ``config/request``):
    ``rolled back`` (:meth:`ConfigAgent.started`).
 
 Only the newest desired version is kept while one is being applied; it is handled next.
+Parsing and the state directory's writes (each fsync'd) run in a background thread, so the
+control loop never waits on the disk.
 """
 
 from __future__ import annotations
@@ -99,6 +101,9 @@ class ConfigAgent:
 
     def _startup_report(self, interrupted: tuple[int, str] | None) -> ReportedConfig:
         running = self.running
+        last = self.store.last_report()
+        if interrupted is None and last is not None and last.status == "pending":
+            interrupted = (last.about or 0, "")  # died as the apply began
         if interrupted is not None:
             version, _ = interrupted
             report = self._make(
@@ -109,7 +114,6 @@ class ConfigAgent:
             )
             log.warning("configuration: %s", report.reason)
             return report
-        last = self.store.last_report()
         if last is not None and last.sha256 == running.sha256 and last.version == running.version:
             return last.model_copy(update={"at": time.time()})  # what it said, still true
         return self._make("applied", about=running.version)  # None: a local document
@@ -215,7 +219,9 @@ class ConfigAgent:
             await self._reject(desired, ["sha256: the document does not have the hash sent"])
             return
         try:
-            new = parse_site(desired.document, f"version {desired.version}", self.site_path.parent)
+            new = await asyncio.to_thread(  # off the control loop: profiles are read from disk
+                parse_site, desired.document, f"version {desired.version}", self.site_path.parent
+            )
         except ConfigError as exc:
             await self._reject(desired, exc.problems)
             return
@@ -233,8 +239,8 @@ class ConfigAgent:
         gw = self.gateway
         assert self.in_place is not None
         old, old_text = gw.site, self.text
+        await asyncio.to_thread(self.store.begin, desired.version, desired.sha256)
         await self._say(self._make("pending", about=desired.version))
-        self.store.begin(desired.version, desired.sha256)
         try:
             changes = await self.in_place.apply(new)
         except Exception as exc:  # ApplyError (a port), or anything half-way: roll back
@@ -247,7 +253,7 @@ class ConfigAgent:
         if not verdict.healthy:
             await self._roll_back(desired, old, verdict.reason)
             return
-        self.store.commit(desired.version, desired.document, old_text)
+        await asyncio.to_thread(self.store.commit, desired.version, desired.document, old_text)
         self.text = desired.document
         self.running = Running(desired.version, desired.sha256)
         if desired.safety_change:
@@ -280,17 +286,17 @@ class ConfigAgent:
         except Exception as exc:  # the old site's ports: they were open a moment ago
             log.exception("configuration: going back to the previous document failed")
             reason += f"; going back failed too ({exc}): the gateway restarts"
-            self.store.abandon()
+            await asyncio.to_thread(self.store.abandon)
             await self._say(self._make("rolled back", about=desired.version, reason=reason))
             raise
-        self.store.abandon()
+        await asyncio.to_thread(self.store.abandon)
         await self._say(self._make("rolled back", about=desired.version, reason=reason))
 
     async def _say(self, report: ReportedConfig) -> None:
         self.report = report
         if not self.reports or self.reports[-1] is not report:
             self.reports.append(report)
-        self.store.save_report(report)
+        await asyncio.to_thread(self.store.save_report, report)  # fsync: off the loop
         uplink = self.gateway.uplink
         if uplink is not None:
             await uplink.inbox.report(wire.Kind.CONFIG_REPORTED, wire.encode(report))

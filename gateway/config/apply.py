@@ -40,6 +40,7 @@ from gateway.bus.discovery import discover_sunspec
 from gateway.bus.scheduler import BusScheduler
 from gateway.bus.transport import Transport
 from gateway.control.actuator import PRIORITY_OPERATOR
+from gateway.control.engine import RuleRuntime
 from gateway.control.safety_io import SafetyIo
 from gateway.control.standard import controllers
 from gateway.devices.profile import DeviceKind
@@ -164,7 +165,13 @@ class InPlace:
         async with self._lock:
             changes = Changes()
             await self._buses_to(new, changes)  # may fail (a port): before the swap
-            self._swap(new, changes)
+            added = self._new_pollers(new, set(changes.buses_reopened))
+            await asyncio.sleep(0)  # a control cycle may run between the preparations
+            profiles = {name: p.profile for name, p in self.gateway.pollers.items()}
+            profiles.update({p.name: p.profile for ps in added.values() for p in ps})
+            rules = {spec.name: RuleRuntime(spec, profiles) for spec in new.all_interlocks()}
+            await asyncio.sleep(0)
+            self._swap(new, changes, added, rules)
             self.last = changes
             return changes
 
@@ -227,9 +234,29 @@ class InPlace:
 
     # -- phase 2: one synchronous step between control cycles ------------------------------
 
-    def _swap(self, new: SiteConfig, changes: Changes) -> None:
-        gw = self.gateway
+    def _new_pollers(self, new: SiteConfig, reopened: set[str]) -> dict[str, list[DevicePoller]]:
+        """Pollers for the devices added or changed on the buses kept, made before the swap
+        (planning their reads takes a while): bus name → pollers."""
         now = time.monotonic()
+        out: dict[str, list[DevicePoller]] = {}
+        for name, scheduler in self.gateway.schedulers.items():
+            if name in reopened:
+                continue
+            for dev in new.devices_on(name):
+                if dev.name not in scheduler.pollers or self._devices.get(dev.name) != _identity(
+                    new, dev
+                ):
+                    out.setdefault(name, []).append(self.gateway.new_poller(new, dev, now))
+        return out
+
+    def _swap(
+        self,
+        new: SiteConfig,
+        changes: Changes,
+        added_pollers: dict[str, list[DevicePoller]],
+        rules: dict[str, RuleRuntime],
+    ) -> None:
+        gw = self.gateway
         old_site = gw.site
         before = set(gw.pollers)
         reopened = set(changes.buses_reopened)
@@ -245,13 +272,10 @@ class InPlace:
                     gw.pollers.pop(device, None)
                     self._devices.pop(device, None)
                     changes.devices_removed.append(device)
-            added = []
-            for device, dev in wanted.items():
-                if device not in scheduler.pollers:
-                    poller = gw.new_poller(new, dev, now)
-                    scheduler.pollers[device] = poller
-                    self._add_poller(poller, new, changes)
-                    added.append(poller)
+            added = added_pollers.get(name, [])
+            for poller in added:
+                scheduler.pollers[poller.name] = poller
+                self._add_poller(poller, new, changes)
             self._discover(added, scheduler)
             scheduler.wake()
         removed = (before | set(changes.devices_removed)) - set(gw.pollers)
@@ -260,7 +284,9 @@ class InPlace:
         changes.interlocks = new.interlocks != old_site.interlocks or bool(
             changes.devices_added or changes.devices_removed
         )
-        gw.engine.replace(new.all_interlocks(), profiles)
+        gw.engine.replace(
+            rules, profiles, arm_new_at=time.monotonic() + new.control.startup_grace_s
+        )
         gw.interlock_inputs.clear()
         gw.interlock_inputs.update(gw.engine.inputs())
         if new.safety != old_site.safety or changes.devices_added or changes.devices_removed:

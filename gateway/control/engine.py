@@ -213,18 +213,21 @@ class InterlockEngine:
         self._release(rule, by=by)
         log.warning("interlock %s reset by %s", name, by)
 
-    def replace(self, interlocks: Sequence[Interlock], profiles: dict[str, Profile]) -> None:
-        """A new set of interlocks, between two cycles (a configuration applied in place).
+    def replace(
+        self, new: dict[str, RuleRuntime], profiles: dict[str, Profile], *, arm_new_at: float
+    ) -> None:
+        """A new set of interlocks (compiled beforehand: ``RuleRuntime(spec, profiles)`` each),
+        between two cycles (a configuration applied in place).
 
         An interlock that still exists (same name) keeps its state — active, latched, its
         timers and alarms — and holds its new actions at once if it is active; a removed one
         stands down: its demands are withdrawn to their release values, its alarms cleared
-        (``by="configuration"``)."""
+        (``by="configuration"``); a new one treats inputs not read yet as a start does, until
+        ``arm_new_at``."""
         old = self.rules
-        new = {spec.name: RuleRuntime(spec, profiles) for spec in interlocks}
         for name, rule in old.items():
             if name not in new:
-                self._release(rule, by="configuration")
+                self._release(rule, by="configuration", save=False)
             elif rule.active:  # its old actions go, its new ones come below
                 for action in rule.spec.actions:
                     if isinstance(action, WriteAction):
@@ -243,7 +246,7 @@ class InterlockEngine:
                     )
             before = old.get(name)
             if before is None:
-                rule.armed_at = max((r.armed_at for r in old.values()), default=0.0)
+                rule.armed_at = arm_new_at
                 continue
             rule.active, rule.truth, rule.alarmed = before.active, before.truth, before.alarmed
             rule.latched = before.latched and rule.spec.latch
@@ -279,7 +282,7 @@ class InterlockEngine:
                     rule.name, device, point, value, action.priority, limit=action.limit
                 )
 
-    def _release(self, rule: RuleRuntime, by: str | None) -> None:
+    def _release(self, rule: RuleRuntime, by: str | None, *, save: bool = True) -> None:
         for action in rule.spec.actions:
             if isinstance(action, WriteAction):
                 self.actuator.withdraw(rule.name, *split_ref(action.write))
@@ -289,7 +292,8 @@ class InterlockEngine:
                 self.actuator.allow(rule.name, action.inhibit)
         self.alarms.clear(_unavailable_key(rule.name), by=by)
         rule.alarmed = ""
-        self._save()
+        if save:
+            self._save()
 
     # -- alarms -------------------------------------------------------------------------------
 

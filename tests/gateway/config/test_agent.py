@@ -121,9 +121,12 @@ async def _run(tmp: Path, steps: list[tuple[Any, ...]]) -> None:
     last: DesiredConfig | None = None
     version = 0
 
+    watching = asyncio.Event()  # the health window of a version that will never end began
+
     async def watch(new: SiteConfig, changes: Changes, unchanged: set[str]) -> Verdict:
         verdict = verdicts.pop(0)
         if verdict is None:
+            watching.set()
             await asyncio.Event().wait()
         assert verdict is not None
         return verdict
@@ -185,8 +188,9 @@ async def _run(tmp: Path, steps: list[tuple[Any, ...]]) -> None:
                         version=version, sha256=document_hash(text), document=text, at=time.time()
                     )
                 )
-                while agent.report.status != "pending":  # noqa: ASYNC110 - polls the agent
-                    await asyncio.sleep(0.001)
+                await asyncio.wait_for(watching.wait(), 5)
+                assert agent.report.status == "pending"
+                watching.clear()
                 assert agent._task is not None
                 agent._task.cancel()  # the process dies here: nothing after this runs
                 verdicts.clear()
