@@ -2,8 +2,9 @@
 
 SunSpec devices do not share absolute addresses: each holds a chain of models ([ID, L,
 L registers of data]) after a two-register marker at 40000, 0 or 50000, ending with model
-0xFFFF (docs/devices.md, "SunSpec addressing"). A profile names points by model and offset; :func:`discover` walks
-the chain of a real device and :func:`place` turns offsets into addresses. The simulators lay
+0xFFFF (docs/devices.md, "SunSpec addressing"). A profile names points by model and offset;
+:func:`discover` walks the chain of a real device and :func:`place` turns offsets into
+addresses. The simulators lay
 their models out with :func:`layout`, so a test can shuffle the chain and prove nothing is
 hard-coded.
 """
@@ -113,9 +114,10 @@ async def _walk(read: Reader, address: int) -> dict[int, int]:
     """Follow [ID, L] headers from ``address`` to the end model.
 
     ID and L are read separately: some devices do not supply the end model's L (pysunspec2,
-    docs/devices.md, "SunSpec addressing"), so the walk stops on ID 0xFFFF alone. A device that answers an exception
-    where the next header should be has no more models either. A chain that runs past 65535
-    or holds more than :data:`MAX_MODELS` models is garbage and raises :class:`SunSpecError`.
+    docs/devices.md, "SunSpec addressing"), so the walk stops on ID 0xFFFF alone. A device
+    that answers an exception where the next header should be has no more models either. A
+    chain that runs past 65535 or holds more than :data:`MAX_MODELS` models is garbage and
+    raises :class:`SunSpecError`.
     """
     starts: dict[int, int] = {}
     for _ in range(MAX_MODELS):
