@@ -165,3 +165,28 @@ def _write_of(unit: MarketCharger, name: str, value: float) -> tuple[Table, int,
     p = unit.point(name)
     assert p.address is not None
     return p.table, p.address, codec.encode(p, value)
+
+
+@pytest.mark.parametrize("inverter", ["SUNGROW-SG-RT", "HUAWEI-SUN2000"])
+async def test_export_limit_curtails_a_non_sunspec_inverter_through_its_roles(
+    inverter: str,
+) -> None:
+    config = with_safety(
+        site_config(
+            tcp_bus("pv") + rtu_bus("meter", 115200),
+            [("pv", inverter, "pv", 1), ("meter", "CHINT-DTSU666", "meter", 1)],
+            poll=FAST,
+        ),
+        "[safety.export_limit]\nlimit_w = 1000\nperiod_s = 0.2\n",
+    )
+    async with running(config) as rig:
+        pv = rig.site.unit("pv")
+        assert isinstance(pv, MarketInverter)
+        pv.available_w = 8000.0  # 5 kW over the 3 kW base load: 4 kW too much export
+        await rig.wait_for(lambda: pv.w < 8000, within=15, what="curtailment starts")
+        await rig.wait_for(lambda: pv.w <= 4000 * 1.1, within=20, what="export under the limit")
+        limit = pv.profile.role_point(Role.PV_POWER_LIMIT_PCT)
+        assert limit is not None
+        assert float(pv.get(limit) or 0) >= 1.0, "never curtailed to 0 %"
+        if enable := pv.profile.role(Role.PV_POWER_LIMIT_ENABLE):
+            assert pv.is_label(enable.names[0], enable.on), "the limit switched on"
