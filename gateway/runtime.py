@@ -42,6 +42,7 @@ from gateway.devices import codec
 from gateway.devices.profile import DeviceKind
 from gateway.errors import GatewayError
 from gateway.image import Listener, ProcessImage, Quality, Sample
+from gateway.metrics import serving
 from gateway.site import SiteConfig
 from gateway.uplink.health import RuntimeStats
 from gateway.uplink.link import Uplink
@@ -207,6 +208,7 @@ class Gateway:
                 safety_ios,
             )
         )
+        self._stack.enter_context(serving(self, self.site.metrics, gateway_version()))
 
     def new_poller(self, site: SiteConfig, dev: Device, now: float) -> DevicePoller:
         """The poller of one of ``site``'s devices, placed on its bus's plan when ready."""

@@ -23,6 +23,7 @@ from gateway.control.standard.interlocks import Safety
 from gateway.devices.library import ProfileLibrary
 from gateway.devices.profile import DeviceKind, Profile, load_profile
 from gateway.errors import ConfigError, ProfileError
+from gateway.metrics import MetricsConfig
 from gateway.uplink.config import UplinkConfig
 from gateway.uplink.reporting import reference_problems as report_reference_problems
 from gateway.validation import Strict, validation_problems
@@ -49,6 +50,8 @@ class SiteConfig(Strict):
     apply: ApplyPolicy = ApplyPolicy()
     #: The MQTT uplink to the fleet manager (gateway.uplink.config); none: runs offline.
     uplink: UplinkConfig | None = None
+    #: Prometheus metrics over HTTP (gateway.metrics); none: off.
+    metrics: MetricsConfig | None = None
     #: Directories of the site's own device profiles (relative: to the site file).
     profile_dirs: list[str] = Field(default_factory=list)
     #: The site's own profiles inside the document (travel with it): one table each.
