@@ -12,7 +12,7 @@ import pytest
 from gateway.bus.rtu import RtuTransport
 from gateway.bus.scan import Found, Scanner, ScanSettings
 from gateway.devices.profile import available_models, load_profile
-from hil_tests.gateway_rig import gateway_cli, rtu_bus, site_config
+from hil_tests.gateway_rig import gateway_cli, rtu_bus, site_config, tcp_bus
 from hil_tests.rig.sim.market import ProfileUnit
 from hil_tests.rig.site import SimulatedSite
 
@@ -83,6 +83,30 @@ async def test_scan_finds_exactly_the_answering_units_and_identifies_each() -> N
             assert isinstance(unit_sim, ProfileUnit)
             assert unit_sim.written == []
         assert site.lines["line"].stats.t35_violations == 0
+
+
+async def test_a_tcp_scan_does_not_take_a_gateways_no_answer_for_a_device() -> None:
+    """Behind a TCP-to-RTU gateway an absent unit is answered with exception 0x0B."""
+    config = site_config(
+        tcp_bus("lan"),
+        [("keba", "KEBA-P30", "lan", 1), ("sdm", "EASTRON-SDM630", "lan", 2)],
+    )
+    async with SimulatedSite(config, lively=False) as site:
+        port = site.tcp["lan"].port
+        scan = await gateway_cli(
+            "scan",
+            "--host",
+            "127.0.0.1",
+            "--tcp-port",
+            str(port),
+            "--units",
+            "1-4",
+            "--timeout",
+            "0.25",
+        )
+    assert scan.returncode == 0, scan.stdout + scan.stderr
+    assert "2 unit(s) answered" in scan.stdout
+    assert 'profile = "EASTRON-SDM630"' in scan.stdout
 
 
 async def test_gateway_scan_prints_ready_device_blocks_and_profile_check_reads_a_device() -> None:

@@ -1,8 +1,9 @@
 """A bus scan: which unit ids answer on a line or a Modbus TCP gateway, and what they are.
 
 Each unit id gets one probe read (holding register 0): any answer, data or a Modbus exception,
-means a device is there; silence for the probe timeout means none. An answering unit is then
-asked what it is, by every way a device can say so:
+means a device is there; silence for the probe timeout means none, and so do the exceptions a
+TCP-to-RTU gateway answers for a unit behind it that is silent (0x0A, 0x0B). An answering
+unit is then asked what it is, by every way a device can say so:
 
 * Modbus device identification (FC43/MEI 14, basic objects: vendor, product code, revision);
 * the SunSpec ``SunS`` marker at 40000, 0 or 50000, and the common model's manufacturer,
@@ -35,6 +36,8 @@ from gateway.errors import BusError, ModbusExceptionResponse, ResponseError, Sun
 #: FC43 / MEI type 14, read device id code 01 (basic), from object 0.
 READ_DEVICE_ID = bytes([0x2B, 0x0E, 0x01, 0x00])
 DEVICE_ID_OBJECTS = {0: "vendor", 1: "product_code", 2: "revision"}
+#: 0x0A gateway path unavailable, 0x0B gateway target failed to respond: no device there
+GATEWAY_EXCEPTIONS = (0x0A, 0x0B)
 _DECODER = DecodePDU(is_server=False)
 
 
@@ -106,6 +109,8 @@ class Scanner:
             )
         except BusError:
             return None
+        if isinstance(answer, ExceptionAnswer) and answer.exception_code in GATEWAY_EXCEPTIONS:
+            return None  # a TCP-to-RTU gateway saying nothing answered behind it
         what = (
             f"exception {answer.exception_code:02d}"
             if isinstance(answer, ExceptionAnswer)
