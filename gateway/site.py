@@ -62,11 +62,18 @@ class SiteConfig(Strict):
     def _check_references(self, info: ValidationInfo) -> Self:
         base = (info.context or {}).get("base_dir")
         self._profiles = ProfileLibrary.load(
-            [Path(base or ".") / d for d in self.profile_dirs],
+            [Path(base or "/") / d for d in self.profile_dirs if base or Path(d).is_absolute()],
             beside=base,
             wanted=[d.profile for d in self.devices],
             inline=self.profiles,
         )
+        if base is None:  # a document without a file (a pushed version): nothing to be beside
+            self._profiles.problems[:0] = [
+                f"profile_dirs[{i}]: {d!r} is relative, and this document has no file to be "
+                "relative to: put the site's own profiles in [[profiles]] tables"
+                for i, d in enumerate(self.profile_dirs)
+                if not Path(d).is_absolute()
+            ]
         problems = _reference_problems(self)
         if problems:
             raise ValueError("\n".join(problems))

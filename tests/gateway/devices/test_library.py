@@ -207,3 +207,14 @@ def test_a_watchdog_timeout_the_device_does_not_take_over_modbus_is_refused() ->
         "devices[0].watchdog_timeout_s: KEBA-P30 does not take its timeout over Modbus "
         "(failsafe_timeout_setting is read-only): set it when commissioning the device"
     ]
+
+
+def test_profile_directories_of_a_document_without_a_file_are_refused_with_the_way_out() -> None:
+    """The fleet checks a pushed document with no file beside it."""
+    text = SITE.format(extra='profile_dirs = ["profiles"]', model="SUNSPEC-METER")
+    with pytest.raises(ConfigError) as info:
+        parse_site(text, "pushed version 4")
+    assert info.value.problems[0] == (
+        "profile_dirs[0]: 'profiles' is relative, and this document has no file to be "
+        "relative to: put the site's own profiles in [[profiles]] tables"
+    )
