@@ -13,6 +13,7 @@ from fleet.api import (
     config,
     history,
     ingest,
+    models,
     overview,
     releases,
     session,
@@ -75,6 +76,7 @@ for module in (session, overview, sites, history, alarms, users, tokens, audit, 
 router.include_router(config.router)  # desired configuration (fleet.config)
 router.include_router(rollouts_api.router)  # fleet/rollouts/api.py
 router.include_router(rollouts_api.windows)  # a site's maintenance window
+router.include_router(models.router)  # the device catalog (fleet.catalog)
 
 
 def status_of(error: Exception) -> int:

@@ -224,3 +224,14 @@ async def test_the_alarm_list_groups_by_cause_and_shows_shelves_and_who_acknowle
         assert "确认报警需要维护员角色；您的角色是查看员。" in page
         assert 'type="checkbox"' not in page  # nothing to select for a viewer
         assert re.search(r"<button[^>]*disabled[^>]*>确认</button>", page, re.S)
+
+
+async def test_the_device_catalog_comes_from_the_profiles_through_the_api(app: FastAPI) -> None:
+    async with browser(app, "vera") as b:
+        models = (await b.get("/api/models")).json()
+    sio = models["SIO-1"]["points"]
+    assert sio["fire_alarm_loop"]["label"] == "Fire alarm loop"
+    assert sio["fire_alarm_loop"]["values"] == {"0": "FIRE ALARM", "1": "normal"}
+    assert sio["fire_alarm_loop"]["alarm_values"] == [0]
+    assert models["SUNSPEC-INV"]["points"]["w_sf"]["visible"] is False  # still in the API
+    assert "heartbeat" not in sio  # write-only: never reported
