@@ -4,9 +4,13 @@
 The numbers are the statistics the gateway keeps anyway — each bus's and device's counters
 (:mod:`gateway.bus.stats`), the control loop's cycles and lateness
 (:class:`gateway.control.loop.ControlLoop`), the uplink's outbox — read when Prometheus
-scrapes. The official client's HTTP server answers on a thread of its own, so a scrape costs
-the event loop (the control loop's thread) nothing: no metric is updated on the way, the
-collector only reads counters (plain integers and floats) and copies the latency windows.
+scrapes. The official client's WSGI application answers on threads of their own, so a scrape
+costs the event loop (the control loop's thread) nothing: no metric is updated on the way,
+the collector only reads counters (plain integers and floats) and copies the latency
+windows. Those threads run at the gateway's background priority
+(:func:`gateway.priority.background_thread_priority`): below the control path, above the
+machine's other load, so a scrape starved while it holds the interpreter lock cannot hold
+the control loop up with it.
 
 Names and labels follow Prometheus' conventions (a ``doorstep_gateway_`` prefix, base units,
 counters ending in ``_total``); labels are the site's own bus and device names. Lateness and
@@ -18,16 +22,21 @@ last minute.
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 from pydantic import Field
 
+from gateway.priority import background_thread_priority
 from gateway.validation import Strict
 
 if TYPE_CHECKING:
@@ -231,11 +240,11 @@ def serving(gateway: Gateway, config: MetricsConfig | None, version: str) -> Ite
     if config is None:
         yield
         return
-    registry = CollectorRegistry(auto_describe=True)
+    registry = CollectorRegistry()  # collected at each scrape only, not when registered
     registry.register(GatewayCollector(gateway, version))
     ProcessCollector(namespace="doorstep_gateway", registry=registry)
     try:
-        server, thread = start_http_server(config.port, config.host, registry=registry)
+        server = _server(config, make_wsgi_app(registry))
     except OSError as exc:
         log.error(
             "metrics: cannot listen on %s port %d (%s): [metrics] host and port; "
@@ -244,6 +253,8 @@ def serving(gateway: Gateway, config: MetricsConfig | None, version: str) -> Ite
         )  # fmt: skip
         yield
         return
+    thread = threading.Thread(target=_serve, args=(server,), name="metrics", daemon=True)
+    thread.start()
     log.info("metrics: Prometheus metrics at http://%s:%d/metrics", config.host, config.port)
     try:
         yield
@@ -251,3 +262,29 @@ def serving(gateway: Gateway, config: MetricsConfig | None, version: str) -> Ite
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # a scrape every 15 s is not news
+
+
+def _server(config: MetricsConfig, app: Callable[..., Any]) -> ThreadingWSGIServer:
+    """The client's threading WSGI server on ``config``'s address, each request's thread at
+    the background priority."""
+
+    def at_background_priority(environ: dict[str, Any], start_response: Any) -> Any:
+        background_thread_priority()
+        return app(environ, start_response)
+
+    class Server(ThreadingWSGIServer):
+        address_family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+
+    return make_server(
+        config.host.strip("[]"), config.port, at_background_priority, Server, handler_class=_Quiet
+    )
+
+
+def _serve(server: ThreadingWSGIServer) -> None:
+    background_thread_priority()
+    server.serve_forever()

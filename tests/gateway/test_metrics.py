@@ -6,14 +6,16 @@ skipped cycles and lateness when a cycle hangs, the outbox fills; no table, no p
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from pathlib import Path
+from typing import Any, cast
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.metrics import MetricsConfig
+from gateway.metrics import MetricsConfig, serving
 from gateway.runtime import Gateway
 from gateway.site import parse_site
 from gateway.uplink.config import UplinkConfig
@@ -117,3 +119,17 @@ def test_metrics_are_off_without_the_table_and_local_by_default() -> None:
     assert on == MetricsConfig(port=9108, host="127.0.0.1")
     with pytest.raises(Exception, match=r"metrics\.port"):
         parse_site(text + "\n[metrics]\nport = 0\n", "s.toml")
+
+
+def test_a_port_that_cannot_be_had_is_told_and_the_gateway_runs_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with caplog.at_level(logging.ERROR), serving(cast(Any, None), MetricsConfig(port=port), ""):
+            pass  # no exception: the gateway goes on
+    [record] = caplog.records
+    assert f"cannot listen on 127.0.0.1 port {port}" in record.getMessage()
+    assert "[metrics] host and port" in record.getMessage()
