@@ -189,18 +189,16 @@ async def by_cause(
 
 
 def _groups(rows: list[_Row], state: AlarmState) -> list[AlarmGroup]:
-    parents = {row.alarm.id: _cause(row, rows) for row in rows}
+    """``rows`` as trees of causes (see the module doc): every row in exactly one place (with
+    ``state=all``), or left out with a shelved alarm above it (``open``, ``unacked``)."""
+    parents = _parents(rows)
     children: dict[int | None, list[_Row]] = {}
     for row in rows:
         children.setdefault(parents[row.alarm.id], []).append(row)
+    shown = state in (AlarmState.ALL, AlarmState.SHELVED)
 
-    def group(row: _Row, seen: frozenset[int]) -> AlarmGroup:
-        seen = seen | {row.alarm.id}
-        under = [
-            group(child, seen)
-            for child in children.get(row.alarm.id, [])
-            if child.alarm.id not in seen and _shown_under(child, state)
-        ]
+    def group(row: _Row) -> AlarmGroup:
+        under = [group(c) for c in children.get(row.alarm.id, []) if shown or c.shelf is None]
         return AlarmGroup(
             **row.view().model_dump(),
             suppressed=_ordered(under),
@@ -208,42 +206,50 @@ def _groups(rows: list[_Row], state: AlarmState) -> list[AlarmGroup]:
         )
 
     if state is AlarmState.SHELVED:  # the topmost shelved alarms, with all below them
-        tops = [r for r in rows if r.shelf is not None and not _shelved_above(r, parents, rows)]
+        by_id = {r.alarm.id: r for r in rows}
+        tops = [r for r in rows if r.shelf is not None and not _shelved_above(r, parents, by_id)]
     else:
-        tops = [r for r in children.get(None, []) if r.shelf is None or state is AlarmState.ALL]
-    return _ordered([group(row, frozenset()) for row in tops])
+        tops = [r for r in children.get(None, []) if shown or r.shelf is None]
+    return _ordered([group(row) for row in tops])
 
 
-def _shown_under(child: _Row, state: AlarmState) -> bool:
-    return state in (AlarmState.ALL, AlarmState.SHELVED) or child.shelf is None
+def _parents(rows: list[_Row]) -> dict[int, int | None]:
+    """Each row's cause among ``rows`` (:func:`_cause`), None for a root. Causes that form a
+    cycle (two alarms each naming the other) are cut at the one that reached the fleet first,
+    which stands on its own: every row is in exactly one tree."""
+    by_key: dict[tuple[int, str], list[Alarm]] = {}
+    for row in rows:
+        by_key.setdefault((row.alarm.gateway_id, row.alarm.key), []).append(row.alarm)
+    parents = {row.alarm.id: _cause(row.alarm, by_key) for row in rows}
+    for start in parents:
+        path: list[int] = []
+        node: int | None = start
+        while node is not None and node not in path:
+            path.append(node)
+            node = parents[node]
+        if node is not None:  # back to a node of the path: a cycle from there on
+            cycle = path[path.index(node) :]
+            parents[min(cycle)] = None
+    return parents
 
 
-def _shelved_above(row: _Row, parents: dict[int, int | None], rows: list[_Row]) -> bool:
-    by_id = {r.alarm.id: r for r in rows}
-    seen = {row.alarm.id}
+def _shelved_above(row: _Row, parents: dict[int, int | None], by_id: dict[int, _Row]) -> bool:
     parent = parents[row.alarm.id]
-    while parent is not None and parent not in seen:
+    while parent is not None:
         if by_id[parent].shelf is not None:
             return True
-        seen.add(parent)
         parent = parents[parent]
     return False
 
 
-def _cause(row: _Row, rows: list[_Row]) -> int | None:
-    """The id of the alarm among ``rows`` that ``row`` is suppressed by: of the same gateway
-    with the key it names, standing while ``row`` stood (the newest such), else None."""
-    alarm = row.alarm
+def _cause(alarm: Alarm, by_key: dict[tuple[int, str], list[Alarm]]) -> int | None:
+    """The id of the alarm that ``alarm`` is suppressed by: of the same gateway with the key
+    it names, standing while ``alarm`` stood (the newest such), else None."""
     if alarm.suppressed_by is None or alarm.suppressed_by == alarm.key:
         return None
-    candidates = [
-        r.alarm
-        for r in rows
-        if r.alarm.gateway_id == alarm.gateway_id and r.alarm.key == alarm.suppressed_by
-    ]
     overlapping = [
         c
-        for c in candidates
+        for c in by_key.get((alarm.gateway_id, alarm.suppressed_by), [])
         if (alarm.cleared_at is None or c.raised_at <= alarm.cleared_at)
         and (c.cleared_at is None or c.cleared_at >= alarm.raised_at)
     ]
