@@ -137,6 +137,17 @@ def test_two_register_bitfield_keeps_every_bit(raw: int) -> None:
     assert codec.decode(point, codec.encode_raw(point, raw)) == raw
 
 
+@given(st.integers(0, 0xFFFF_FFFF), word_orders)
+def test_a_two_register_enum_keeps_its_32_bit_code(raw: int, order: WordOrder) -> None:
+    """KEBA's states are 32-bit registers: the code is whole in either word order."""
+    point = make_point(PointType.ENUM, length=2, word_order=order)
+    regs = codec.encode_raw(point, raw)
+    assert len(regs) == 2
+    assert codec.decode(point, regs) == raw
+    if order is WordOrder.BIG:
+        assert regs == [raw >> 16, raw & 0xFFFF]
+
+
 @given(st.booleans())
 def test_bits_decode_to_booleans(value: bool) -> None:
     point = make_point(PointType.BIT)
