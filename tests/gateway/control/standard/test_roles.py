@@ -4,8 +4,11 @@ a note when a device cannot do something an interlock would do with it."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from gateway.cli.main import main
 from gateway.control.standard.interlocks import (
     ChargerTemperature,
     FeederLimit,
@@ -104,3 +107,20 @@ points = [
 """
     with pytest.raises(ProfileError, match=expected):
         parse_profile(text, "TEST-CHARGER.toml")
+
+
+def test_gateway_check_prints_what_each_device_cannot_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site = tmp_path / "site.toml"
+    site.write_text(
+        '[gateway]\nsite = "carport"\nid = "gw-1"\n[safety.fire_alarm]\n'
+        '[[buses]]\nname = "lan"\nkind = "tcp"\nhost = "10.0.0.2"\n'
+        '[[devices]]\nname = "alfen"\nprofile = "ALFEN-NG9XX"\nbus = "lan"\nunit_id = 1\n'
+        '[[devices]]\nname = "keba"\nprofile = "KEBA-P30"\nbus = "lan"\nunit_id = 255\n',
+        encoding="utf-8",
+    )
+    assert main(["check", str(site)]) == 0
+    out = capsys.readouterr().out
+    assert "! alfen (ALFEN-NG9XX) has no remote lock" in out
+    assert "keba" not in out.split("\n", 1)[1], "the KEBA can do all fire_alarm asks"
