@@ -192,7 +192,8 @@ class ConfigVersionError(FleetError):
 class ConfigRefused(ConfigVersionError):
     """A document (or bulk fragment) the validator refuses; ``problems`` name each key."""
 
-    def __init__(self, source: str, problems: list[str]) -> None:
+    def __init__(self, source: str, problems: list[str] | None = None) -> None:
+        problems = problems or []
         self.source = source
         self.problems = problems
         lines = "\n".join(f"  {p}" for p in problems)
@@ -202,7 +203,8 @@ class ConfigRefused(ConfigVersionError):
 class SafetyChangeUnconfirmed(ConfigVersionError):
     """The change weakens a standard interlock and was not confirmed; ``changes`` say how."""
 
-    def __init__(self, source: str, changes: list[str]) -> None:
+    def __init__(self, source: str, changes: list[str] | None = None) -> None:
+        changes = changes or []
         self.changes = changes
         lines = "\n".join(f"  {c}" for c in changes)
         super().__init__(
