@@ -5,6 +5,7 @@ fail-safes, and the standard interlocks on a site that mixes charger models."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +13,7 @@ from gateway.devices import codec
 from gateway.devices.profile import Table
 from gateway.devices.roles import Role
 from gateway.image import Quality
-from gateway.site import SiteConfig, parse_site
+from gateway.site import SiteConfig, load_site, parse_site
 from hil_tests.gateway_rig import rtu_bus, running, site_config, tcp_bus, truth
 from hil_tests.rig.sim.charger import Car, Charger
 from hil_tests.rig.sim.market import AlfenSocket, KebaP30, MarketCharger, MarketInverter
@@ -190,3 +191,44 @@ async def test_export_limit_curtails_a_non_sunspec_inverter_through_its_roles(
         assert float(pv.get(limit) or 0) >= 1.0, "never curtailed to 0 %"
         if enable := pv.profile.role(Role.PV_POWER_LIMIT_ENABLE):
             assert pv.is_label(enable.names[0], enable.on), "the limit switched on"
+
+
+async def test_a_sites_own_profile_is_simulated_and_polled_like_a_shipped_one(
+    tmp_path: Path,
+) -> None:
+    """The complaint that started it: a 50-register test device, without touching the
+    installed package: a file in the site's profile directory, checked and polled."""
+    points = ",\n".join(
+        f'  {{ name = "r{i}", label = "Register {i}", table = "input", address = {i}, '
+        f'type = "u16", scale = 0.1, unit = "V" }}'
+        for i in range(50)
+    )
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "TEST-50.toml").write_text(
+        f'model = "TEST-50"\nkind = "meter"\ndescription = "a 50-register test device"\n'
+        f"points = [\n{points},\n]\n",
+        encoding="utf-8",
+    )
+    site_file = tmp_path / "site.toml"
+    site_file.write_text(
+        'profile_dirs = ["profiles"]\n'
+        + to_toml(
+            site_config(
+                rtu_bus("line", 115200) + tcp_bus("lan"),
+                [("test-rtu", "SUNSPEC-METER", "line", 1), ("test-tcp", "SUNSPEC-METER", "lan", 1)],
+                poll=FAST,
+            )
+        ).replace('"SUNSPEC-METER"', '"TEST-50"'),
+        encoding="utf-8",
+    )
+    config = load_site(site_file)
+    async with running(config) as rig:
+        await rig.wait_for(
+            lambda: rig.all_good("test-rtu") and rig.all_good("test-tcp"), what="every point GOOD"
+        )
+        for device in ("test-rtu", "test-tcp"):
+            unit = rig.site.unit(device)
+            samples = list(rig.gw.image.points(device))
+            assert len(samples) == 50
+            for _, point, sample in samples:
+                assert sample.value == truth(unit, point), f"{device}.{point}"

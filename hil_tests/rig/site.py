@@ -188,8 +188,14 @@ class SimulatedSite:
 
 
 def to_toml(site: SiteConfig) -> str:
-    """A site config as TOML: top-level tables and arrays of tables, anything deeper inline."""
+    """A site config as TOML: top-level tables and arrays of tables, anything deeper inline.
+
+    The site's own profiles (from its profile_dirs, next to its file, or already inline) go
+    in as ``[[profiles]]`` tables, so the document stands on its own wherever it is read."""
     data = site.model_dump(mode="json", by_alias=True, exclude_none=True)
+    data.pop("profile_dirs", None)
+    own = site.profile_library.site.values()
+    data["profiles"] = [p.model_dump(mode="json", exclude_none=True) for p in own]
     out: list[str] = []
     for key, section in data.items():
         if isinstance(section, dict):
