@@ -31,7 +31,15 @@ from gateway.bus.pdu import ExceptionAnswer, Read, decode_response, encode_reque
 from gateway.bus.transport import Transport
 from gateway.devices import codec, sunspec
 from gateway.devices.profile import Point, Profile, Table
-from gateway.errors import BusError, ModbusExceptionResponse, ResponseError, SunSpecError
+from gateway.errors import (
+    BusError,
+    BusTimeout,
+    DeviceUnavailable,
+    FrameError,
+    ModbusExceptionResponse,
+    ResponseError,
+    SunSpecError,
+)
 
 #: FC43 / MEI type 14, read device id code 01 (basic), from object 0.
 READ_DEVICE_ID = bytes([0x2B, 0x0E, 0x01, 0x00])
@@ -93,6 +101,8 @@ class Scanner:
         self.requests: list[tuple[int, int]] = []  # (unit id, function code) of every request
 
     async def scan(self) -> list[Found]:
+        """Probe every unit id in turn. A transport that cannot reach the line or the host
+        at all (:class:`~gateway.errors.TransportClosed`) ends the scan with that error."""
         found = []
         for unit in self.settings.units:
             result = await self.probe(unit)
@@ -107,8 +117,13 @@ class Scanner:
             answer = await self._read(
                 unit, Read(Table.HOLDING, 0, 1), self.settings.probe_timeout_s
             )
-        except BusError:
+        except (BusTimeout, DeviceUnavailable):
             return None
+        except FrameError as exc:
+            # something answered, but not in frames this line's settings can read
+            found = Found(unit, f"garbled frames ({exc}): check the baud rate and parity")
+            found.elapsed_s = time.monotonic() - started
+            return found
         if isinstance(answer, ExceptionAnswer) and answer.exception_code in GATEWAY_EXCEPTIONS:
             return None  # a TCP-to-RTU gateway saying nothing answered behind it
         what = (

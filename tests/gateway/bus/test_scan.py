@@ -9,6 +9,7 @@ from gateway.bus.scan import Found, Scanner, ScanSettings, devices_block
 from gateway.cli.scan import parse_units
 from gateway.devices import sunspec
 from gateway.devices.profile import Table, load_profile
+from gateway.errors import TransportClosed
 
 PROFILES = {m: load_profile(m) for m in ("EASTRON-SDM630", "EVSE-HEC", "SUNSPEC-METER", "SIO-1")}
 
@@ -93,3 +94,16 @@ def test_unit_ranges() -> None:
         parse_units("300")
     with pytest.raises(ValueError, match="'a-b'"):
         parse_units("a-b")
+
+
+async def test_garbled_answers_are_reported_as_a_line_setting_to_check() -> None:
+    garbled = MemoryUnit(corrupt_next=100)
+    found, _ = await scan({3: garbled}, range(3, 4))
+    assert found[0].answered.startswith("garbled frames")
+    assert "baud rate" in found[0].answered
+
+
+async def test_a_bus_that_cannot_be_reached_ends_the_scan_with_its_error() -> None:
+    bus = MemoryTransport("line", {1: sdm630()})  # never opened: as a refused connection
+    with pytest.raises(TransportClosed):
+        await Scanner(bus, PROFILES, ScanSettings((1, 2), 0.05, 1.0)).scan()
