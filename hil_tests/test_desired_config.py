@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config.agent import ConfigAgent
+from gateway.control.alarms import read_journal
 from gateway.control.safety_io import CLAIMED
 from gateway.runtime import Gateway
 from gateway.site import load_site, parse_site
@@ -85,9 +86,15 @@ async def test_apply_in_place_keeps_the_loop_on_time_and_the_sio_claimed_and_rol
             assert bigger != base
             carport = gw.schedulers["carport"]
             sio_poller = gw.pollers["sio"]
-            agent.offer(desired(bigger, 1))
+            agent.offer(desired(bigger, 1, safety_change=True))  # confirmed in the fleet
             report = await settled(agent)
             assert report.status == "applied", report
+            journal = read_journal(tmp_path / "state" / "alarms.jsonl")
+            info = [e for e in journal if e.key == "config/safety-change" and e.kind == "raised"]
+            assert [e.severity.value for e in info] == ["info"]
+            assert (
+                "version 1 applied: it weakens or removes a standard interlock" in info[0].message
+            )
             assert report.version == 1
             assert report.sha256 == document_hash(bigger)
             assert gw.schedulers["carport"] is carport  # the bus stayed open, its scheduler too
