@@ -72,6 +72,8 @@ class Found:
             parts.append(" ".join(self.identification.values()))
         if self.sunspec:
             parts.append("SunSpec " + " ".join(v for v in self.sunspec.values() if v))
+        if not parts and self.profiles:
+            return "recognised by its identity registers"
         return "; ".join(parts) or "does not say what it is"
 
 
