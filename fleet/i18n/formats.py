@@ -6,7 +6,7 @@ import datetime as dt
 import math
 from dataclasses import dataclass
 from datetime import UTC, timedelta
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from babel import Locale
 from babel.dates import format_datetime, format_time, format_timedelta
@@ -55,6 +55,13 @@ class Formats:
         """How long ago ``at`` was, rounded as the pages' script rounds it: '43 sec. ago',
         '2 min. ago', '3秒前' (the script keeps it current in the browser)."""
         span = max(timedelta(0), (now or dt.datetime.now(UTC)) - at)
-        return format_timedelta(
-            -span, threshold=1.5, add_direction=True, format="short", locale=self.locale
-        )
+        return _ago(self.tag, round(span.total_seconds()))
+
+
+@lru_cache(maxsize=8192)
+def _ago(tag: str, seconds: int) -> str:
+    """'3 sec. ago' for whole seconds (a page shows hundreds of ages, most of them alike)."""
+    return format_timedelta(
+        timedelta(seconds=-seconds), threshold=1.5, add_direction=True, format="short",
+        locale=Locale.parse(babel_locale(tag)),
+    )  # fmt: skip

@@ -7,10 +7,10 @@ the order a person should look at them. A handful of set-based queries for any f
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from pydantic import BaseModel
-from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy import case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleet.catalog import Shape, catalog
@@ -19,7 +19,8 @@ from fleet.queries.alarms import SEVERITIES
 from gateway.devices.profile import DeviceKind
 
 
-class WorstAlarm(BaseModel):
+@dataclass(frozen=True)
+class WorstAlarm:
     id: int
     severity: str
     gateway: str
@@ -28,19 +29,23 @@ class WorstAlarm(BaseModel):
     raised_at: datetime
 
 
-class SiteAttention(BaseModel):
+@dataclass
+class SiteAttention:
+    """One site as the overview shows it (a plain dataclass: the overview fills one per site
+    and counts into it, for every request)."""
+
     name: str
     title: str
-    gateways: int
-    gateways_offline: list[str]
+    gateways: int = 0
+    gateways_offline: list[str] = field(default_factory=list)
     #: gateways registered that never sent a message (they need their [uplink] table)
-    gateways_never_connected: list[str]
-    devices: int
-    devices_offline: list[str]
-    open_alarms: int
-    worst_alarm: WorstAlarm | None
+    gateways_never_connected: list[str] = field(default_factory=list)
+    devices: int = 0
+    devices_offline: list[str] = field(default_factory=list)
+    open_alarms: int = 0
+    worst_alarm: WorstAlarm | None = None
     #: devices of each kind in an alarm or out-of-service state, e.g. {"elevator": ["elv-1"]}
-    out_of_service: dict[DeviceKind, list[str]]
+    out_of_service: dict[DeviceKind, list[str]] = field(default_factory=dict)
 
     @property
     def needs_a_person(self) -> bool:
@@ -91,13 +96,9 @@ def in_alarm(shape: Shape, alarm_values: frozenset[int], value: object) -> bool:
 async def attention(session: AsyncSession) -> list[SiteAttention]:
     """Every site, those that need a person first (see :meth:`SiteAttention.urgency`)."""
     sites = {
-        site_id: SiteAttention(
-            name=name, title=title, gateways=0, gateways_offline=[],
-            gateways_never_connected=[], devices=0, devices_offline=[], open_alarms=0,
-            worst_alarm=None, out_of_service={},
-        )
+        site_id: SiteAttention(name=name, title=title)
         for site_id, name, title in await session.execute(select(Site.id, Site.name, Site.title))
-    }  # fmt: skip
+    }
     gateway_site: dict[int, int] = {}
     gateway_name: dict[int, str] = {}
     rows = select(Gateway.id, Gateway.site_id, Gateway.name, Gateway.online, Gateway.last_seen)
@@ -155,7 +156,7 @@ async def _devices(
     session: AsyncSession, sites: dict[int, SiteAttention], gateway_site: dict[int, int]
 ) -> None:
     """Devices per site, those offline (a point marked offline by its gateway), and those in
-    an alarm or out-of-service state, by kind."""
+    an alarm or out-of-service state, by kind: one pass over the latest values."""
     per_site = (
         select(Gateway.site_id, func.count(Device.id))
         .join(Device, Device.gateway_id == Gateway.id)
@@ -163,31 +164,31 @@ async def _devices(
     )
     for site_id, n in await session.execute(per_site):
         sites[site_id].devices = n
-    marked = select(LatestValue.device_id).where(LatestValue.quality == "offline").distinct()
-    offline = select(Device.gateway_id, Device.name).where(Device.id.in_(marked))
-    for gw_id, name in await session.execute(offline.order_by(Device.name)):
-        sites[gateway_site[gw_id]].devices_offline.append(name)
     status = _status_points()
-    wanted = [
-        and_(Device.model == model, LatestValue.point.in_(points))
-        for model, points in status.items()
-        if points
-    ]
-    if not wanted:
-        return
-    kinds = {model: info.kind for model, info in catalog().items()}
-    values = (
-        select(Device.gateway_id, Device.name, Device.model, LatestValue.point, LatestValue.value)
+    names = sorted({point for points in status.values() for point in points})
+    worth_a_look = (
+        select(
+            Device.gateway_id, Device.name, Device.model, LatestValue.point,
+            LatestValue.value, LatestValue.quality,
+        )
         .join(LatestValue, LatestValue.device_id == Device.id)
-        .where(or_(*wanted), LatestValue.quality != "offline")
-    )
-    # site id → (device name, gateway id) → model
-    down: dict[int, dict[tuple[str, int], str]] = defaultdict(dict)
-    for gw_id, name, model, point, value in await session.execute(values):
-        shape, alarm_values = status[model][point]
-        if in_alarm(shape, alarm_values, value):
-            down[gateway_site[gw_id]][name, gw_id] = model
+        .where(or_(LatestValue.quality == "offline", LatestValue.point.in_(names)))
+    )  # fmt: skip
+    kinds = {model: info.kind for model, info in catalog().items()}
+    offline: dict[int, set[tuple[str, int]]] = defaultdict(set)  # site id → (device, gateway)
+    down: dict[int, dict[tuple[str, int], str]] = defaultdict(dict)  # … → model
+    for gw_id, name, model, point, value, quality in await session.execute(worth_a_look):
+        site_id = gateway_site[gw_id]
+        if quality == "offline":
+            offline[site_id].add((name, gw_id))
+            continue
+        found = status.get(model, {}).get(point)
+        if found is not None and in_alarm(found[0], found[1], value):
+            down[site_id][name, gw_id] = model
+    for site_id, devices in offline.items():
+        sites[site_id].devices_offline = sorted(name for name, _ in devices)
     for site_id, models in down.items():
         by_kind = sites[site_id].out_of_service
         for device in sorted(models):
-            by_kind.setdefault(kinds[models[device]], []).append(device[0])
+            if device not in offline[site_id]:
+                by_kind.setdefault(kinds[models[device]], []).append(device[0])
