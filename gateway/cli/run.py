@@ -98,10 +98,20 @@ async def _run(
     prepare_control_thread()
     loop = asyncio.get_running_loop()
     terminated = _cancel_on_sigterm(loop)
+    fatal: list[str] = []
+    main = asyncio.current_task()
+    assert main is not None
+
+    def give_up(reason: str) -> None:  # the service manager restarts it on the site file
+        fatal.append(reason)
+        main.cancel()
+
     try:
         gw = Gateway(site, state_dir=args.state_dir)
         text, interrupted = document
-        agent = ConfigAgent(gw, Path(args.config), text, args.state_dir, interrupted=interrupted)
+        agent = ConfigAgent(
+            gw, Path(args.config), text, args.state_dir, interrupted=interrupted, on_fatal=give_up
+        )
         async with gw, agent:
             until = None if args.duration is None else time.monotonic() + args.duration
             draw = args.display == "table" or (args.display == "auto" and status.can_draw(console))
@@ -109,6 +119,9 @@ async def _run(
             if args.json:
                 print(json.dumps(_snapshot(gw), indent=1), file=sys.stderr)
     except asyncio.CancelledError:
+        if fatal:
+            log.error("stopping: %s", fatal[0])
+            return EXIT_FAILED
         if not terminated:
             raise
         log.info("stopped (SIGTERM)")

@@ -73,8 +73,12 @@ class ConfigAgent:
         interrupted: tuple[int, str] | None = None,
         in_place: InPlace | None = None,
         watch: Watch | None = None,
+        on_fatal: Callable[[str], None] | None = None,
     ) -> None:
-        """``in_place`` and ``watch`` replace the real apply and health window (tests)."""
+        """``on_fatal(reason)``: the gateway cannot go back to its previous document in place
+        (``gateway run`` then exits with a failure, and the service manager starts it again on
+        the site file, which still holds that document); ``in_place`` and ``watch`` replace
+        the real apply and health window (tests)."""
         self.gateway = gateway
         self.site_path = site_path
         self.text = site_text  # the document that runs
@@ -84,6 +88,7 @@ class ConfigAgent:
         self.in_place: InPlace | None = None  # once the gateway runs
         self._given_in_place = in_place
         self._watch = watch or self._health_window
+        self._on_fatal = on_fatal
         gateway.before_uplink.append(self._register)
         self._latest: DesiredConfig | None = None
         self._wake = asyncio.Event()
@@ -285,9 +290,11 @@ class ConfigAgent:
             await self.in_place.apply(old)
         except Exception as exc:  # the old site's ports: they were open a moment ago
             log.exception("configuration: going back to the previous document failed")
-            reason += f"; going back failed too ({exc}): the gateway restarts"
+            reason += f"; going back in place failed too ({exc}): the gateway restarts on it"
             await asyncio.to_thread(self.store.abandon)
             await self._say(self._make("rolled back", about=desired.version, reason=reason))
+            if self._on_fatal is not None:
+                self._on_fatal(reason)
             raise
         await asyncio.to_thread(self.store.abandon)
         await self._say(self._make("rolled back", about=desired.version, reason=reason))

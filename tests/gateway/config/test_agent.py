@@ -69,11 +69,11 @@ def document(version: int, kind: str = "good") -> str:
 class Bench(InPlace):
     """The apply without buses: the site changes, or a port 'cannot be opened'."""
 
-    fail_next = False
+    failures = 0  # how many applies fail from now on (2: the way back fails too)
 
     async def apply(self, new: SiteConfig) -> Changes:
-        if self.fail_next:
-            self.fail_next = False
+        if self.failures:
+            self.failures -= 1
             raise ApplyError(["buses: bus 'b1': port /dev/ttyX does not exist"])
         self.gateway.site = new
         return Changes()
@@ -94,7 +94,7 @@ class Model:
 push = st.tuples(
     st.just("push"),
     st.sampled_from(["good", "good", "typo", "identity", "period"]),
-    st.sampled_from(["healthy", "healthy", "unhealthy", "apply fails"]),
+    st.sampled_from(["healthy", "healthy", "unhealthy", "apply fails", "no way back"]),
 )
 ops = st.lists(
     st.one_of(push, st.just(("again",)), st.just(("restart",)), st.just(("kill",))),
@@ -121,6 +121,7 @@ async def _run(tmp: Path, steps: list[tuple[Any, ...]]) -> None:
     last: DesiredConfig | None = None
     version = 0
 
+    fatal: list[str] = []
     watching = asyncio.Event()  # the health window of a version that will never end began
 
     async def watch(new: SiteConfig, changes: Changes, unchanged: set[str]) -> Verdict:
@@ -144,7 +145,14 @@ async def _run(tmp: Path, steps: list[tuple[Any, ...]]) -> None:
         )
         bench = Bench(gw)
         agent = ConfigAgent(
-            gw, site_file, text, state, interrupted=interrupted, in_place=bench, watch=watch
+            gw,
+            site_file,
+            text,
+            state,
+            interrupted=interrupted,
+            in_place=bench,
+            watch=watch,
+            on_fatal=fatal.append,
         )
         return agent, bench
 
@@ -160,14 +168,21 @@ async def _run(tmp: Path, steps: list[tuple[Any, ...]]) -> None:
                     version=version, sha256=document_hash(text), document=text, at=time.time()
                 )
                 if kind == "good":
-                    bench.fail_next = outcome == "apply fails"
-                    if outcome != "apply fails":
+                    bench.failures = {"apply fails": 1, "no way back": 2}.get(outcome, 0)
+                    if outcome in ("healthy", "unhealthy"):
                         verdicts.append(
                             HEALTHY if outcome == "healthy" else Verdict(False, "bus 'b1' silent")
                         )
                 agent.offer(last)
                 await asyncio.wait_for(agent.idle.wait(), 5)
                 _expect_push(model, version, kind, outcome, text)
+                if kind == "good" and outcome == "no way back":  # gateway run exits: restart
+                    assert fatal == [agent.report.reason]
+                    assert "going back in place failed too" in agent.report.reason
+                    fatal.clear()
+                    await agent.__aexit__(None, None, None)
+                    agent, bench = start(ConfigAgent.before_start(state, site_file))
+                    await agent.__aenter__()
             elif step[0] == "again" and last is not None:
                 agent.offer(last)
                 await asyncio.wait_for(agent.idle.wait(), 5)
