@@ -294,6 +294,8 @@ class InPlace:
             self._rebuild_controllers(new)
         self._follow_devices(set(changes.devices_added))
         gw.supervisor.config = new.control
+        if gw.uplink is not None:  # the devices the next state message names
+            gw.uplink.devices = {name: p.profile.model for name, p in gw.pollers.items()}
         gw.site = new
         gw.supervisor.loop.wake()
 
