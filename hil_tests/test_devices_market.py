@@ -16,7 +16,13 @@ from gateway.image import Quality
 from gateway.site import SiteConfig, load_site, parse_site
 from hil_tests.gateway_rig import rtu_bus, running, site_config, tcp_bus, truth
 from hil_tests.rig.sim.charger import Car, Charger
-from hil_tests.rig.sim.market import AlfenSocket, KebaP30, MarketCharger, MarketInverter
+from hil_tests.rig.sim.market import (
+    AlfenSocket,
+    KebaP30,
+    MarketCharger,
+    MarketInverter,
+    MarketMeter,
+)
 from hil_tests.rig.site import to_toml
 
 pytestmark = pytest.mark.hil
@@ -102,11 +108,42 @@ async def test_a_site_mixing_charger_models_shares_the_feeder_and_stops_all_on_f
             await asyncio.sleep(0.05)
         await rig.wait_for(lambda: board.state_name == "CLAIMED", what="the SIO-1 claimed")
         board.set_input("fire_alarm_loop", False)
-        await rig.wait_for(lambda: max(setpoints()) == 0.0, what="every charger model at 0 A")
+        await rig.wait_for(
+            lambda: float(hec.get("max_current") or 0) == float(alfen.get("max_current") or 0) == 0,
+            what="the Heidelberg and the Alfen at 0 A",
+        )
+        # the KEBA takes no 0 A (6000..63000 mA): it is stopped by its lock
         await rig.wait_for(lambda: keba.is_label("enable", "disabled"), what="the KEBA locked")
         await rig.wait_for(lambda: hec.get("remote_lock") == 0, what="the Heidelberg locked")
         await rig.wait_for(lambda: pv.is_label("start_stop", "stop"), what="the Sungrow stopped")
         await rig.wait_for(lambda: all(u.current_a == 0 for u in (keba, alfen)), what="no current")
+        assert all(v >= 6 for n, v in keba.written if n == "set_current"), keba.written
+
+
+async def test_a_feeder_pause_locks_a_keba_instead_of_writing_0_a() -> None:
+    config = with_safety(
+        site_config(
+            tcp_bus("lan") + rtu_bus("meter", 115200),
+            [("keba", "KEBA-P30", "lan", 255), ("meter", "EASTRON-SDM630", "meter", 1)],
+            poll=FAST,
+        ),
+        "[safety.feeder_limit]\nlimit_a = 16\nperiod_s = 0.2\n",
+    )
+    async with running(config) as rig:
+        keba = rig.site.unit("keba")
+        assert isinstance(keba, KebaP30)
+        keba.plug_in(32)
+        await rig.wait_for(lambda: keba.current_a >= 6, within=15, what="charging")
+        # 5 kW more base load: 16 A - 11.6 A leaves less than 6 A: a pause
+        meter = rig.site.unit("meter")
+        assert isinstance(meter, MarketMeter)
+        meter.base_load_w = 8000.0
+        await rig.wait_for(lambda: keba.is_label("enable", "disabled"), what="paused by its lock")
+        await rig.wait_for(lambda: keba.current_a == 0.0, what="no current while paused")
+        meter.base_load_w = 3000.0
+        await rig.wait_for(lambda: keba.is_label("enable", "enabled"), what="unlocked again")
+        await rig.wait_for(lambda: keba.current_a >= 6, what="charging again")
+        assert all(v >= 6 for n, v in keba.written if n == "set_current"), keba.written
 
 
 async def test_keba_falls_to_its_failsafe_current_when_no_write_arrives() -> None:

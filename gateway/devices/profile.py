@@ -352,6 +352,12 @@ class Profile(Strict):
             for role, binding in self.roles.items()
             for problem in _binding_problems(role, binding, self.kind, points)
         ]
+        setpoint = self.roles.get(Role.CHARGER_CURRENT_SETPOINT)
+        if setpoint is not None and setpoint.pause_by_lock and Role.CHARGER_LOCK not in self.roles:
+            problems.append(
+                "roles.charger_current_setpoint.pause_by_lock: needs a charger_lock role to "
+                "pause with"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self

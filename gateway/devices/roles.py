@@ -152,6 +152,9 @@ class RoleBinding(Strict):
     #: third of this, and the device falls back to ``fallback`` when the gateway is gone.
     keep_alive_s: float | None = Field(default=None, gt=0)
     fallback: str | None = None
+    #: A charger setpoint that cannot take 0 A (KEBA: 6000..63000 mA): the standard
+    #: interlocks pause and stop such a charger with its lock (charger_lock) instead.
+    pause_by_lock: bool = False
 
     @model_validator(mode="after")
     def _one_way(self) -> Self:

@@ -92,6 +92,14 @@ class FeederAllocation(_Periodic):
             active = {code(profiles[c], state.names[0], label) for label in state.active}
             self.state[c] = (state.names[0], active)
         self.hw_max = {c: profiles[c].role_point(Role.CHARGER_MAX_CURRENT) for c in chargers}
+        #: chargers whose setpoint cannot take 0 A: paused with their lock (point, on code)
+        self.pause_lock: dict[str, tuple[str, int | str | None]] = {}
+        for c in chargers:
+            lock = profiles[c].role(Role.CHARGER_LOCK)
+            if profiles[c].roles[Role.CHARGER_CURRENT_SETPOINT].pause_by_lock and lock:
+                point = lock.names[0]
+                self.pause_lock[c] = (point, code(profiles[c], point, lock.on))
+                actuator.target(c, point, release=code(profiles[c], point, lock.off))
         self.setpoints: dict[str, float] = {}
         self._other: deque[tuple[float, float]] = deque()
 
@@ -101,6 +109,13 @@ class FeederAllocation(_Periodic):
         feeder = allocation.Feeder(self.cfg.limit_a, self.cfg.min_a)
         self.setpoints = allocation.allocate(feeder, loads, self._held(now, meter_a, loads))
         for name, amps in self.setpoints.items():
+            if name in self.pause_lock:
+                lock, on = self.pause_lock[name]
+                if amps <= 0:  # a pause: the lock, the setpoint left as it is
+                    self.actuator.demand(self.name, name, lock, on, PRIORITY_CONTROL, limit=False)
+                    self.actuator.withdraw(self.name, name, self.setpoint[name])
+                    continue
+                self.actuator.withdraw(self.name, name, lock)
             self.actuator.demand(
                 self.name, name, self.setpoint[name], amps, PRIORITY_CONTROL, limit=True
             )

@@ -287,6 +287,15 @@ def _ref(device: str, binding: RoleBinding) -> str:
     return f"{device}.{binding.names[0]}"
 
 
+def _stop(profile: Profile, charger: str, priority: int) -> dict[str, Any]:
+    """The write that stops a charger: 0 A, or its lock where its setpoint cannot take 0."""
+    setpoint = profile.roles[Role.CHARGER_CURRENT_SETPOINT]
+    lock = profile.role(Role.CHARGER_LOCK)
+    if setpoint.pause_by_lock and lock is not None:
+        return _write(_ref(charger, lock), lock.on, priority, release=lock.off)
+    return _write(_ref(charger, setpoint), 0.0, priority, limit=True)
+
+
 def _able(profiles: dict[str, Profile], devices: list[str], *roles: Role) -> list[str]:
     """The devices whose profiles play every role (the others are config errors already)."""
     return [d for d in devices if all(profiles[d].role(r) is not None for r in roles)]
@@ -352,7 +361,8 @@ def _fire(cfg: FireAlarm, profiles: dict[str, Profile]) -> list[dict[str, Any]]:
     p = PRIORITY_LIFE_SAFETY
     actions: list[dict[str, Any]] = [{"alarm": "critical", "message": "FIRE ALARM"}]
     for c in of_kind(profiles, DeviceKind.CHARGER, cfg):
-        if setpoint := _role(profiles, c, Role.CHARGER_CURRENT_SETPOINT):
+        setpoint = _role(profiles, c, Role.CHARGER_CURRENT_SETPOINT)
+        if setpoint is not None and not setpoint.pause_by_lock:  # else the lock stops it
             actions.append(_write(_ref(c, setpoint), 0.0, p, limit=True))
         if lock := _role(profiles, c, Role.CHARGER_LOCK):
             actions.append(_write(_ref(c, lock), lock.on, p, release=lock.off))
@@ -404,6 +414,7 @@ def _temperature(cfg: ChargerTemperature, profiles: dict[str, Profile]) -> list[
     for c in _able(profiles, of_kind(profiles, DeviceKind.CHARGER, cfg), *roles):
         point = _ref(c, profiles[c].roles[Role.CHARGER_TEMPERATURE])
         setpoint = _ref(c, profiles[c].roles[Role.CHARGER_CURRENT_SETPOINT])
+        stop = _stop(profiles[c], c, PRIORITY_PROTECTION)
         rules += [
             {
                 "name": f"overtemp-derate-{c}",
@@ -419,7 +430,7 @@ def _temperature(cfg: ChargerTemperature, profiles: dict[str, Profile]) -> list[
                 "name": f"overtemp-stop-{c}",
                 "when": {"point": point, "gt": cfg.trip_c, "hysteresis": cfg.trip_c - cfg.resume_c},
                 "actions": [
-                    _write(setpoint, 0.0, PRIORITY_PROTECTION, limit=True),
+                    stop,
                     {"alarm": "major", "message": f"{c} over temperature: stopped"},
                 ],
                 "unknown_severity": cfg.unknown_severity,
@@ -442,9 +453,9 @@ def _lockout(cfg: Scope, profiles: dict[str, Profile]) -> list[dict[str, Any]]:
         if contactor := profile.role(Role.CHARGER_CONTACTOR):
             welded = {"point": _ref(c, contactor), "eq": contactor.on, "says": "welded contactor"}
             when = {"any": [when, welded]}
-        setpoint = _ref(c, profile.roles[Role.CHARGER_CURRENT_SETPOINT])
-        actions = [_write(setpoint, 0.0, PRIORITY_PROTECTION, limit=True)]
-        if lock := profile.role(Role.CHARGER_LOCK):
+        actions = [_stop(profile, c, PRIORITY_PROTECTION)]
+        lock = profile.role(Role.CHARGER_LOCK)
+        if lock is not None and not profile.roles[Role.CHARGER_CURRENT_SETPOINT].pause_by_lock:
             actions.append(_write(_ref(c, lock), lock.on, PRIORITY_PROTECTION, release=lock.off))
         rule: dict[str, Any] = {
             "name": f"lockout-{c}",

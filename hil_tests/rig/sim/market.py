@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from gateway.devices import codec
 from gateway.devices.profile import DeviceKind, Point, PointType, Profile, Table
 from gateway.devices.roles import Role, RoleBinding
-from hil_tests.rig.registers import RegisterMap, SimulatedUnit
+from hil_tests.rig.registers import ExceptionCode, RegisterMap, SimModbusError, SimulatedUnit
 
 VOLTS = 230.0
 FREQUENCY_HZ = 50.0
@@ -266,6 +266,7 @@ def _amps(value: codec.Value) -> float:
     return float(value) if isinstance(value, int | float) else 0.0
 
 
+KEBA_MIN_MA, KEBA_MAX_MA = 6000, 63000  # the guide's range for 5004
 KEBA_MIRRORS = {
     "failsafe_current": "failsafe_current_setting",
     "failsafe_timeout": "failsafe_timeout_setting",
@@ -273,7 +274,8 @@ KEBA_MIRRORS = {
 
 
 class KebaP30(MarketCharger):
-    """KEBA reports the failsafe values it was sent at 1600/1602, the allowed current at 1100."""
+    """KEBA reports the failsafe values it was sent at 1600/1602, the allowed current at 1100,
+    and refuses a charging current outside 6000..63000 mA (exception 03)."""
 
     def __init__(self, profile: Profile, unit_id: int) -> None:
         super().__init__(profile, unit_id)
@@ -282,6 +284,16 @@ class KebaP30(MarketCharger):
         self.set("failsafe_timeout_setting", 60)
         self.set("failsafe_current_setting", 0.0)
         self.set("set_current", 0.0)
+
+    def on_write(self, table: Table, address: int, values: Sequence[int]) -> None:
+        setpoint = self.point("set_current")
+        if (table, address) == (setpoint.table, setpoint.address) and not (
+            KEBA_MIN_MA <= values[0] <= KEBA_MAX_MA
+        ):
+            raise SimModbusError(
+                ExceptionCode.ILLEGAL_DATA_VALUE, f"5004: {values[0]} mA outside 6000..63000"
+            )
+        super().on_write(table, address, values)
 
     def wrote(self, point: Point, now: float) -> None:
         super().wrote(point, now)
