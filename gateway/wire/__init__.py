@@ -199,8 +199,7 @@ def decode(model: type[P], data: bytes) -> P:
         raise WireError(f"{model.__name__}: {format_validation_error(exc)}") from None
 
 
-from gateway.wire import ota  # noqa: E402 - its models build on Payload, defined above
-from gateway.wire import config  # noqa: E402 - likewise
+from gateway.wire import config, ota  # noqa: E402 - their models build on Payload, above
 
 MODELS: dict[Kind, type[Payload]] = {
     Kind.STATE: State,
