@@ -10,7 +10,7 @@ from functools import cached_property, lru_cache
 
 from babel import Locale
 from babel.dates import format_datetime, format_time, format_timedelta
-from babel.numbers import format_decimal
+from babel.numbers import NumberPattern, parse_pattern
 
 from fleet.i18n import babel_locale
 
@@ -33,8 +33,7 @@ class Formats:
             return str(value)
         if digits is None:
             digits = 0 if float(value).is_integer() else 2 if abs(value) < 10 else 1
-        pattern = "#,##0" + ("." + "0" * digits if digits else "")
-        return format_decimal(value, format=pattern, locale=self.locale)
+        return str(_pattern(digits).apply(value, self.locale))
 
     def datetime(self, at: dt.datetime) -> str:
         """Date and time (to the second) in the server's time zone."""
@@ -65,3 +64,9 @@ def _ago(tag: str, seconds: int) -> str:
         timedelta(seconds=-seconds), threshold=1.5, add_direction=True, format="short",
         locale=Locale.parse(babel_locale(tag)),
     )  # fmt: skip
+
+
+@lru_cache(maxsize=16)
+def _pattern(digits: int) -> NumberPattern:
+    """The CLDR pattern of a grouped number with ``digits`` decimals, parsed once."""
+    return parse_pattern("#,##0" + ("." + "0" * digits if digits else ""))
