@@ -98,6 +98,7 @@ async def simulate(kind: str, config: Path) -> None:
                 addresses.append(str((await stack.enter_async_context(server)).port))
         partial = config.with_suffix(".partial")
         partial.write_text(site_toml(kind, addresses), encoding="utf-8")
+        (config.parent / "BENCH-50.toml").write_text(PROFILE, encoding="utf-8")  # found there
         partial.replace(config)
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
@@ -117,15 +118,6 @@ async def simulate(kind: str, config: Path) -> None:
 
 async def poll_and_measure(config: Path) -> dict[str, float]:
     """Run the gateway runtime on ``config``; its CPU and transactions in a steady window."""
-    from gateway.devices import profile
-
-    bench = profile.parse_profile(PROFILE, "bench/BENCH-50")
-    shipped = profile.load_profile
-
-    def load(model: str) -> profile.Profile:
-        return bench if model == "BENCH-50" else shipped(model)
-
-    profile.load_profile = load  # before gateway.site binds the name
     from gateway.runtime import Gateway
     from gateway.site import load_site
 

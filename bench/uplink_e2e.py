@@ -15,8 +15,7 @@ arrives. Measured:
 * gateway CPU as a fraction of one core (from /proc, steady window) and peak RSS (VmHWM).
 
 The bench device profile (``BENCH-50``, 50 u16 holding registers) is not a shipped profile:
-the site config loads profiles by model name from ``gateway/devices/profiles/`` only, so the gateway
-process here is started through :func:`gateway_main`, which adds it before the site loads.
+it is written next to the site file (``BENCH-50.toml``), where a site finds its own profiles.
 """
 
 from __future__ import annotations
@@ -79,19 +78,16 @@ def broker_bytes(topic: str, payload: bytes) -> int:
 
 
 def gateway_main(config: str, state: str) -> None:
-    """The gateway process: ``gateway run`` with the bench profile added to the shipped ones."""
-    from gateway.devices import profile
-
-    shipped = profile.load_profile
-    bench = profile.parse_profile(PROFILE, "bench/BENCH-50")
-
-    def load(model: str) -> profile.Profile:
-        return bench if model == "BENCH-50" else shipped(model)
-
-    profile.load_profile = load  # type: ignore[assignment]  # before gateway.site binds it
+    """The gateway process: ``gateway run`` on the bench's site."""
     from gateway.cli import main as cli
 
     sys.exit(cli.main(["run", "--config", config, "--state-dir", state]))
+
+
+def write_site(config: Path, text: str) -> None:
+    """The site file, and the bench profile next to it where the site finds it."""
+    (config.parent / "BENCH-50.toml").write_text(PROFILE, encoding="utf-8")
+    config.write_text(text, encoding="utf-8")
 
 
 class Devices:
@@ -182,9 +178,7 @@ async def measure(broker_port: int, tmp: Path, wire_format: str) -> dict[str, fl
             for unit in devices.units
         ]
         config = tmp / "site.toml"
-        config.write_text(
-            site_toml([s.port for s in servers], broker_port, wire_format), encoding="utf-8"
-        )
+        write_site(config, site_toml([s.port for s in servers], broker_port, wire_format))
         group = await stack.enter_async_context(asyncio.TaskGroup())
         ready = asyncio.Event()
         sub = group.create_task(subscribe(ready))

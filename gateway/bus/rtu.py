@@ -23,11 +23,11 @@ import os
 import termios
 import time
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import serial
-from pymodbus.framer import FramerRTU
 
+from gateway.bus.crc import crc16
 from gateway.bus.pdu import response_frame_size
 from gateway.bus.timer import PreciseTimer
 from gateway.bus.transport import LineClock, LineTiming
@@ -39,6 +39,8 @@ from gateway.errors import BusTimeout, FrameError, ResponseError, TransportClose
 _SETTLE_S = 0.1
 #: The shortest response frame (an exception: unit, function, code, CRC).
 _MIN_RESPONSE = 5
+#: Reads of a terminal within one wake-up while a frame misses bytes.
+_READS_PER_WAKE = 3
 _READS = {1, 2, 3, 4}
 _WRITES = {5, 6, 15, 16}
 _MEI = 0x2B  # encapsulated interface transport (FC43/14 device identification)
@@ -48,11 +50,11 @@ _PARITY = {"N": serial.PARITY_NONE, "E": serial.PARITY_EVEN, "O": serial.PARITY_
 def rtu_frame(unit_id: int, pdu: bytes) -> bytes:
     """Unit id + PDU + CRC-16 (low byte first on the wire)."""
     body = bytes([unit_id]) + pdu
-    return body + FramerRTU.compute_CRC(body).to_bytes(2, "big")
+    return body + crc16(body).to_bytes(2, "big")
 
 
 def crc_ok(frame: bytes) -> bool:
-    return len(frame) >= 4 and FramerRTU.check_CRC(frame[:-2], int.from_bytes(frame[-2:], "big"))
+    return len(frame) >= 4 and crc16(frame[:-2]) == int.from_bytes(frame[-2:], "big")
 
 
 class Misframed(Exception):
@@ -89,6 +91,18 @@ def answer_size(request: bytes, head: bytes | bytearray) -> int | None:
     if head[2] != expected:
         raise Misframed(f"byte count {head[2]}, expected {expected}")
     return 5 + expected
+
+
+def expected_size(request: bytes) -> int | None:
+    """Size of the normal (not exception) answer to ``request`` (unit id + PDU), when the
+    request alone tells it (reads and writes); None otherwise."""
+    function = request[1] if len(request) > 1 else 0
+    if function in _WRITES:
+        return 8
+    if function in _READS and len(request) >= 6:
+        count = int.from_bytes(request[4:6], "big")
+        return 5 + ((count + 7) // 8 if function in (1, 2) else 2 * count)
+    return None
 
 
 def stray_size(head: bytes | bytearray) -> int | None:
@@ -130,7 +144,6 @@ class _Pending:
         self.deadline = 0.0
         self.answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self.deadline_handle: asyncio.TimerHandle | None = None
-        self.rest_timed = False  # the rest of the answer was once collected by the timer
 
     @property
     def waiting(self) -> bool:
@@ -173,6 +186,7 @@ class RtuTransport:
         self._last_rx = 0.0
         self._pending: _Pending | None = None
         self._vmin = 1
+        self._attrs: list[Any] | None = None  # the port's termios attributes, once read
         self._watching = False
         self._lock = asyncio.Lock()
         self.stray_bytes = 0
@@ -221,12 +235,15 @@ class RtuTransport:
                     self.clock.abandoned(pending.deadline)  # its answer may still come
                 raise
             finally:
-                self._timer.cancel()
+                self._timer.cancel()  # its send, or the collection of its answer
                 if pending.deadline_handle is not None:
                     pending.deadline_handle.cancel()
                 self._pending = None
                 self._watch()
-                self._set_vmin(1)
+                if not self._rx:
+                    # Idle, the line wakes the loop from the shortest answer on: what is less
+                    # (noise, a cut-off tail) is read by the next request's last look.
+                    self._set_vmin(_MIN_RESPONSE)
 
     # -- the request ------------------------------------------------------------------------
 
@@ -240,8 +257,10 @@ class RtuTransport:
         pending = self._pending
         if pending is None or pending.sent:
             return
-        self._on_readable()  # one last look: bytes the loop has not handed over yet
         start = self.clock.earliest_start()
+        if start <= time.monotonic():
+            self._on_readable()  # one last look: bytes the loop has not handed over yet
+            start = self.clock.earliest_start()
         if start > time.monotonic():
             self.t35_waits += 1
             self._timer.call_at(start, self._send_when_due)
@@ -259,11 +278,25 @@ class RtuTransport:
         sent_at = time.monotonic()
         self.clock.sent(sent_at, len(pending.frame))
         pending.sent = True
-        pending.deadline = (
-            sent_at + self.timing.frame_time(len(pending.frame)) + pending.response_timeout
-        )
+        request_end = sent_at + self.timing.frame_time(len(pending.frame))
+        pending.deadline = request_end + pending.response_timeout
         loop = asyncio.get_running_loop()
         pending.deadline_handle = loop.call_at(pending.deadline, self._on_deadline, pending)
+        # Nothing wakes the loop while the answer is on the wire (a terminal wakes its
+        # reader for every chunk an adapter hands over, even below VMIN): the timer collects
+        # it when a prompt answer is complete, the shortest (exception) one included.
+        expected = expected_size(pending.request) or _MIN_RESPONSE
+        self._unwatch()
+        self._timer.call_at(
+            request_end + self.timing.t35 + self.timing.frame_time(expected), self._collect
+        )
+
+    def _collect(self) -> None:
+        """(timer) Take what has come of the answer by the time a prompt one is complete; a
+        device that thinks before it answers wakes the loop through the reader from here,
+        once as much has come as the frame needs (VMIN)."""
+        self._on_readable()
+        self._watch()
 
     def _send_when_due(self) -> None:
         """The timer's callback: nothing may be left to raise into the loop, or the
@@ -303,23 +336,28 @@ class RtuTransport:
     # -- bytes from the line ----------------------------------------------------------------
 
     def _on_readable(self) -> None:
-        try:
-            data = os.read(self._fd, 4096)
-        except BlockingIOError:
-            return
-        except OSError:
-            # The client side of a pty or a USB adapter that went away: keep the port; the
-            # next transaction times out and the breakers decide.
-            return
-        if not data:
-            return
-        self._last_rx = time.monotonic()
-        self._rx += data
-        self._account(self._last_rx)
+        # A terminal may hand over what it holds in pieces (a pty: 64 bytes, then the rest):
+        # while a frame still misses bytes, read again now rather than on the next wake-up.
+        for _ in range(_READS_PER_WAKE):
+            try:
+                data = os.read(self._fd, 4096)
+            except BlockingIOError:
+                return
+            except OSError:
+                # The client side of a pty or a USB adapter that went away: keep the port;
+                # the next transaction times out and the breakers decide.
+                return
+            if not data:
+                return
+            self._last_rx = time.monotonic()
+            self._rx += data
+            if not self._account(self._last_rx):
+                return
 
-    def _account(self, now: float) -> None:
+    def _account(self, now: float) -> bool:
         """Tell the clock where the bytes received so far leave the line, and hand a
-        complete answer (or the news that it cannot be one) to the pending transaction."""
+        complete answer (or the news that it cannot be one) to the pending transaction;
+        True while a frame waits for more bytes."""
         pending = self._pending if self._pending is not None and self._pending.waiting else None
         try:
             if pending is not None:
@@ -331,32 +369,23 @@ class RtuTransport:
             if pending is not None:
                 pending.answer.set_exception(FrameError(self.name, pending.unit_id, str(exc)))
             self._set_vmin(1)
-            return
+            return False
         if size is None or len(self._rx) < size:
+            # The rest is on the wire: the kernel holds it back until all of it is in, rather
+            # than wake this thread for every chunk the adapter hands over.
             missing = (size or _MIN_RESPONSE) - len(self._rx)
             self.clock.received(now, frame_open=True)
             self._set_vmin(missing)
-            if pending is not None and size is not None and not pending.rest_timed:
-                # The rest is on the wire: collect it once the wire has carried it, rather
-                # than have the kernel wake this thread for every chunk the adapter hands over.
-                pending.rest_timed = True
-                self._unwatch()
-                self._timer.call_at(now + self.timing.frame_time(missing), self._collect_rest)
-            return
+            return True
         frame = bytes(self._rx[:size])
         del self._rx[:size]
         self.clock.received(now, frame_open=bool(self._rx))
-        self._set_vmin(1)
+        self._set_vmin(1 if self._rx else _MIN_RESPONSE)
         if pending is not None:
             pending.answer.set_result(frame)
         else:
             self.stray_bytes += len(frame)  # a late answer: over, and nobody's
-
-    def _collect_rest(self) -> None:
-        """What the adapter has of the answer's rest by the time the wire carried it; anything
-        it still holds back wakes the loop through the reader, by VMIN."""
-        self._on_readable()
-        self._watch()
+        return False
 
     def _watch(self) -> None:
         if not self._watching and self._fd >= 0:
@@ -374,10 +403,11 @@ class RtuTransport:
         if vmin == self._vmin or self._fd < 0:
             return
         try:
-            attrs = termios.tcgetattr(self._fd)
-            attrs[6][termios.VMIN] = vmin
-            attrs[6][termios.VTIME] = 0
-            termios.tcsetattr(self._fd, termios.TCSANOW, attrs)
+            if self._attrs is None:  # read once: nothing else changes the port's settings
+                self._attrs = termios.tcgetattr(self._fd)
+                self._attrs[6][termios.VTIME] = 0
+            self._attrs[6][termios.VMIN] = vmin
+            termios.tcsetattr(self._fd, termios.TCSANOW, self._attrs)
         except termios.error:
             return  # not a terminal: every byte wakes the loop, which is only slower
         self._vmin = vmin

@@ -70,6 +70,9 @@ class PreciseTimer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._callback: Callable[[], None] | None = None
         self._fallback: asyncio.TimerHandle | None = None
+        # one time specification, filled in and handed over by reference on every arming
+        self._spec = _Itimerspec()
+        self._spec_ref = ctypes.byref(self._spec)
 
     @property
     def precise(self) -> bool:
@@ -101,12 +104,13 @@ class PreciseTimer:
     def call_at(self, when: float, callback: Callable[[], None]) -> None:
         """Run ``callback`` once ``time.monotonic() >= when``, replacing any pending one."""
         assert self._loop is not None, "enter the timer before using it"
+        if self._fd >= 0:
+            self._callback = callback
+            self._arm(when)  # replaces any pending expiry: no need to disarm first
+            return
         self.cancel()
         self._callback = callback
-        if self._fd >= 0:
-            self._arm(when)
-        else:
-            self._fallback = self._loop.call_at(when, self._on_expired)
+        self._fallback = self._loop.call_at(when, self._on_expired)
 
     def cancel(self) -> None:
         if self._callback is None:
@@ -121,13 +125,15 @@ class PreciseTimer:
     def _arm(self, when: float) -> None:
         """Expire at monotonic ``when``; 0 disarms."""
         assert _LIBC is not None
-        spec = _Itimerspec()
+        value = self._spec.it_value
         if when > 0:
-            seconds, fraction = divmod(when, 1.0)
-            spec.it_value.tv_sec = int(seconds)
+            seconds = int(when)
+            value.tv_sec = seconds
             # rounded up: expiring a nanosecond early would call back for nothing
-            spec.it_value.tv_nsec = min(999_999_999, int(fraction * 1e9) + 1)
-        if _LIBC.timerfd_settime(self._fd, _TFD_TIMER_ABSTIME, ctypes.byref(spec), None) != 0:
+            value.tv_nsec = min(999_999_999, int((when - seconds) * 1e9) + 1)
+        else:
+            value.tv_sec = value.tv_nsec = 0
+        if _LIBC.timerfd_settime(self._fd, _TFD_TIMER_ABSTIME, self._spec_ref, None) != 0:
             err = ctypes.get_errno()
             raise OSError(err, f"timerfd_settime: {os.strerror(err)}")
 
