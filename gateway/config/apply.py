@@ -217,16 +217,19 @@ class InPlace:
 
     async def _stop_bus(self, name: str, changes: Changes) -> None:
         gw = self.gateway
-        task = gw.bus_tasks.pop(name, None)
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # out of the dicts first: a write or command looks its device up there and queues
+        # on the scheduler in the same step, so none reaches it once its task is stopping
+        # (what was queued before is cancelled by the scheduler as it stops)
         scheduler = gw.schedulers.pop(name)
         for device in scheduler.pollers:
             gw.pollers.pop(device, None)
             changes.devices_removed.append(device)
             self._devices.pop(device, None)
+        task = gw.bus_tasks.pop(name, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         with contextlib.suppress(Exception):
             await scheduler.transport.__aexit__(None, None, None)
         self._transports.pop(name, None)
