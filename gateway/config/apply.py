@@ -123,6 +123,7 @@ class InPlace:
             d.name: _identity(gateway.site, d) for d in gateway.site.devices
         }
         self._transports: dict[str, Transport] = {}  # buses this opened
+        self._buses_seen: set[str] = set(self._buses)
         self._tasks: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
         self.last = Changes()
@@ -297,6 +298,7 @@ class InPlace:
             self._rebuild_controllers(new)
         self._follow_devices(set(changes.devices_added))
         gw.supervisor.config = new.control
+        gw.alarms.chatter = new.alarms
         if gw.uplink is not None:  # the devices the next state message names
             gw.uplink.devices = {name: p.profile.model for name, p in gw.pollers.items()}
         gw.site = new
@@ -318,13 +320,19 @@ class InPlace:
                 )
 
     def _forget(self, devices: set[str]) -> None:
-        """Removed devices: no more writes to them, no heartbeats, no claim protocol."""
+        """Removed devices: no more writes to them, no heartbeats, no claim protocol, and
+        their standing alarms about being silent cleared (nothing watches them any more)."""
         gw = self.gateway
         for key in [k for k in gw.actuator.targets if k[0] in devices]:
             del gw.actuator.targets[key]
             gw.actuator.read_back.discard(key)
         for device in devices:
             gw.keeper.kept.pop(device, None)
+            for alarm in (f"comm-loss/{device}", f"watchdog/{device}"):
+                gw.alarms.clear(alarm, by="configuration")
+        for bus in set(self._buses_seen) - set(gw.schedulers):
+            gw.alarms.clear(f"bus-down/{bus}", by="configuration")
+        self._buses_seen = set(gw.schedulers)
 
     def _rebuild_controllers(self, new: SiteConfig) -> None:
         gw = self.gateway
