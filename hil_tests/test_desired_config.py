@@ -147,6 +147,18 @@ async def test_apply_in_place_keeps_the_loop_on_time_and_the_sio_claimed_and_rol
             assert report.status == "rejected"
             assert any("limit_ww" in m for m in report.messages), report.messages
 
+            # the charger removed again: its interlocks let go, nothing is written to it
+            carport = gw.schedulers["carport"]  # reopened by the rollback above
+            agent.offer(desired(small, 5))
+            report = await settled(agent)
+            assert report.status == "applied", report
+            assert "charger-4" not in gw.pollers
+            assert gw.schedulers["carport"] is carport  # the other chargers kept polling
+            assert not [name for name in gw.engine.rules if "charger-4" in name]
+            assert not [key for key in gw.actuator.targets if key[0] == "charger-4"]
+            assert gw.supervisor.loop.skipped == skipped
+            assert gw.image.reading("sio", "state") == CLAIMED
+
 
 async def wait_until(condition: object, within: float, what: str) -> None:
     assert callable(condition)
