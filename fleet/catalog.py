@@ -36,11 +36,14 @@ class Shape(StrEnum):
     TEXT = "text"  # a string (nameplate)
 
 
-#: How long a value of each poll class stays current before it reads as stale (the site
-#: configs poll safety points every ~0.2 s, telemetry every few seconds, slow ones minutes).
+#: A gateway reports a value when it changes and at least every maximum report interval
+#: (``[uplink.reporting] max_interval_s``, 300 s by default) even when it does not, so a value
+#: is stale once two of those intervals and a minute have passed without a report; slow
+#: points (nameplates, counters) may be polled less often than that.
+REPORT_INTERVAL_S = 300.0
 STALE_AFTER_S = {
-    PollClass.SAFETY: 30.0,
-    PollClass.TELEMETRY: 120.0,
+    PollClass.SAFETY: 2 * REPORT_INTERVAL_S + 60,
+    PollClass.TELEMETRY: 2 * REPORT_INTERVAL_S + 60,
     PollClass.SLOW: 3600.0,
     PollClass.NEVER: 3600.0,
 }

@@ -12,14 +12,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from fleet.catalog import ModelInfo, PointInfo, Shape, model
+from fleet.catalog import STALE_AFTER_S, ModelInfo, PointInfo, Shape, model
 from fleet.i18n.formats import Formats
 from fleet.queries.attention import in_alarm
 from fleet.queries.site import DeviceView, PointValue
+from gateway.devices.profile import PollClass
 
 Translate = Callable[[str], str]
 #: How old a value of a point the catalog does not know may be before it reads as stale.
-UNKNOWN_STALE_AFTER_S = 120.0
+UNKNOWN_STALE_AFTER_S = STALE_AFTER_S[PollClass.TELEMETRY]
 
 
 @dataclass(frozen=True)

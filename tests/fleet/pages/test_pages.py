@@ -114,6 +114,9 @@ async def test_the_site_page_speaks_labels_units_and_states_not_registers(app: F
     # the alarm states are marked as such, healthy ones are not
     assert re.search(r'state-alarm[^"]*" data-point="lockout_latched"', html)
     assert re.search(r'state-ok[^"]*" data-point="fire_alarm_loop"', html)
+    # a value not reported for two report intervals is stale; a fresh one is not
+    assert re.search(r'state-alarm stale" data-point="service_mode"', html)  # 20 min old
+    assert re.search(r'state-ok" data-point="temperature"', html)
 
 
 async def test_the_site_page_in_chinese(app: FastAPI) -> None:
