@@ -264,18 +264,19 @@ class InPlace:
         old_site = gw.site
         before = set(gw.pollers)
         reopened = set(changes.buses_reopened)
-        for name, scheduler in gw.schedulers.items():  # buses kept: their devices follow
-            if name in reopened:
-                continue
+        kept = {name: s for name, s in gw.schedulers.items() if name not in reopened}
+        for name, scheduler in kept.items():  # buses kept: their devices follow; first out…
             wanted = {d.name: d for d in new.devices_on(name)}
             for device in list(scheduler.pollers):
                 if device not in wanted or self._devices.get(device) != _identity(
                     new, wanted[device]
                 ):
-                    del scheduler.pollers[device]
-                    gw.pollers.pop(device, None)
-                    self._devices.pop(device, None)
+                    old = scheduler.pollers.pop(device)
+                    if gw.pollers.get(device) is old:  # not moved to a bus opened above
+                        del gw.pollers[device]
+                        self._devices.pop(device, None)
                     changes.devices_removed.append(device)
+        for name, scheduler in kept.items():  # … then in (a device may move between buses)
             added = added_pollers.get(name, [])
             for poller in added:
                 scheduler.pollers[poller.name] = poller
