@@ -9,10 +9,13 @@ that comes after it gave up. It finds the end of a response by the length the re
 for (not by silence, which USB adapters break by delivering in chunks), checks the CRC, and
 never closes the shared port because one unit is silent.
 
-Waiting costs no CPU: the gap is kept by a timerfd (:mod:`gateway.bus.timer`) instead of a
-spin, and while a response arrives the terminal's VMIN makes the kernel hold the bytes until
-as many are in as the frame still needs, so a frame delivered in USB chunks wakes the loop
-once or twice instead of once per chunk.
+Waiting costs little CPU: the gap is kept by a timerfd (:mod:`gateway.bus.timer`) instead
+of a spin, and the port is not in the loop's watch while an answer is on the wire (a
+terminal wakes its reader for every chunk a USB adapter hands over, even below VMIN): the
+timer collects the answer when a prompt one is complete on the wire. Only a device that is
+slower than that is watched, with VMIN holding its answer back until as many bytes are in
+as the frame still needs. Between transactions nothing is watched either: whatever came
+meanwhile is read, and counted on the line's clock, right before the next request.
 """
 
 from __future__ import annotations
@@ -199,7 +202,6 @@ class RtuTransport:
             raise TransportClosed(self.name, 0, _open_error(self.port, exc)) from None
         self._fd = self._serial.fileno()
         self._timer.__enter__()
-        self._watch()
         # A port may be opened in the middle of someone else's frame.
         self.clock.received(time.monotonic(), frame_open=False)
         return self
@@ -239,7 +241,10 @@ class RtuTransport:
                 if pending.deadline_handle is not None:
                     pending.deadline_handle.cancel()
                 self._pending = None
-                self._watch()
+                if pending.sent and not pending.answered:
+                    self._watch()  # the answer it may still get keeps the line busy until over
+                else:
+                    self._unwatch()
                 if not self._rx:
                     # Idle, the line wakes the loop from the shortest answer on: what is less
                     # (noise, a cut-off tail) is read by the next request's last look.
@@ -296,7 +301,8 @@ class RtuTransport:
         device that thinks before it answers wakes the loop through the reader from here,
         once as much has come as the frame needs (VMIN)."""
         self._on_readable()
-        self._watch()
+        if self._pending is not None and self._pending.waiting:
+            self._watch()
 
     def _send_when_due(self) -> None:
         """The timer's callback: nothing may be left to raise into the loop, or the
@@ -382,6 +388,7 @@ class RtuTransport:
         self.clock.received(now, frame_open=bool(self._rx))
         self._set_vmin(1 if self._rx else _MIN_RESPONSE)
         if pending is not None:
+            self._unwatch()
             pending.answer.set_result(frame)
         else:
             self.stray_bytes += len(frame)  # a late answer: over, and nobody's

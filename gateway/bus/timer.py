@@ -73,6 +73,7 @@ class PreciseTimer:
         # one time specification, filled in and handed over by reference on every arming
         self._spec = _Itimerspec()
         self._spec_ref = ctypes.byref(self._spec)
+        self._arms = 0  # how often the timerfd was set: arming clears its expiry
 
     @property
     def precise(self) -> bool:
@@ -133,15 +134,20 @@ class PreciseTimer:
             value.tv_nsec = min(999_999_999, int((when - seconds) * 1e9) + 1)
         else:
             value.tv_sec = value.tv_nsec = 0
+        self._arms += 1
         if _LIBC.timerfd_settime(self._fd, _TFD_TIMER_ABSTIME, self._spec_ref, None) != 0:
             err = ctypes.get_errno()
             raise OSError(err, f"timerfd_settime: {os.strerror(err)}")
 
     def _on_expired(self) -> None:
-        if self._fd >= 0:
-            with contextlib.suppress(BlockingIOError):
-                os.read(self._fd, 8)  # the expiry count; reading it clears readiness
         self._fallback = None
         callback, self._callback = self._callback, None
-        if callback is not None:
-            callback()
+        arms = self._arms
+        try:
+            if callback is not None:
+                callback()
+        finally:
+            # Arming again clears the expiry; otherwise reading its count does.
+            if self._fd >= 0 and self._arms == arms:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._fd, 8)
