@@ -81,4 +81,5 @@ async def _run(first: SiteConfig, then: list[SiteConfig]) -> None:
                 assert not gw.bus_tasks[name].done()
             assert set(gw.engine.rules) == {i.name for i in new.all_interlocks()}
             assert set(gw.keeper.kept) == {d.name for d in new.devices}
+            assert {device for device, _ in gw.actuator.targets} <= set(gw.pollers)
             await asyncio.sleep(0)
