@@ -209,6 +209,14 @@
   /* ---------- history plots (uPlot) ---------- */
 
   const numberFormat = new Intl.NumberFormat(lang, { maximumFractionDigits: 2 });
+  const whenFormat = new Intl.DateTimeFormat(lang, { dateStyle: "short", timeStyle: "short" });
+  const hourFormat = new Intl.DateTimeFormat(lang, { hour: "2-digit", minute: "2-digit" });
+
+  /* the time axis and legend in the person's language (uPlot's own are English) */
+  function timeSeries(el) {
+    return { label: el.dataset.timeLabel, value: (u, ts) => (ts == null ? "–" : whenFormat.format(new Date(ts * 1000))) };
+  }
+  const timeAxis = { values: (u, splits) => splits.map((ts) => hourFormat.format(new Date(ts * 1000))) };
 
   function plotNumber(el, d) {
     const css = getComputedStyle(el);
@@ -221,13 +229,13 @@
       opts: {
         scales: { x: { time: true, min: d.since, max: d.until } },
         series: [
-          {},
+          timeSeries(el),
           { label: el.dataset.maxLabel, stroke: band, width: 1, value: fmt },
           { label: el.dataset.avgLabel, stroke: line, width: 2, value: fmt },
           { label: el.dataset.minLabel, stroke: band, width: 1, value: fmt },
         ],
         bands: [{ series: [1, 3], fill: band }],
-        axes: [{}, { values: (u, vals) => vals.map((v) => numberFormat.format(v) + unit), size: 70 }],
+        axes: [timeAxis, { values: (u, vals) => vals.map((v) => numberFormat.format(v) + unit), size: 70 }],
       },
     };
   }
@@ -238,14 +246,22 @@
     const t = [d.since], v = [d.initial];
     d.t.forEach((x, i) => { t.push(x); v.push(d.v[i]); });
     t.push(d.until); v.push(v[v.length - 1]);
-    const keys = Object.keys(d.labels).map(Number).sort((a, b) => a - b);
+    /* the axis names the states the span went through (all of them if it has none) */
+    const seen = new Set(v.filter((x) => x != null));
+    const all = Object.keys(d.labels).map(Number).sort((a, b) => a - b);
+    const keys = seen.size ? all.filter((k) => seen.has(k)).concat([...seen].filter((k) => !all.includes(k))) : all;
+    keys.sort((a, b) => a - b);
     const label = (x) => (x == null ? "–" : d.labels[String(x)] || String(x));
+    const ruler = document.createElement("canvas").getContext("2d");
+    ruler.font = "12px " + getComputedStyle(document.body).fontFamily;
+    const widest = Math.max(...keys.map((k) => ruler.measureText(label(k)).width));
+    const axis = Math.ceil(Math.min(el.clientWidth * 0.45, widest + 20));
     return {
       data: [t, v],
       opts: {
         scales: { x: { time: true, min: d.since, max: d.until }, y: { range: [keys[0] - 0.5, keys[keys.length - 1] + 0.5] } },
-        series: [{}, { label: d.label, stroke: line, width: 2, paths: uPlot.paths.stepped({ align: 1 }), value: (u, x) => label(x) }],
-        axes: [{}, { splits: () => keys, values: (u, vals) => vals.map(label), size: 120 }],
+        series: [timeSeries(el), { label: d.label, stroke: line, width: 2, paths: uPlot.paths.stepped({ align: 1 }), value: (u, x) => label(x) }],
+        axes: [timeAxis, { splits: () => keys, values: (u, vals) => vals.map(label), size: axis }],
       },
     };
   }
@@ -269,6 +285,6 @@
     wireActions();
     if (window.uPlot) drawPlots();
     const status = document.getElementById("updated");
-    if (status) refreshed(true);
+    if (status && document.getElementById("live")) refreshed(true);  // only a live screen
   });
 })();
