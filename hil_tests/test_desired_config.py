@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.bus.config import TcpBus
 from gateway.config.agent import ConfigAgent
 from gateway.control.alarms import read_journal
 from gateway.control.safety_io import CLAIMED
@@ -29,6 +30,7 @@ from gateway.site import load_site, parse_site
 from gateway.wire.config import DesiredConfig, ReportedConfig, document_hash
 from hil_tests.broker import HOST, Mosquitto, free_port
 from hil_tests.rig.processes import terminate
+from hil_tests.rig.sim.charger import Charger
 from hil_tests.rig.site import SimulatedSite, to_toml
 
 pytestmark = pytest.mark.hil
@@ -51,6 +53,9 @@ async def simulated() -> AsyncIterator[tuple[SimulatedSite, str]]:
     async with SimulatedSite(load_site(EXAMPLE), lively=False) as site:
         text = to_toml(site.resolved())
         assert "health_window_s = 30.0" in text
+        for n in range(1, 5):  # chargers fall back on their own after 2 s without a heartbeat
+            name = f'name = "charger-{n}"\n'
+            text = text.replace(name, f"{name}watchdog_timeout_s = 2.0\n")
         yield site, text.replace("health_window_s = 30.0", "health_window_s = 2.0")
 
 
@@ -68,7 +73,7 @@ def without_device(text: str, name: str) -> str:
 async def test_apply_in_place_keeps_the_loop_on_time_and_the_sio_claimed_and_rolls_back_a_bad_port(
     tmp_path: Path,
 ) -> None:
-    async with simulated() as (_site, base):
+    async with simulated() as (sim, base):
         small = without_device(base, "charger-4")
         site_file = tmp_path / "site.toml"
         site_file.write_text(small)
@@ -79,6 +84,11 @@ async def test_apply_in_place_keeps_the_loop_on_time_and_the_sio_claimed_and_rol
                 lambda: gw.image.reading("sio", "state") == CLAIMED, 20, "the SIO-1 claim"
             )
             assert "charger-4" not in gw.pollers
+            first = sim.unit("charger-1")
+            assert isinstance(first, Charger)
+            await wait_until(
+                lambda: first.get("watchdog_timeout") == 2000, 20, "the chargers' watchdogs set"
+            )
             skipped = gw.supervisor.loop.skipped
 
             # an export-limit change and a charger added, in one version
@@ -103,6 +113,10 @@ async def test_apply_in_place_keeps_the_loop_on_time_and_the_sio_claimed_and_rol
             assert gw.supervisor.loop.skipped == skipped  # no skipped control cycle
             assert gw.supervisor.safety_ios[0].claimed
             assert gw.image.reading("sio", "state") == CLAIMED
+            for name in ("charger-1", "charger-2", "charger-3"):  # heartbeats kept coming
+                charger = sim.unit(name)
+                assert isinstance(charger, Charger)
+                assert not charger.failsafe, name
             assert site_file.read_text() == bigger  # committed: the gateway's own now
             assert (tmp_path / "state" / "config" / "previous.toml").read_text() == small
 
@@ -125,6 +139,7 @@ async def test_apply_in_place_keeps_the_loop_on_time_and_the_sio_claimed_and_rol
 
             # a meter connection nobody answers: the window sees the bus silent, rolls back
             meter = gw.site.bus("meter")
+            assert isinstance(meter, TcpBus)
             silent = bigger.replace(
                 f'host = "{meter.host}"\nport = {meter.port}', f'host = "{meter.host}"\nport = 9'
             )
