@@ -278,3 +278,53 @@ def test_api_docs_work_without_the_internet(browser: Any, fleet: Any) -> None:
         expect(s.page.locator(".opblock-tag").first).to_be_visible()  # the API, browsable
     finally:
         s.close()
+
+
+def test_the_narrowest_phone_logs_in_and_fits(browser: Any, fleet: Any) -> None:
+    from playwright.sync_api import expect
+
+    s = Screen(browser, fleet, 360, "en")
+    try:
+        s.page.goto("/")
+        s.page.locator("#name").fill("mark")
+        s.page.locator("#password").fill("not the password")
+        s.page.locator("#login-form button[type=submit]").click()
+        expect(s.page.locator("#login-error")).to_have_text("Wrong name or password.")
+        s.fits()
+        s.log_in("mark", "/alarms")
+        for path in ("/", "/sites/lianhua", "/history?site=lianhua&device=evse-1", "/alarms"):
+            s.page.goto(path)
+            expect(s.page.locator("main h1")).to_be_visible()
+            s.fits()
+        first = s.page.locator("#alarms > li").first
+        expect(first.locator(".sev").first).to_be_in_viewport()
+    finally:
+        s.close()
+
+
+def test_acknowledging_a_selection_and_shelving_with_a_reason(browser: Any, fleet: Any) -> None:
+    from playwright.sync_api import expect
+
+    s = Screen(browser, fleet, DESK, "en")
+    try:
+        s.log_in("mark", "/alarms")
+        page = s.page
+        door = page.locator("#alarms > li", has_text="Door 3 forced open")
+        door.locator("input[name=ids]").check()
+        expect(page.locator("#paused")).to_be_visible()  # nothing moves while selecting
+        page.locator("#ack-selected").click()
+        expect(page.locator("#notice")).to_have_text("Alarms acknowledged.")
+        expect(door).to_contain_text("acknowledged by mark")
+        door.locator("details.shelve summary").click()
+        door.get_by_label("Why").fill("hook being replaced")
+        door.get_by_label("For").select_option(label="1 hour")
+        door.get_by_role("button", name="Shelve", exact=True).click()
+        expect(page.locator("#notice")).to_have_text("Alarm shelved.")
+        expect(door).to_have_count(0)  # off the open list
+        page.get_by_label("Show").select_option("shelved")
+        shelved = page.locator("#alarms > li", has_text="Door 3 forced open")
+        expect(shelved).to_contain_text("Shelved by mark until")
+        expect(shelved).to_contain_text("hook being replaced")
+        s.shot("alarms-shelved")
+    finally:
+        s.close()
