@@ -285,11 +285,10 @@ class RtuTransport:
         pending.sent = True
         request_end = sent_at + self.timing.frame_time(len(pending.frame))
         pending.deadline = request_end + pending.response_timeout
-        loop = asyncio.get_running_loop()
-        pending.deadline_handle = loop.call_at(pending.deadline, self._on_deadline, pending)
         # Nothing wakes the loop while the answer is on the wire (a terminal wakes its
         # reader for every chunk an adapter hands over, even below VMIN): the timer collects
-        # it when a prompt answer is complete, the shortest (exception) one included.
+        # it when a prompt answer is complete, the shortest (exception) one included. Only
+        # an answer not complete by then is watched for, up to its deadline.
         expected = expected_size(pending.request) or _MIN_RESPONSE
         self._unwatch()
         self._timer.call_at(
@@ -301,8 +300,11 @@ class RtuTransport:
         device that thinks before it answers wakes the loop through the reader from here,
         once as much has come as the frame needs (VMIN)."""
         self._on_readable()
-        if self._pending is not None and self._pending.waiting:
+        pending = self._pending
+        if pending is not None and pending.waiting:
             self._watch()
+            loop = asyncio.get_running_loop()
+            pending.deadline_handle = loop.call_at(pending.deadline, self._on_deadline, pending)
 
     def _send_when_due(self) -> None:
         """The timer's callback: nothing may be left to raise into the loop, or the

@@ -147,6 +147,9 @@ class Producer:
         topic = self._topics[wire.Kind.TELEMETRY]
         try:
             self._outbox.outbox.append(wire.Kind.TELEMETRY.value, topic, payload)
+        except compact.MissingPoints as exc:  # a point the site's map lacks: a new map
+            self.point_map, self._map_sent = self.point_map.extended(exc.points), -math.inf
+            return self._append_telemetry(items, offset)
         except wire.WireError as exc:
             if len(items) == 1:
                 log.error("uplink: reading %s.%s not sent: %s", items[0][0], items[0][1], exc)
@@ -164,9 +167,7 @@ class Producer:
     ) -> tuple[Callable[[int], bytes], bool]:
         """(outbox thread) A compact batch's payload maker, and whether it carries the point
         map inline (at start, after the map grew, and every ``point_map_every_s``)."""
-        point_map = self.point_map.extended((d, p) for d, p, _ in items)
-        if point_map is not self.point_map:
-            self.point_map, self._map_sent = point_map, -math.inf
+        point_map = self.point_map
         inline = time.monotonic() - self._map_sent >= self._map_every
         fields: list[compact.Fields] = [
             (d, p, s.value, s.quality.value, s.at + offset) for d, p, s in items

@@ -71,6 +71,16 @@ class UnknownPointMap(WireError):
         self.seq = seq
 
 
+class MissingPoints(WireError):
+    """Readings of points the point map does not have (encode again with a map extended by
+    :attr:`points`)."""
+
+    def __init__(self, points: list[tuple[str, str]]) -> None:
+        names = ", ".join(f"{d}.{p}" for d, p in points[:5])
+        super().__init__(f"points not in the point map: {names}")
+        self.points = points
+
+
 @dataclass(frozen=True)
 class PointMap:
     """Every device of a gateway and its points, in order: a reading names its point by
@@ -151,8 +161,9 @@ def is_compact(data: bytes) -> bool:
 def encode_batch(
     seq: int, at: float, readings: Sequence[Fields], point_map: PointMap, *, inline: bool
 ) -> bytes:
-    """A compact telemetry batch of ``readings`` (each (device, point) must be in
-    ``point_map``: :meth:`PointMap.extended` first), with the map inline when ``inline``."""
+    """A compact telemetry batch of ``readings``, with the map inline when ``inline``;
+    :class:`MissingPoints` when a reading's point is not in ``point_map`` (extend it with
+    :meth:`PointMap.extended` and encode again)."""
     out = bytearray()
     out.append(INLINE_MAP if inline else 0)
     at_us = round(at * _MICRO)
@@ -162,31 +173,42 @@ def encode_batch(
     if inline:
         out += point_map.body
     index = point_map.index
-    snapshots: list[tuple[int, int, list[int], list[Fields]]] = []
-    last_device = last_t = None
-    for r in readings:
-        device, t = r[0], r[4]
+    snapshots: list[tuple[int, int, list[int], list[tuple[wire.Scalar, str]]]] = []
+    points: list[int] = []
+    rows: list[tuple[wire.Scalar, str]] = []
+    last_device: str | None = None
+    last_t = 0.0
+    for device, point, value, quality, t in readings:
+        where = index.get((device, point))
+        if where is None:
+            raise MissingPoints([(r[0], r[1]) for r in readings if (r[0], r[1]) not in index])
         if device != last_device or t != last_t:
-            d = index[(device, r[1])][0]
-            snapshots.append((d, round(t * _MICRO) - at_us, [], []))
+            points, rows = [], []
+            snapshots.append((where[0], round(t * _MICRO) - at_us, points, rows))
             last_device, last_t = device, t
-        snap = snapshots[-1]
-        d, p = index[(device, r[1])]
-        if d != snap[0]:  # a device name listed twice in the map: never made by PointMap.of
-            raise WireError(f"point map {point_map.id}: {device}.{r[1]} is not where expected")
-        snap[2].append(p)
-        snap[3].append(r)
+        points.append(where[1])
+        rows.append((value, quality))
     _uvarint(out, len(snapshots))
+    qualities = _QUALITY
     for d, dt, points, rows in snapshots:
         _uvarint(out, d)
         _svarint(out, dt)
         _uvarint(out, len(points))
         previous = -1
         for p in points:
-            _svarint(out, p - previous - 1)
+            step = p - previous - 1
+            if step == 0:  # the next point of the map: the common case
+                out.append(0)
+            else:
+                _svarint(out, step)
             previous = p
-        for r in rows:
-            _value(out, r[2], _QUALITY[r[3]])
+        for value, quality in rows:
+            head = qualities[quality]
+            if type(value) is int and 0 <= value < 64:  # zigzag fits one byte
+                out.append(head | INT)
+                out.append(value << 1)
+            else:
+                _value(out, value, head)
     data = MAGIC + zlib.compress(out, 6)
     if len(data) > wire.MAX_PAYLOAD:
         raise WireError(f"compact telemetry batch: {len(data)} bytes > {wire.MAX_PAYLOAD}")
