@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from fleet.cli import config, rollout, serve, sites, tokens, users
+from fleet.cli import config, release, rollout, serve, sites, tokens, users
 from fleet.cli.database import db_option
 from fleet.cli.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, exit_code
 from fleet.errors import FleetError
@@ -44,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     tokens.add_parsers(commands, db)
     config.add_parsers(commands, db)
     rollout.add_parsers(commands, db)
+    release.add_parsers(commands, db)
     return parser
 
 

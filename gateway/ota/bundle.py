@@ -275,8 +275,20 @@ def _members(tar: tarfile.TarFile, first: tarfile.TarInfo | None) -> Iterable[ta
         yield member
 
 
+def check_files(path: Path) -> BundleHead:
+    """Every file of a bundle against its manifest, writing nothing (the fleet's upload
+    check); the signature is not judged here, only read."""
+    try:
+        with _open_tar(path) as tar:
+            head = _head(tar)
+            _unpack(tar, head.pending, head.manifest, None)
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise BundleRefused("not-a-bundle", f"the bundle is damaged or cut short: {exc}") from None
+    return head
+
+
 def _unpack(
-    tar: tarfile.TarFile, first: tarfile.TarInfo | None, manifest: Manifest, staging: Path
+    tar: tarfile.TarFile, first: tarfile.TarInfo | None, manifest: Manifest, staging: Path | None
 ) -> None:
     expected = {f.path: f for f in manifest.files}
     done: set[str] = set()
@@ -299,13 +311,17 @@ def _unpack(
             )
         source = tar.extractfile(member)
         assert source is not None
-        target = staging / name
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         digest = hashlib.sha256()
-        with target.open("xb") as out:
+        if staging is None:
             while chunk := source.read(_CHUNK):
                 digest.update(chunk)
-                out.write(chunk)
+        else:
+            target = staging / name
+            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with target.open("xb") as out:
+                while chunk := source.read(_CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
         if digest.hexdigest() != entry.sha256:
             raise BundleRefused(
                 "tampered", f"{name}: its SHA-256 is not the one in the signed manifest"
