@@ -204,9 +204,13 @@ def encode_batch(
             previous = p
         for value, quality in rows:
             head = qualities[quality]
-            if type(value) is int and 0 <= value < 64:  # zigzag fits one byte
+            if type(value) is int:  # the commonest value, written here without a call
                 out.append(head | INT)
-                out.append(value << 1)
+                n = value << 1 if value >= 0 else ((-value) << 1) - 1
+                while n >= 0x80:
+                    out.append((n & 0x7F) | 0x80)
+                    n >>= 7
+                out.append(n)
             else:
                 _value(out, value, head)
     data = MAGIC + zlib.compress(out, 6)
