@@ -1,0 +1,343 @@
+"""The gateway's OTA agent: from an ``ota/command`` to a committed release or a rollback.
+
+One update at a time, each step reported on ``ota/status`` (the inbox's standing report):
+
+1. **downloading** — free disk space checked first, then the bundle fetched with resume
+   and bounded retries (:mod:`gateway.ota.download`), progress in steps of 5 %;
+2. **verifying** — size and SHA-256 of the download, then signature, platform, Python,
+   version and every file (:func:`gateway.ota.bundle.open_bundle`), before anything is
+   installed; a refusal is ``failed`` with the reason and nothing changes;
+3. **installing** — the inactive slot built from the bundle's wheels at idle priority
+   (:mod:`gateway.ota.slots`) while this version keeps running;
+4. **waiting** — until a safe moment: no interlock active and no charger charging (each
+   can be switched off), re-checked every few seconds, ``reason`` saying what it waits for;
+5. **restarting** — the state file says the new slot is active and on trial, the
+   ``current`` link is renamed, and the gateway exits for the supervisor to start it again
+   through the launcher;
+6. **checking** — the new version, started by the launcher, watches itself through the
+   health window (:class:`gateway.health_gate.HealthGate`); healthy: **committed**;
+   unhealthy: the previous slot is made active again (**rolled-back**, with the verdict's
+   reason) and the gateway exits so the launcher starts it. A version that cannot even get
+   this far is rolled back by the launcher's boot counter.
+
+Every step persists the state first, so a ``kill -9`` at any point is followed by a start
+that finishes the step (the download resumes, the install is redone, the wait goes on) or
+rolls back. What is reported as running is read at start: this process's version, the slot
+the launcher started and the SIO-1 firmware version the board answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
+
+from gateway import wire
+from gateway.errors import BundleRefused, GatewayError, WireError
+from gateway.health_gate import HealthGate, Verdict
+from gateway.ota import slots
+from gateway.ota.bundle import Expectation, open_bundle, this_platform, this_python
+from gateway.ota.download import check_space, download
+from gateway.ota.launcher import SLOT_ENV
+from gateway.ota.state import UpdateState, load, ota_dir, other, save, write_atomic
+from gateway.trust import TrustedKeys
+from gateway.wire.ota import FINAL, OtaCommand, OtaState, OtaStatus, Running
+
+if TYPE_CHECKING:
+    from gateway.runtime import Gateway
+    from gateway.uplink.link import Uplink
+
+log = logging.getLogger(__name__)
+
+COMMAND_FILE = "command.json"
+#: the states an update that a restart interrupted resumes from
+RESUMABLE = frozenset({"downloading", "verifying", "installing", "waiting"})
+#: EVSE points whose value means "a car is charging"
+CHARGING = {"cp_state": {2, 3}, "charging_state": {7, 8}}
+
+
+class OtaAgent:
+    """Updates for one running gateway; ``async with`` it inside the gateway."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        state_dir: Path,
+        trusted: TrustedKeys,
+        *,
+        on_restart: Callable[[str], None],
+        version: str,
+        window_s: float = 60.0,
+        defer_on_interlock: bool = True,
+        defer_on_charging: bool = True,
+        system_site_packages: bool = False,
+        recheck_s: float = 5.0,
+        watch: Callable[[], Awaitable[Verdict]] | None = None,
+    ) -> None:
+        """``on_restart(reason)``: stop the gateway so the supervisor starts it again;
+        ``version``: the running version; ``watch``: replaces the health window (tests)."""
+        self.gateway = gateway
+        self.state_dir = state_dir
+        self.dir = ota_dir(state_dir)
+        self.trusted = trusted
+        self.on_restart = on_restart
+        self.version = version
+        self.window_s = window_s
+        self.defer_on_interlock = defer_on_interlock
+        self.defer_on_charging = defer_on_charging
+        self.system_site_packages = system_site_packages
+        self.recheck_s = recheck_s
+        self._watch = watch or self._health_window
+        slot = os.environ.get(SLOT_ENV, "none")
+        self.slot = slot if slot in ("a", "b") else "none"
+        self.state: UpdateState = load(state_dir)
+        self._task: asyncio.Task[None] | None = None
+        self._last_progress = -1.0
+        self.reports: list[OtaStatus] = []
+        gateway.before_uplink.append(self._register)
+
+    def _register(self, uplink: Uplink) -> None:
+        uplink.inbox.handle(wire.Kind.OTA_COMMAND, self._on_command)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        s = self.state
+        if s.trial and s.active == self.slot:
+            self._task = asyncio.create_task(self._check(), name="ota-check")
+        elif s.state in RESUMABLE and (command := self._saved_command()) is not None:
+            log.warning("ota: the gateway restarted while %s; resuming", s.state)
+            self._task = asyncio.create_task(self._update(command), name="ota-update")
+        elif s.state == "restarting" and not s.trial:
+            await self._set(OtaState.FAILED, "the restart into the new release did not happen")
+        else:
+            await self._say()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    @property
+    def busy(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    # -- commands ------------------------------------------------------------------------------
+
+    async def _on_command(self, payload: bytes) -> None:
+        try:
+            command = wire.decode(OtaCommand, payload)
+        except WireError as exc:
+            log.warning("ota: command refused: %s", exc)
+            return
+        await self.command(command)
+
+    async def command(self, command: OtaCommand) -> None:
+        if command.id <= self.state.handled:
+            return  # the retained copy of a command already acted on
+        self.state.handled = command.id
+        if command.action == "cancel":
+            if self.busy and self.state.state in RESUMABLE:
+                assert self._task is not None
+                self._task.cancel()
+                await self._set(OtaState.CANCELLED, "cancelled by the fleet", about=command)
+            else:
+                save(self.state_dir, self.state)
+            return
+        if self.busy:
+            if self.state.state not in RESUMABLE:
+                log.warning("ota: command %d ignored: %s", command.id, self.state.state)
+                save(self.state_dir, self.state)
+                return
+            assert self._task is not None
+            self._task.cancel()
+        write_atomic(self.dir / COMMAND_FILE, command.model_dump_json().encode())
+        self._task = asyncio.create_task(self._update(command), name="ota-update")
+
+    def _saved_command(self) -> OtaCommand | None:
+        try:
+            return OtaCommand.model_validate_json((self.dir / COMMAND_FILE).read_bytes())
+        except (OSError, ValueError):
+            return None
+
+    # -- the update ------------------------------------------------------------------------------
+
+    async def _update(self, command: OtaCommand) -> None:
+        try:
+            await self._steps(command)
+        except asyncio.CancelledError:
+            raise
+        except BundleRefused as exc:
+            await self._set(OtaState.FAILED, f"bundle refused ({exc.reason}): {exc}", about=command)
+        except GatewayError as exc:
+            await self._set(OtaState.FAILED, str(exc), about=command)
+        except Exception as exc:
+            log.exception("ota: update %d failed", command.id)
+            await self._set(OtaState.FAILED, f"unexpected error: {exc}", about=command)
+
+    async def _steps(self, command: OtaCommand) -> None:
+        await self._set(OtaState.DOWNLOADING, "", about=command, progress=0.0)
+        downloads = self.dir / "downloads"
+        downloads.mkdir(exist_ok=True, mode=0o700)
+        check_space(self.dir, command.size * 3)  # the bundle, its unpacked files, the venv
+
+        def progress(done: int) -> None:
+            share = done / command.size if command.size else 1.0
+            if share - self._last_progress >= 0.05 or done == command.size:
+                self._last_progress = share
+                asyncio.run_coroutine_threadsafe(
+                    self._set(OtaState.DOWNLOADING, "", about=command, progress=min(share, 1.0)),
+                    loop,
+                )
+
+        loop = asyncio.get_running_loop()
+        self._last_progress = -1.0
+        path, transfer = await download(
+            command.url, command.token, command.size, command.sha256, downloads, progress=progress
+        )
+        log.info("ota: downloaded %s (%d bytes over the network)", path, transfer.received)
+        await self._set(OtaState.VERIFYING, "", about=command)
+        staging = self.dir / "staging"
+        expect = Expectation(this_platform(), this_python(), self.version, command.force)
+        opened = await asyncio.to_thread(open_bundle, path, self.trusted, expect, staging)
+        release = opened.manifest.version
+        if release == self.version and not command.force:
+            await asyncio.to_thread(shutil.rmtree, staging, True)
+            await self._set(OtaState.COMMITTED, f"release {release} already runs", about=command)
+            return
+        target = other(self.state.active) if self.state.active else "a"
+        if self.slot == target:  # never overwrite what runs (started outside the launcher)
+            target = other(target)
+        await self._set(OtaState.INSTALLING, f"into slot {target}", about=command)
+        await slots.install(
+            self.state_dir,
+            target,
+            staging,
+            release,
+            system_site_packages=self.system_site_packages,
+        )
+        await asyncio.to_thread(shutil.rmtree, staging, True)
+        self.state.versions[target] = release
+        while (reason := self.unsafe()) is not None:
+            if self.state.state != "waiting" or self.state.reason != reason:
+                await self._set(OtaState.WAITING, reason, about=command)
+            await asyncio.sleep(self.recheck_s)
+        s = self.state
+        s.previous = s.active if s.active is not None else None
+        s.active, s.trial, s.boots = target, True, 0
+        await self._set(
+            OtaState.RESTARTING, f"into release {release} (slot {target})", about=command
+        )
+        slots.switch(self.state_dir, target)
+        self.on_restart(f"restarting into release {release}")
+
+    def unsafe(self) -> str | None:
+        """Why now is not a moment to restart; None when it is."""
+        gw = self.gateway
+        if self.defer_on_interlock:
+            engine = getattr(gw, "engine", None)
+            active = sorted(n for n, r in getattr(engine, "rules", {}).items() if r.active)
+            if active:
+                return f"interlock {', '.join(active)} active"
+        if self.defer_on_charging:
+            for device, point, sample in gw.image.points():
+                if sample.value in CHARGING.get(point, ()):
+                    return f"{device} is charging"
+        return None
+
+    # -- after the restart ---------------------------------------------------------------------
+
+    async def _check(self) -> None:
+        s = self.state
+        release = s.versions.get(self.slot, self.version)
+        await self._set(
+            OtaState.CHECKING, f"release {release} must stay healthy for {self.window_s:g} s"
+        )
+        verdict = await self._watch()
+        if verdict.healthy:
+            s.trial, s.boots = False, 0
+            await self._set(OtaState.COMMITTED, "")
+            with contextlib.suppress(OSError):
+                (self.dir / COMMAND_FILE).unlink()
+            return
+        back = s.previous
+        if back is None:
+            await self._set(
+                OtaState.FAILED, f"release {release} is {verdict}; no slot to return to"
+            )
+            return
+        s.active, s.previous, s.trial, s.boots = back, None, False, 0
+        await self._set(
+            OtaState.ROLLED_BACK,
+            f"release {release} was {verdict}; back to {s.versions.get(back, '?')}",
+        )
+        slots.switch(self.state_dir, back)
+        self.on_restart(f"rolling back from release {release}")
+
+    async def _health_window(self) -> Verdict:
+        return await HealthGate(self.gateway, self.window_s, skipped_allowed=2).watch()
+
+    # -- reporting -------------------------------------------------------------------------------
+
+    async def _set(
+        self,
+        state: OtaState,
+        reason: str,
+        *,
+        about: OtaCommand | None = None,
+        progress: float | None = None,
+    ) -> None:
+        s = self.state
+        if about is not None:
+            s.command, s.release = about.id, about.release
+        s.state, s.reason = state.value, reason
+        save(self.state_dir, s)
+        if state in FINAL or state is OtaState.WAITING:
+            log.info("ota: %s %s", state.value, reason)
+        await self._say(progress)
+
+    async def _say(self, progress: float | None = None) -> None:
+        s = self.state
+        status = OtaStatus(
+            command=s.command,
+            release=s.release,
+            state=OtaState(s.state),
+            progress=progress,
+            reason=s.reason[:1000],
+            running=Running(version=self.version, slot=self.slot, firmware=self._firmware()),
+            previous=s.versions.get(s.previous) if s.previous else None,
+            at=time.time(),
+        )
+        self.reports.append(status)
+        uplink = self.gateway.uplink
+        if uplink is not None:
+            await uplink.inbox.report(wire.Kind.OTA_STATUS, wire.encode(status))
+
+    def _firmware(self) -> str | None:
+        """The SIO-1's firmware version as the board last answered (major.minor)."""
+        for device, point, sample in self.gateway.image.points():
+            if point == "fw_version" and isinstance(sample.value, int) and sample.value > 0:
+                version = f"{sample.value >> 8}.{sample.value & 0xFF}"
+                self.state.firmware = version
+                log.debug("ota: %s runs SIO-1 firmware %s", device, version)
+                return version
+        return self.state.firmware
+
+
+def trusted_keys(state_dir: Path) -> TrustedKeys:
+    """The keys this gateway trusts: ``state_dir/trusted-keys/*.pub``."""
+    return TrustedKeys.load(state_dir / "trusted-keys")
