@@ -134,6 +134,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="in log mode, a one-line summary this often (default: %(default)s)",
     )
+    run.add_argument(
+        "--ota-window",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="a new release must stay healthy this long to commit (default: %(default)s)",
+    )
+    run.add_argument(  # tests and development: a bundle that carries only the gateway's wheel
+        "--ota-system-site-packages", action="store_true", help=argparse.SUPPRESS
+    )
     reset = sub.add_parser("reset-latch", help="reset a latched interlock of the running gateway")
     reset.add_argument("name", help="interlock name (see the status table)")
     alarms = sub.add_parser("alarms", help="show active alarms (or --history)")

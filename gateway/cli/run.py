@@ -29,8 +29,9 @@ from gateway.cli.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from gateway.config.agent import ConfigAgent
 from gateway.control.command_socket import SOCKET_NAME, check_path
 from gateway.errors import ConfigError, GatewayError
+from gateway.ota.agent import OtaAgent, trusted_keys
 from gateway.priority import Granted, background_executor, raise_control_priority
-from gateway.runtime import Gateway
+from gateway.runtime import Gateway, gateway_version
 from gateway.site import SiteConfig, load_site
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,16 @@ async def _run(
         agent = ConfigAgent(
             gw, Path(args.config), text, args.state_dir, interrupted=interrupted, on_fatal=give_up
         )
-        async with gw, agent:
+        ota = OtaAgent(
+            gw,
+            args.state_dir,
+            trusted_keys(args.state_dir),
+            on_restart=give_up,
+            version=gateway_version(),
+            window_s=getattr(args, "ota_window", 60.0),
+            system_site_packages=getattr(args, "ota_system_site_packages", False),
+        )
+        async with gw, agent, ota:
             until = None if args.duration is None else time.monotonic() + args.duration
             draw = args.display == "table" or (args.display == "auto" and status.can_draw(console))
             await status.show(gw, console, draw=draw, until=until, log_every_s=args.log_every)
