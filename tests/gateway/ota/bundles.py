@@ -41,3 +41,32 @@ def bundle(
         key=key,
     )
     return out, manifest
+
+
+def real_wheel(house: Path, version: str) -> Path:
+    """A minimal installable ``doorstep`` wheel (one marker module), for pip in a slot."""
+    import base64
+    import hashlib
+    import zipfile
+
+    files = {
+        "doorstep_marker.py": f"VERSION = {version!r}\n".encode(),
+        f"doorstep-{version}.dist-info/METADATA": (
+            f"Metadata-Version: 2.1\nName: doorstep\nVersion: {version}\n"
+        ).encode(),
+        f"doorstep-{version}.dist-info/WHEEL": (
+            b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
+    }
+    record = [
+        f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},{len(data)}"
+        for name, data in files.items()
+    ]
+    files[f"doorstep-{version}.dist-info/RECORD"] = (
+        "\n".join([*record, f"doorstep-{version}.dist-info/RECORD,,"]) + "\n"
+    ).encode()
+    path = house / f"doorstep-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    return path
