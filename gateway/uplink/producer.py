@@ -178,6 +178,12 @@ class Producer:
 
         return payload, inline
 
+    def send_point_map(self) -> None:
+        """The next compact batch carries the point map inline: for a fleet that refused a
+        batch for want of its map (reason ``pointmap``) and asks for it, rather than wait up
+        to ``point_map_every_s``."""
+        self._map_sent = -math.inf
+
     # -- alarms --------------------------------------------------------------------------------
 
     def alarm(self, event: AlarmEvent) -> None:

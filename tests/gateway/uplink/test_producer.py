@@ -65,3 +65,15 @@ def test_encoding_a_point_outside_the_map_names_it() -> None:
     with pytest.raises(compact.MissingPoints, match=r"sio\.door") as caught:
         compact.encode_batch(1, 1.0, readings, point_map, inline=False)
     assert caught.value.points == [("sio", "door")]
+
+
+async def test_the_map_goes_inline_again_when_asked_for(tmp_path: Path) -> None:
+    config = UplinkConfig(broker="mqtt://127.0.0.1:9", reconnect_min_s=5, point_map_every_s=3600)
+    units = {("meter", "w"): "W"}
+    async with Uplink(config, site="s", gateway="g", state_dir=tmp_path, units=units) as up:
+        for value in (1, 2, 3):
+            if value == 3:
+                up._producer.send_point_map()  # what a fleet's request for the map does
+            up.on_sample("meter", "w", Sample(value, 0.0, GOOD))
+            await up.flush()
+    assert [b.inline for b in outbox(tmp_path)] == [True, False, True]
