@@ -213,7 +213,10 @@ class OtaAgent:
         await self._set(OtaState.VERIFYING, "", about=command)
         staging = self.dir / "staging"
         expect = Expectation(this_platform(), this_python(), self.version, command.force)
-        opened = await asyncio.to_thread(open_bundle, path, self.trusted, expect, staging)
+        try:
+            opened = await asyncio.to_thread(open_bundle, path, self.trusted, expect, staging)
+        finally:
+            path.unlink(missing_ok=True)  # verified files are in staging now, or refused
         release = opened.manifest.version
         if release == self.version and not command.force:
             await asyncio.to_thread(shutil.rmtree, staging, True)
@@ -275,7 +278,8 @@ class OtaAgent:
                 (self.dir / COMMAND_FILE).unlink()
             return
         back = s.previous
-        if back is None:
+        if back is None:  # the first release on a gateway that ran from its installation
+            s.trial, s.boots = False, 0
             await self._set(
                 OtaState.FAILED, f"release {release} is {verdict}; no slot to return to"
             )

@@ -17,6 +17,7 @@ import asyncio
 import os
 import shutil
 import sys
+import sysconfig
 from pathlib import Path
 
 from gateway.errors import OtaError
@@ -81,8 +82,10 @@ async def install(
 ) -> None:
     """Build ``slot`` from the verified bundle in ``staging``; OtaError saying what failed.
 
-    ``system_site_packages``: the venv also sees the base interpreter's packages (tests and
-    development, where the bundle carries only the gateway's wheel)."""
+    ``system_site_packages`` (tests and development, where a bundle carries only the
+    gateway's wheel): the slot also sees the system's packages and, after its own, those of
+    the environment the running gateway was installed in (a ``.pth`` line), so its
+    dependencies need not be in the bundle. On a Pi the bundle carries every wheel."""
     target = slot_dir(state_dir, slot)
     await asyncio.to_thread(shutil.rmtree, target, True)
     target.mkdir(mode=0o700)
@@ -90,6 +93,10 @@ async def install(
     if system_site_packages:
         venv.append("--system-site-packages")
     await _run(venv, "making the slot's virtual environment")
+    if system_site_packages:
+        python_dir = f"python{sys.version_info.major}.{sys.version_info.minor}"
+        site = target / "venv" / "lib" / python_dir / "site-packages"
+        (site / "doorstep-shared-site.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     pip = [
         str(target / "venv" / "bin" / "python"), "-m", "pip", "install", "--quiet",
         "--no-index", "--disable-pip-version-check", "--no-cache-dir",

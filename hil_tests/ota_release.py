@@ -1,0 +1,63 @@
+"""Release bundles of this repository with a bumped version, for the OTA HIL tests.
+
+The gateway's wheel is zipped here from the working tree (no build backend, no network):
+every file of the ``gateway`` package, its console script, and a version of our choosing;
+``patches`` replace a module's text (a release that crashes at start). The wheel declares no
+dependencies: the test's slots share this environment's (``--ota-system-site-packages``);
+on a Pi a bundle carries every dependency's wheel.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import zipfile
+from pathlib import Path
+
+from gateway.ota.bundle import build_bundle, this_platform, this_python
+from gateway.trust import SigningKey
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def repo_wheel(house: Path, version: str, patches: dict[str, str] | None = None) -> Path:
+    files: dict[str, bytes] = {}
+    for path in sorted((ROOT / "gateway").rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix in (".py", ".toml"):
+            files[str(path.relative_to(ROOT))] = path.read_bytes()
+    for name, text in (patches or {}).items():
+        files[name] = text.encode()
+    info = f"doorstep-{version}.dist-info"
+    files[f"{info}/METADATA"] = (
+        f"Metadata-Version: 2.1\nName: doorstep\nVersion: {version}\n".encode()
+    )
+    files[f"{info}/WHEEL"] = (
+        b"Wheel-Version: 1.0\nGenerator: hil\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    )
+    files[f"{info}/entry_points.txt"] = b"[console_scripts]\ngateway = gateway.cli.main:main\n"
+    record = [f"{name},sha256={_b64(data)},{len(data)}" for name, data in files.items()]
+    files[f"{info}/RECORD"] = ("\n".join([*record, f"{info}/RECORD,,"]) + "\n").encode()
+    path = house / f"doorstep-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    return path
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def release(
+    directory: Path, version: str, key: SigningKey, patches: dict[str, str] | None = None
+) -> Path:
+    """A signed bundle of this repository at ``version`` (with the SIO-1 firmware)."""
+    house = directory / f"house-{version}"
+    house.mkdir(parents=True)
+    repo_wheel(house, version, patches)
+    out = directory / f"doorstep-{version}.tar"
+    build_bundle(
+        out, wheelhouse=house, firmware=ROOT / "firmware", version=version, min_version="0.1.0",
+        platform=this_platform(), python=this_python(), key=key,
+    )  # fmt: skip
+    return out

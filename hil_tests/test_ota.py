@@ -1,0 +1,183 @@
+"""Over-the-air updates with real parts: a real mosquitto, the real fleet serving bundles
+over HTTP, and the real gateway started by the launcher under a supervisor that restarts it
+whenever it exits (as systemd's Restart= does). Bundles are built from this repository with
+a bumped version; the slots share this environment's dependencies
+(``--ota-system-site-packages``), so a bundle carries only the gateway's wheel and firmware.
+
+One scenario, in order, on one gateway: a downgrade is refused and nothing changes; release
+0.2.0 installs, restarts, proves itself and commits, and the gateway reports 0.2.0 from
+slot a; release 0.3.0, which crashes at start, is left by the launcher after three starts
+and the gateway, back on 0.2.0, says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fleet.core.broker import BrokerUrl
+from fleet.core.outbound import Outbound
+from fleet.core.settings import Settings
+from fleet.releases.commands import command_release, gateway_of
+from fleet.releases.store import BundleStore, add_release, find_release, releases_dir
+from gateway import wire
+from gateway.trust import SigningKey
+from hil_tests.broker import Mosquitto
+from hil_tests.fleet_server import FleetServer
+from hil_tests.gateway_rig import site_config, tcp_bus
+from hil_tests.ota_release import release
+from hil_tests.rig.site import SimulatedSite, to_toml
+from hil_tests.uplink_helpers import Recorder, recording
+
+pytestmark = pytest.mark.hil
+
+SITE, GATEWAY = "hil", "gw-hil"
+CRASH = 'raise SystemExit("release 0.3.0 cannot start")\n'
+
+
+class Supervisor:
+    """Starts the launcher again whenever it exits, like ``Restart=on-failure``."""
+
+    def __init__(self, state: Path, config: Path, log: Path) -> None:
+        self.args = [
+            sys.executable, "-m", "gateway.ota.launcher", "--state-dir", str(state), "--",
+            "-v", "run", "--config", str(config), "--state-dir", str(state), "--display", "log",
+            "--ota-window", "3", "--ota-system-site-packages",
+        ]  # fmt: skip
+        self.log = log
+        self.starts = 0
+        self._task: asyncio.Task[None] | None = None
+        self._process: asyncio.subprocess.Process | None = None
+
+    async def _run(self) -> None:
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home())}
+        with self.log.open("ab") as out:
+            while True:
+                self.starts += 1
+                self._process = await asyncio.create_subprocess_exec(
+                    *self.args, stdout=out, stderr=out, env=env
+                )
+                await self._process.wait()
+                await asyncio.sleep(0.3)  # RestartSec
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Supervisor]:
+        self._task = asyncio.create_task(self._run())
+        try:
+            yield self
+        finally:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            if self._process is not None and self._process.returncode is None:
+                self._process.terminate()
+                await self._process.wait()
+
+
+def statuses(recorder: Recorder) -> list[dict[str, Any]]:
+    return [m.body for m in recorder.messages if m.kind == "ota/status"]
+
+
+async def until(check: Callable[[], bool], within: float, what: str, log: Path) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            tail = await asyncio.to_thread(_tail, log)
+            raise AssertionError(f"not within {within} s: {what}\n--- gateway log ---\n{tail}")
+        await asyncio.sleep(0.1)
+
+
+def _tail(log: Path) -> str:
+    text = log.read_text(errors="replace") if log.exists() else ""
+    lines = [line for line in text.splitlines() if "ota" in line or "Error" in line]
+    return "\n".join(lines[-40:])
+
+
+def latest(recorder: Recorder, **match: Any) -> Callable[[], bool]:
+    def check() -> bool:
+        return any(all(s.get(k) == v for k, v in match.items()) for s in statuses(recorder))
+
+    return check
+
+
+async def test_updates_commit_refuse_and_roll_back_under_a_supervisor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOORSTEP_FLEET_DIR", str(tmp_path / "fleet-data"))
+    key = SigningKey.generate()
+    bundles = {
+        "0.0.9": release(tmp_path / "r", "0.0.9", key),
+        "0.2.0": release(tmp_path / "r", "0.2.0", key),
+        "0.3.0": release(tmp_path / "r", "0.3.0", key, {"gateway/cli/run.py": CRASH}),
+    }
+    state = tmp_path / "state"
+    (state / "trusted-keys").mkdir(parents=True)
+    (state / "trusted-keys" / "ops.pub").write_bytes(key.public_pem())
+    log = tmp_path / "gateway.log"
+    site_cfg = site_config(tcp_bus("meter"), [("meter", "SUNSPEC-METER", "meter", 1)])
+    with Mosquitto(tmp_path / "mq") as mq, FleetServer(tmp_path / "fleet") as fleet:
+        fleet.register(SITE, GATEWAY)
+        store = BundleStore(releases_dir(Settings(database_url=fleet.database_url)))
+
+        async def upload(path: Path) -> None:
+            async with fleet.app.state.sessions() as session:
+                await add_release(session, store.receive_file(path), "test")
+                await session.commit()
+
+        async def command(version: str, force: bool = False) -> bytes:
+            async with fleet.app.state.sessions() as session:
+                gw = await gateway_of(session, SITE, GATEWAY)
+                rel = await find_release(session, version, None)
+                sent = await command_release(session, "test", gw, rel, fleet.url, force=force)
+                await session.commit()
+                return sent.payload
+
+        for path in bundles.values():
+            fleet.run(upload(path))
+        async with SimulatedSite(site_cfg, lively=False) as site:
+            config = tmp_path / "site.toml"
+            uplink = f'\n[uplink]\nbroker = "mqtt://127.0.0.1:{mq.port}"\nbatch_interval_s = 0.2\n'
+            config.write_text(to_toml(site.resolved()) + uplink)
+            outbound = Outbound(BrokerUrl("127.0.0.1", mq.port), client_id="fleet-out")
+            supervisor = Supervisor(state, config, log)
+            async with recording(mq.port) as rec, outbound.running(), supervisor.running():
+                await asyncio.wait_for(outbound.connected.wait(), 10)
+
+                async def send(version: str) -> None:
+                    payload = fleet.run(command(version))
+                    assert await outbound.send(
+                        SITE, GATEWAY, wire.Kind.OTA_COMMAND, payload, retain=True
+                    )
+
+                await until(latest(rec, state="idle"), 60, "the gateway's first status", log)
+                assert statuses(rec)[-1]["running"]["slot"] == "none"
+
+                await send("0.0.9")  # older than the running 0.1.0
+                await until(latest(rec, state="failed"), 60, "the downgrade refused", log)
+                refused = statuses(rec)[-1]
+                assert refused["reason"].startswith("bundle refused (downgrade)")
+                assert not (state / "ota" / "slots" / "a").exists(), "nothing installed"
+
+                await send("0.2.0")
+                await until(latest(rec, state="committed", release="0.2.0"), 180, "0.2.0", log)
+                done = statuses(rec)[-1]
+                assert done["running"] == {"version": "0.2.0", "slot": "a", "firmware": None}
+                seen = [s["state"] for s in statuses(rec) if s["release"] == "0.2.0"]
+                for step in ("downloading", "verifying", "installing", "restarting", "checking"):
+                    assert step in seen, (step, seen)
+                assert supervisor.starts == 2  # one planned restart
+
+                await send("0.3.0")
+                await until(latest(rec, state="rolled-back"), 240, "0.3.0 rolled back", log)
+                back = statuses(rec)[-1]
+                assert back["running"]["version"] == "0.2.0"
+                assert back["running"]["slot"] == "a"
+                assert "release 0.3.0 did not start healthy 3 times in a row" in back["reason"]
+                assert supervisor.starts >= 2 + 4  # three failed starts, then slot a again
