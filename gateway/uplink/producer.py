@@ -68,7 +68,7 @@ class Producer:
         if wire_format is None:
             wire_format = "json" if config is None else config.wire_format
         if point_map_every_s is None:
-            point_map_every_s = 60.0 if config is None else config.point_map_every_s
+            point_map_every_s = 10.0 if config is None else config.point_map_every_s
         self._compact = wire_format == "compact"
         self._map_every = point_map_every_s
         #: the point map of compact batches (the outbox thread's: grown when a point it
