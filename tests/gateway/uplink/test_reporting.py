@@ -7,6 +7,7 @@ import math
 import secrets
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -34,7 +35,7 @@ def fixed(deadband: float, interval: float = 10.0) -> Reporter:
     return Reporter(lambda d, p: PointRule(deadband, interval), max_batch=100)
 
 
-def values(batch: list[tuple[str, str, Sample]]) -> list[object]:
+def values(batch: list[tuple[str, str, Sample]]) -> list[Any]:
     return [s.value for _, _, s in batch]
 
 

@@ -4,6 +4,7 @@ bytes per reading stay small, and bad input is refused with a reason."""
 from __future__ import annotations
 
 import zlib
+from typing import cast
 
 import pytest
 from hypothesis import given
@@ -38,7 +39,10 @@ def as_batch(seq: int, at: float, readings: list[compact.Fields]) -> wire.Teleme
     return wire.TelemetryBatch(
         seq=seq,
         at=at,
-        readings=[wire.Reading(d=d, p=p, v=v, q=q, t=t) for d, p, v, q, t in readings],
+        readings=[
+            wire.Reading(d=d, p=p, v=v, q=cast(compact.Quality, q), t=t)
+            for d, p, v, q, t in readings
+        ],
     )
 
 
