@@ -1,4 +1,5 @@
-"""Release bundles of this repository with a bumped version, for the OTA HIL tests.
+"""Release bundles of this repository with a bumped version, and a supervisor that restarts
+the launcher like systemd, for the OTA HIL test and benchmark.
 
 The gateway's wheel is zipped here from the working tree (no build backend, no network):
 every file of the ``gateway`` package, its console script, and a version of our choosing;
@@ -9,9 +10,13 @@ on a Pi a bundle carries every dependency's wheel.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import hashlib
+import sys
 import zipfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from gateway.ota.bundle import build_bundle, this_platform, this_python
@@ -61,3 +66,47 @@ def release(
         platform=this_platform(), python=this_python(), key=key,
     )  # fmt: skip
     return out
+
+
+class Supervisor:
+    """Starts the launcher again whenever it exits, like ``Restart=on-failure``."""
+
+    def __init__(self, state: Path, config: Path, log: Path) -> None:
+        self.args = [
+            sys.executable, "-m", "gateway.ota.launcher", "--state-dir", str(state), "--",
+            "-v", "run", "--config", str(config), "--state-dir", str(state), "--display", "log",
+            "--ota-window", "3", "--ota-system-site-packages",
+        ]  # fmt: skip
+        self.log = log
+        self.starts = 0
+        self._task: asyncio.Task[None] | None = None
+        self._process: asyncio.subprocess.Process | None = None
+
+    async def _run(self) -> None:
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home())}
+        with self.log.open("ab") as out:
+            while True:
+                self.starts += 1
+                self._process = await asyncio.create_subprocess_exec(
+                    *self.args, stdout=out, stderr=out, env=env
+                )
+                await self._process.wait()
+                await asyncio.sleep(0.3)  # RestartSec
+
+    def kill(self) -> None:
+        """``kill -9`` of the gateway that runs now."""
+        assert self._process is not None
+        self._process.kill()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Supervisor]:
+        self._task = asyncio.create_task(self._run())
+        try:
+            yield self
+        finally:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            if self._process is not None and self._process.returncode is None:
+                self._process.terminate()
+                await self._process.wait()

@@ -5,18 +5,17 @@ a bumped version; the slots share this environment's dependencies
 (``--ota-system-site-packages``), so a bundle carries only the gateway's wheel and firmware.
 
 One scenario, in order, on one gateway: a downgrade is refused and nothing changes; release
-0.2.0 installs, restarts, proves itself and commits, and the gateway reports 0.2.0 from
-slot a; release 0.3.0, which crashes at start, is left by the launcher after three starts
-and the gateway, back on 0.2.0, says why.
+0.2.0 installs, restarts, is killed with SIGKILL in its health window, is started again on
+trial, proves itself and commits, and the gateway reports 0.2.0 from slot a; release 0.3.0,
+which crashes at start, is left by the launcher after three starts and the gateway, back on
+0.2.0, says why.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from gateway.trust import SigningKey
 from hil_tests.broker import Mosquitto
 from hil_tests.fleet_server import FleetServer
 from hil_tests.gateway_rig import site_config, tcp_bus
-from hil_tests.ota_release import release
+from hil_tests.ota_release import Supervisor, release
 from hil_tests.rig.site import SimulatedSite, to_toml
 from hil_tests.uplink_helpers import Recorder, recording
 
@@ -40,45 +39,6 @@ pytestmark = pytest.mark.hil
 
 SITE, GATEWAY = "hil", "gw-hil"
 CRASH = 'raise SystemExit("release 0.3.0 cannot start")\n'
-
-
-class Supervisor:
-    """Starts the launcher again whenever it exits, like ``Restart=on-failure``."""
-
-    def __init__(self, state: Path, config: Path, log: Path) -> None:
-        self.args = [
-            sys.executable, "-m", "gateway.ota.launcher", "--state-dir", str(state), "--",
-            "-v", "run", "--config", str(config), "--state-dir", str(state), "--display", "log",
-            "--ota-window", "3", "--ota-system-site-packages",
-        ]  # fmt: skip
-        self.log = log
-        self.starts = 0
-        self._task: asyncio.Task[None] | None = None
-        self._process: asyncio.subprocess.Process | None = None
-
-    async def _run(self) -> None:
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home())}
-        with self.log.open("ab") as out:
-            while True:
-                self.starts += 1
-                self._process = await asyncio.create_subprocess_exec(
-                    *self.args, stdout=out, stderr=out, env=env
-                )
-                await self._process.wait()
-                await asyncio.sleep(0.3)  # RestartSec
-
-    @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[Supervisor]:
-        self._task = asyncio.create_task(self._run())
-        try:
-            yield self
-        finally:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            if self._process is not None and self._process.returncode is None:
-                self._process.terminate()
-                await self._process.wait()
 
 
 def statuses(recorder: Recorder) -> list[dict[str, Any]]:
@@ -166,13 +126,15 @@ async def test_updates_commit_refuse_and_roll_back_under_a_supervisor(
                 assert not (state / "ota" / "slots" / "a").exists(), "nothing installed"
 
                 await send("0.2.0")
+                await until(latest(rec, state="checking"), 180, "0.2.0 started", log)
+                supervisor.kill()  # kill -9 in the health window: checked again, then committed
                 await until(latest(rec, state="committed", release="0.2.0"), 180, "0.2.0", log)
                 done = statuses(rec)[-1]
                 assert done["running"] == {"version": "0.2.0", "slot": "a", "firmware": None}
                 seen = [s["state"] for s in statuses(rec) if s["release"] == "0.2.0"]
                 for step in ("downloading", "verifying", "installing", "restarting", "checking"):
                     assert step in seen, (step, seen)
-                assert supervisor.starts == 2  # one planned restart
+                assert supervisor.starts == 3  # the planned restart and the kill
 
                 await send("0.3.0")
                 await until(latest(rec, state="rolled-back"), 240, "0.3.0 rolled back", log)
@@ -180,4 +142,4 @@ async def test_updates_commit_refuse_and_roll_back_under_a_supervisor(
                 assert back["running"]["version"] == "0.2.0"
                 assert back["running"]["slot"] == "a"
                 assert "release 0.3.0 did not start healthy 3 times in a row" in back["reason"]
-                assert supervisor.starts >= 2 + 4  # three failed starts, then slot a again
+                assert supervisor.starts >= 3 + 4  # three failed starts, then slot a again
