@@ -7,9 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from fleet.cli.main import main
-from fleet.models import Role
+from fleet.models import AuditEntry, Role
 from fleet.registry import register_gateway
 from fleet.releases.commands import command_release, gateway_of
 from fleet.releases.store import find_release
@@ -96,3 +97,56 @@ def test_cli_keygen_build_sign_upload(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "release 0.2.0" in capsys.readouterr().out
     assert main(["release", "sign", "--key", str(tmp_path / "nope"), str(out)]) == 2
     assert "--key" in capsys.readouterr().err
+
+
+class Recorded:
+    """The fleet's outbound, recording what it would publish."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, wire.Kind, bytes, bool]] = []
+
+    async def send(
+        self, site: str, gateway: str, kind: wire.Kind, payload: bytes, *, retain: bool = False
+    ) -> bool:
+        self.sent.append((site, gateway, kind, payload, retain))
+        return True
+
+
+async def test_a_command_the_gateway_never_got_is_sent_again_and_a_downgrade_is_audited(
+    fleet_db_url: str, tmp_path: Path
+) -> None:
+    path, _ = bundle(tmp_path)
+    async with fleet_app(fleet_db_url, releases_dir=tmp_path / "store") as app:
+        outbound = Recorded()
+        app.state.outbound = outbound
+        async with app.state.sessions() as session:
+            await register_gateway(session, "north", "gw-1")
+            await session.commit()
+        async with user(app, "op", Role.OPERATOR) as op:
+            assert (await op.post("/api/releases", content=path.read_bytes())).status_code == 201
+            sent = await op.post(
+                "/api/sites/north/gateways/gw-1/ota", json={"version": "0.2.0", "force": True}
+            )
+        assert sent.status_code == 201
+        [(_, _, kind, first, retained)] = outbound.sent
+        assert (kind, retained) == (wire.Kind.OTA_COMMAND, True)
+        assert wire.decode(OtaCommand, first).force
+        async with app.state.sessions() as session:
+            actions = list(await session.scalars(select(AuditEntry.action)))
+        assert "ota.downgrade" in actions, actions
+        # the gateway comes back saying it knows no command: the fleet sends it again
+        running = Running(version="0.1.0", slot="a")
+        idle = OtaStatus(state=OtaState.IDLE, running=running, at=time.time())
+        await send(app, "north", "gw-1", idle)
+        assert len(outbound.sent) == 2
+        again = wire.decode(OtaCommand, outbound.sent[1][3])
+        assert again.id == sent.json()["id"]
+        assert again.token != wire.decode(OtaCommand, first).token  # a fresh token
+        # once it reports on that command, nothing more is sent
+        done = OtaStatus(
+            command=again.id, release="0.2.0", state=OtaState.COMMITTED, running=running,
+            at=time.time(),
+        )  # fmt: skip
+        await send(app, "north", "gw-1", done)
+        await send(app, "north", "gw-1", idle)
+        assert len(outbound.sent) == 2
