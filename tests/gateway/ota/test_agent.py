@@ -137,3 +137,26 @@ async def test_a_healthy_start_commits_and_a_refused_bundle_changes_nothing(
     assert ota.state.reason.startswith("bundle refused (unknown-key)")
     assert (ota.state.active, ota.state.trial) == ("b", False)
     assert not (state_dir / "ota/slots/a/venv").exists(), "nothing installed"
+
+
+async def test_a_gateway_killed_while_downloading_resumes_where_it_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state_dir = tmp_path / "state"
+    monkeypatch.setenv(SLOT_ENV, "a")
+    data = make_bundle(tmp_path, "0.2.0", key=SigningKey.generate())
+    with serve(Served(data)) as served:
+        order = command(served.url, data, cid=3)
+        # what a gateway killed at 40 % of the download leaves behind
+        save(state_dir, UpdateState(active="a", versions={"a": "0.1.0"}, handled=3, command=3,
+                                    release="0.2.0", state="downloading"))  # fmt: skip
+        (state_dir / "ota" / "command.json").write_text(order.model_dump_json())
+        downloads = state_dir / "ota" / "downloads"
+        downloads.mkdir()
+        (downloads / f"{order.sha256}.part").write_bytes(data[: len(data) * 2 // 5])
+        ota = agent(fake_gateway(), state_dir, [])
+        async with ota:
+            await until(lambda: ota.state.state == "failed")
+    assert served.ranges == [f"bytes={len(data) * 2 // 5}-"]
+    assert ota.state.reason.startswith("bundle refused (unknown-key)")
+    assert [r.state.value for r in ota.reports][:2] == ["downloading", "downloading"]
