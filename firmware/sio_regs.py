@@ -14,7 +14,7 @@ MAP_VERSION = 0x0100
 N_DISCRETE = 8
 N_COILS = 8
 N_INPUT = 10
-N_HOLDING = 5
+N_HOLDING = 6
 
 # Discrete inputs (FC02), value = contact state, 1 = closed. 0 and 1 are healthy-closed.
 INPUT_NAMES = (
@@ -62,11 +62,15 @@ HR_WATCHDOG_TIMEOUT = 1
 HR_REQUESTED_OUTPUTS = 2
 HR_CLAIM = 3
 HR_UNIT_ID = 4
+HR_HOLD = 5  # seconds the board keeps its outputs without heartbeats (planned restart)
 
 CLAIM_VALUE = 0xC1A1
 TIMEOUT_MIN_MS = 100
 TIMEOUT_MAX_MS = 10000
 TIMEOUT_DEFAULT_MS = 500
+HOLD_MAX_S = 30
+# The inputs a hold watches itself: fire-alarm loop and emergency stop (healthy closed).
+HOLD_INPUTS = 0b11
 
 # IR 4 states.
 BOOT_SAFE = 0
@@ -123,7 +127,8 @@ def input_register(ctl, addr, now):
 
 
 def holding_register(ctl, addr):
-    """HR ``addr`` (0..4). HR 3 reads 0xC1A1 while CLAIMED, else 0."""
+    """HR ``addr`` (0..5). HR 3 reads 0xC1A1 while CLAIMED, else 0; HR 5 the hold asked for
+    while it lasts, else 0."""
     if addr == HR_HEARTBEAT:
         return ctl.heartbeat
     if addr == HR_WATCHDOG_TIMEOUT:
@@ -132,4 +137,6 @@ def holding_register(ctl, addr):
         return ctl.requested
     if addr == HR_CLAIM:
         return CLAIM_VALUE if ctl.state == CLAIMED else 0
-    return ctl.unit_id
+    if addr == HR_UNIT_ID:
+        return ctl.unit_id
+    return ctl.hold_s

@@ -7,6 +7,11 @@ feedback contact disagrees with it for more than 500 ms puts the board in FAULT,
 reset leaves. HR 2 is cleared on every entry to BOOT-SAFE, FAILSAFE and FAULT, so a new
 claim never re-applies an old bitmap.
 
+A hold (HR 5 = seconds, 1..30, only while CLAIMED with the fire loop and the e-stop closed)
+is what the gateway asks for just before a planned restart: the outputs stay as they are
+without heartbeats until the next heartbeat, but the board drops to FAILSAFE by itself the
+moment the fire loop or the e-stop opens, or when the hold runs out.
+
 Pure logic: time comes in as ``now`` (ms ticks), inputs and actual outputs come from the
 board layer, and nothing here touches hardware, so host tests drive it tick by tick.
 """
@@ -27,6 +32,8 @@ class Controller:
         self.heartbeat = 0  # last value written to HR 0
         self.timeout_ms = R.TIMEOUT_DEFAULT_MS
         self.requested = 0  # HR 2
+        self.hold_s = 0  # HR 5 while a hold lasts, else 0
+        self._hold_from = now
         self.failsafe_trips = 0
         self.inputs = 0  # debounced DI bitmap
         self.actual = 0  # relays as read back from the board
@@ -46,10 +53,13 @@ class Controller:
         return self.requested if self.state == R.CLAIMED else 0
 
     def remaining_ms(self, now):
-        """Watchdog time left while CLAIMED (0 in every other state)."""
+        """Watchdog (or hold) time left while CLAIMED (0 in every other state)."""
         if self.state != R.CLAIMED:
             return 0
-        left = self.timeout_ms - ticks_diff(now, self._beat)
+        if self.hold_s:
+            left = self.hold_s * 1000 - ticks_diff(now, self._hold_from)
+        else:
+            left = self.timeout_ms - ticks_diff(now, self._beat)
         return left if left > 0 else 0
 
     # -- register writes ------------------------------------------------------------------
@@ -75,6 +85,11 @@ class Controller:
         elif addr == R.HR_UNIT_ID:
             if value != self.unit_id:  # the unit id comes from the identity file only
                 return R.ILLEGAL_VALUE
+        elif addr == R.HR_HOLD:
+            if value < 1 or value > R.HOLD_MAX_S:
+                return R.ILLEGAL_VALUE
+            if self.state != R.CLAIMED or self.inputs & R.HOLD_INPUTS != R.HOLD_INPUTS:
+                return R.DEVICE_FAILURE
         return 0
 
     def write(self, addr, value, now):
@@ -82,6 +97,10 @@ class Controller:
         if addr == R.HR_HEARTBEAT:
             self.heartbeat = value
             self._beat = now
+            self.hold_s = 0  # the gateway is back: the hold ends
+        elif addr == R.HR_HOLD:
+            self.hold_s = value
+            self._hold_from = now
         elif addr == R.HR_WATCHDOG_TIMEOUT:
             self.timeout_ms = value
         elif addr == R.HR_REQUESTED_OUTPUTS:
@@ -106,10 +125,18 @@ class Controller:
         self._count_uptime(now)
         self.inputs = inputs
         self.actual = actual
-        if self.state == R.CLAIMED and ticks_diff(now, self._beat) >= self.timeout_ms:
-            self.failsafe_trips = (self.failsafe_trips + 1) & 0xFFFF
-            self._enter(R.FAILSAFE, "no heartbeat for %d ms" % self.timeout_ms)
+        if self.state == R.CLAIMED and self.hold_s:
+            if inputs & R.HOLD_INPUTS != R.HOLD_INPUTS:
+                self._trip("fire loop or e-stop opened during a %d s hold" % self.hold_s)
+            elif ticks_diff(now, self._hold_from) >= self.hold_s * 1000:
+                self._trip("a %d s hold ran out without a heartbeat" % self.hold_s)
+        elif self.state == R.CLAIMED and ticks_diff(now, self._beat) >= self.timeout_ms:
+            self._trip("no heartbeat for %d ms" % self.timeout_ms)
         self._check_feedback(now)
+
+    def _trip(self, why):
+        self.failsafe_trips = (self.failsafe_trips + 1) & 0xFFFF
+        self._enter(R.FAILSAFE, why)
 
     def fault(self, reason):
         """Enter FAULT (feedback mismatch, failed self-test); only a reset leaves it."""
@@ -135,6 +162,7 @@ class Controller:
     def _enter(self, state, why):
         self.state = state
         self.requested = 0  # never re-apply an old bitmap after a new claim
+        self.hold_s = 0
         if self._log is not None:
             self._log(R.STATE_NAMES[state], why)
 

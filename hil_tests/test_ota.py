@@ -30,7 +30,7 @@ from gateway import wire
 from gateway.trust import SigningKey
 from hil_tests.broker import Mosquitto
 from hil_tests.fleet_server import FleetServer
-from hil_tests.gateway_rig import site_config, tcp_bus
+from hil_tests.gateway_rig import rtu_bus, site_config, tcp_bus
 from hil_tests.ota_release import Supervisor, release
 from hil_tests.rig.site import SimulatedSite, to_toml
 from hil_tests.uplink_helpers import Recorder, recording
@@ -81,7 +81,10 @@ async def test_updates_commit_refuse_and_roll_back_under_a_supervisor(
     (state / "trusted-keys").mkdir(parents=True)
     (state / "trusted-keys" / "ops.pub").write_bytes(key.public_pem())
     log = tmp_path / "gateway.log"
-    site_cfg = site_config(tcp_bus("meter"), [("meter", "SUNSPEC-METER", "meter", 1)])
+    site_cfg = site_config(
+        rtu_bus("usb", 115200) + tcp_bus("meter"),
+        [("sio", "SIO-1", "usb", 1), ("meter", "SUNSPEC-METER", "meter", 1)],
+    )
     with Mosquitto(tmp_path / "mq") as mq, FleetServer(tmp_path / "fleet") as fleet:
         fleet.register(SITE, GATEWAY)
         store = BundleStore(releases_dir(Settings(database_url=fleet.database_url)))
@@ -125,12 +128,27 @@ async def test_updates_commit_refuse_and_roll_back_under_a_supervisor(
                 assert refused["reason"].startswith("bundle refused (downgrade)")
                 assert not (state / "ota" / "slots" / "a").exists(), "nothing installed"
 
+                board = site.boards["sio"]
+                await until(lambda: board.outputs == 0b0011, 30, "SIO-1 claimed, relays on", log)
+                trips, seen_states = board.handle.failsafe_trips, set()
+
+                async def watch_board() -> None:
+                    while True:
+                        seen_states.add((board.state_name, board.outputs))
+                        await asyncio.sleep(0.01)
+
+                watcher = asyncio.create_task(watch_board())
                 await send("0.2.0")
                 await until(latest(rec, state="checking"), 180, "0.2.0 started", log)
+                await until(lambda: board.outputs == 0b0011, 10, "SIO-1 kept by 0.2.0", log)
+                watcher.cancel()
+                # the planned restart: the board held its outputs; feeder and PV never dropped
+                assert seen_states == {("CLAIMED", 0b0011)}, seen_states
+                assert board.handle.failsafe_trips == trips
                 supervisor.kill()  # kill -9 in the health window: checked again, then committed
                 await until(latest(rec, state="committed", release="0.2.0"), 180, "0.2.0", log)
                 done = statuses(rec)[-1]
-                assert done["running"] == {"version": "0.2.0", "slot": "a", "firmware": None}
+                assert done["running"] == {"version": "0.2.0", "slot": "a", "firmware": "1.1"}
                 seen = [s["state"] for s in statuses(rec) if s["release"] == "0.2.0"]
                 for step in ("downloading", "verifying", "installing", "restarting", "checking"):
                     assert step in seen, (step, seen)

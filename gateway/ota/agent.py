@@ -59,6 +59,10 @@ log = logging.getLogger(__name__)
 COMMAND_FILE = "command.json"
 #: the states an update that a restart interrupted resumes from
 RESUMABLE = frozenset({"downloading", "verifying", "installing", "waiting"})
+#: how long an SIO-1 keeps its outputs across a planned restart, at most (its HR 5)
+HOLD_S = 20
+HOLD_FIRMWARE = 0x0101  # the first SIO-1 firmware with the hold (1.1)
+HEARTBEAT_DRAIN_S = 0.3
 #: EVSE points whose value means "a car is charging"
 CHARGING = {"cp_state": {2, 3}, "charging_state": {7, 8}}
 
@@ -246,7 +250,36 @@ class OtaAgent:
             OtaState.RESTARTING, f"into release {release} (slot {target})", about=command
         )
         slots.switch(self.state_dir, target)
+        await self.hold_safety_ios()
         self.on_restart(f"restarting into release {release}")
+
+    async def hold_safety_ios(self) -> None:
+        """Ask every claimed SIO-1 (firmware 1.1 or later) to keep its outputs across the
+        restart (docs/safety.md#planned-restarts-for-updates): its heartbeats stop first, so
+        that the hold is the last thing the board hears from this process. A board that
+        refuses (its fire loop or e-stop open) or has older firmware goes to FAILSAFE after
+        its timeout as in any restart."""
+        supervisor = getattr(self.gateway, "supervisor", None)
+        keeper = getattr(self.gateway, "keeper", None)
+        boards = [s for s in getattr(supervisor, "safety_ios", ()) if s.claimed]
+        for sio in boards:
+            if keeper is not None:
+                keeper.kept.pop(sio.device, None)
+        if boards:
+            await asyncio.sleep(HEARTBEAT_DRAIN_S)  # a heartbeat already queued lands first
+        for sio in boards:
+            firmware = self.gateway.image.reading(sio.device, "fw_version")
+            if not isinstance(firmware, int) or firmware < HOLD_FIRMWARE:
+                log.warning(
+                    "ota: %s has no hold (firmware %s): it fails safe", sio.device, firmware
+                )
+                continue
+            try:
+                await self.gateway.commands.write(sio.device, "hold", HOLD_S)
+            except GatewayError as exc:
+                log.warning("ota: %s refused the hold (%s): it fails safe", sio.device, exc)
+            else:
+                log.info("ota: %s holds its outputs for at most %d s", sio.device, HOLD_S)
 
     def unsafe(self) -> str | None:
         """Why now is not a moment to restart; None when it is."""

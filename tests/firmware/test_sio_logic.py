@@ -279,7 +279,8 @@ def test_requests_in_any_chunking_are_each_answered_once(cuts: list[int], count:
     board.inbox += stream
     firmware.step()
     answers = [decode_response(request, f[1:-2]) for f in _responses(board.outbox)]
-    assert answers == [[0x0100, 0x0100]] * count
+    major, minor = importlib.import_module("version").VERSION
+    assert answers == [[0x0100, major << 8 | minor]] * count
 
 
 @pytest.mark.parametrize("unit", [0, UNIT + 1], ids=["broadcast", "other-unit"])
@@ -312,7 +313,7 @@ def test_identification_registers() -> None:
     assert values[R.IR_FW_VERSION] == version[0] << 8 | version[1]
     assert values[R.IR_STATE] == R.BOOT_SAFE
     assert values[R.IR_INPUTS] == 0b11  # fire loop healthy, e-stop released
-    assert ask(firmware, read(Table.HOLDING, 0, R.N_HOLDING)) == [0, 500, 0, 0, UNIT]
+    assert ask(firmware, read(Table.HOLDING, 0, R.N_HOLDING)) == [0, 500, 0, 0, UNIT, 0]
 
 
 def test_uptime_is_u32_seconds_high_word_first() -> None:
@@ -335,9 +336,10 @@ def test_watchdog_remaining_counts_down_in_10_ms_units() -> None:
         (read(Table.COIL, 0, 9), R.ILLEGAL_ADDRESS),
         (read(Table.DISCRETE, 7, 2), R.ILLEGAL_ADDRESS),
         (read(Table.INPUT, 0, 11), R.ILLEGAL_ADDRESS),
-        (read(Table.HOLDING, 5), R.ILLEGAL_ADDRESS),
-        (hr(5, 1), R.ILLEGAL_ADDRESS),
-        (hr(4, 1, 2), R.ILLEGAL_ADDRESS),
+        (read(Table.HOLDING, R.N_HOLDING), R.ILLEGAL_ADDRESS),
+        (hr(R.N_HOLDING, 1), R.ILLEGAL_ADDRESS),
+        (hr(R.N_HOLDING - 1, 1, 2), R.ILLEGAL_ADDRESS),
+        (hr(R.HR_HOLD, 5), R.DEVICE_FAILURE),  # not CLAIMED
         (hr(R.HR_UNIT_ID, UNIT + 1), R.ILLEGAL_VALUE),
         (Write(Table.COIL, 0, (1,)), R.ILLEGAL_FUNCTION),
         (Write(Table.COIL, 0, (1, 1, 0)), R.ILLEGAL_FUNCTION),
@@ -439,6 +441,7 @@ class SioStateMachine(RuleBasedStateMachine):
         self.state = R.BOOT_SAFE
         self.timeout = R.TIMEOUT_DEFAULT_MS
         self.last_beat = 0
+        self.hold_until: int | None = None
         self.trips = 0
         self.mismatch_since: list[int | None] = [None] * len(R.FEEDBACK)
 
@@ -457,11 +460,18 @@ class SioStateMachine(RuleBasedStateMachine):
             return R.DEVICE_FAILURE if self.state == R.FAULT else 0
         if address == R.HR_UNIT_ID and value != UNIT:
             return R.ILLEGAL_VALUE
+        if address == R.HR_HOLD:  # the model's inputs stay healthy
+            if not 1 <= value <= R.HOLD_MAX_S:
+                return R.ILLEGAL_VALUE
+            return 0 if self.state == R.CLAIMED else R.DEVICE_FAILURE
         return 0
 
     def apply(self, address: int, value: int) -> None:
         if address == R.HR_HEARTBEAT:
             self.last_beat = self.t
+            self.hold_until = None
+        elif address == R.HR_HOLD:
+            self.hold_until = self.t + value * 1000
         elif address == R.HR_WATCHDOG_TIMEOUT:
             self.timeout = value
         elif address == R.HR_CLAIM and self.state != R.CLAIMED:
@@ -559,18 +569,22 @@ class SioStateMachine(RuleBasedStateMachine):
                 self.mismatch_since[i] = None
             elif self.mismatch_since[i] is None:
                 self.mismatch_since[i] = self.t
-        trip = self.state == R.CLAIMED and self.t - self.last_beat >= self.timeout
+        holding = self.hold_until is not None
+        deadline = self.hold_until if self.hold_until is not None else self.last_beat + self.timeout
+        trip = self.state == R.CLAIMED and self.t >= deadline
         fault = any(s is not None and self.t - s > R.FEEDBACK_FAULT_MS for s in self.mismatch_since)
         before = self.fw.ctl.state
         self.fw.step()
         if trip:
             # The previous pass was < timeout after the beat: this one is within timeout + tick.
             assert before == R.CLAIMED
-            assert self.t - self.last_beat <= self.timeout + TICK
+            assert self.t <= deadline + TICK, (holding, self.t, deadline)
             self.state = R.FAILSAFE
+            self.hold_until = None
             self.trips += 1
         if fault:
             self.state = R.FAULT
+            self.hold_until = None
         if self.fw.ctl.state != before and self.fw.ctl.state != R.CLAIMED:
             assert self.holding()[R.HR_REQUESTED_OUTPUTS] == 0, "HR 2 kept on entering a safe state"
 
@@ -598,12 +612,66 @@ class SioStateMachine(RuleBasedStateMachine):
     @invariant()
     def watchdog_remaining_matches_the_last_heartbeat(self) -> None:
         remaining = ask(self.fw, read(Table.INPUT, R.IR_WATCHDOG_REMAINING))
-        left = self.timeout - (self.t - self.last_beat) if self.state == R.CLAIMED else 0
+        deadline = self.hold_until if self.hold_until is not None else self.last_beat + self.timeout
+        left = deadline - self.t if self.state == R.CLAIMED else 0
         assert remaining == [max(left, 0) // 10]
 
 
 TestSioStateMachine = SioStateMachine.TestCase
 TestSioStateMachine.settings = settings(max_examples=200, stateful_step_count=40, deadline=None)
+
+
+# -- the hold across a planned restart of the gateway ----------------------------------------
+
+
+def held(board_options: dict[str, object] | None = None) -> tuple[object, object, object]:
+    """A claimed board with the charger feeder and PV keep-alive on, then a 5 s hold."""
+    firmware, board, clock = make_firmware(**(board_options or {}))
+    run_for(firmware, clock, 100)  # inputs debounced: fire loop and e-stop closed
+    claim(firmware)
+    assert ask(firmware, hr(R.HR_REQUESTED_OUTPUTS, 0b0011)) == []
+    assert ask(firmware, hr(R.HR_HOLD, 5)) == []
+    return firmware, board, clock
+
+
+def test_a_hold_keeps_the_outputs_until_the_next_heartbeat() -> None:
+    firmware, board, clock = held()
+    run_for(firmware, clock, 4000)  # far beyond the 500 ms heartbeat timeout
+    assert (firmware.ctl.state, board.relays) == (R.CLAIMED, 0b0011)
+    assert ask(firmware, read(Table.HOLDING, R.HR_HOLD)) == [5]
+    assert ask(firmware, hr(R.HR_HEARTBEAT, 1)) == []  # the new gateway is back
+    assert ask(firmware, read(Table.HOLDING, R.HR_HOLD)) == [0]
+    run_for(firmware, clock, 600)  # the ordinary watchdog again
+    assert (firmware.ctl.state, board.relays) == (R.FAILSAFE, 0)
+
+
+def test_a_hold_that_runs_out_drops_to_failsafe_by_itself() -> None:
+    firmware, board, clock = held()
+    run_for(firmware, clock, 4900)
+    assert firmware.ctl.state == R.CLAIMED
+    run_for(firmware, clock, 200)
+    assert (firmware.ctl.state, board.relays, firmware.ctl.failsafe_trips) == (R.FAILSAFE, 0, 1)
+
+
+def test_the_fire_loop_opening_during_a_hold_drops_every_output_at_once() -> None:
+    firmware, board, clock = held()
+    run_for(firmware, clock, 1000)
+    board.set_input("fire_alarm_loop", False)
+    run_for(firmware, clock, sio_inputs.DEBOUNCE_MS + 2 * TICK)
+    assert (firmware.ctl.state, board.relays) == (R.FAILSAFE, 0)
+
+
+def test_a_hold_is_refused_unless_claimed_with_healthy_inputs() -> None:
+    firmware, board, clock = make_firmware()
+    run_for(firmware, clock, 100)
+    assert ask(firmware, hr(R.HR_HOLD, 5)) == ExceptionAnswer(6, R.DEVICE_FAILURE)  # BOOT-SAFE
+    claim(firmware)
+    assert ask(firmware, hr(R.HR_HOLD, 31)) == ExceptionAnswer(6, R.ILLEGAL_VALUE)
+    assert ask(firmware, hr(R.HR_HOLD, 0)) == ExceptionAnswer(6, R.ILLEGAL_VALUE)
+    board.set_input("estop", False)
+    run_for(firmware, clock, sio_inputs.DEBOUNCE_MS + 2 * TICK)
+    assert ask(firmware, hr(R.HR_HEARTBEAT, 2)) == []
+    assert ask(firmware, hr(R.HR_HOLD, 5)) == ExceptionAnswer(6, R.DEVICE_FAILURE)
 
 
 # -- feedback supervision with real contactor timing -----------------------------------------
@@ -661,7 +729,8 @@ def test_boot_takes_the_unit_id_from_the_identity_file(tmp_path: Path) -> None:
     assert firmware.ctl.unit_id == 42
     assert firmware.ctl.state == R.BOOT_SAFE
     assert ask(firmware, read(Table.INPUT, R.IR_RESET_CAUSE)) == [R.RESET_WATCHDOG]
-    assert firmware.log.lines() == ["0 BOOT fw 1.0 unit 42 reset cause 2"]
+    major, minor = importlib.import_module("version").VERSION
+    assert firmware.log.lines() == [f"0 BOOT fw {major}.{minor} unit 42 reset cause 2"]
 
 
 @pytest.mark.parametrize(
