@@ -160,3 +160,28 @@ async def test_a_gateway_killed_while_downloading_resumes_where_it_stopped(
     assert served.ranges == [f"bytes={len(data) * 2 // 5}-"]
     assert ota.state.reason.startswith("bundle refused (unknown-key)")
     assert [r.state.value for r in ota.reports][:2] == ["downloading", "downloading"]
+
+
+async def test_a_cancel_while_waiting_leaves_the_running_slot_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state_dir = tmp_path / "state"
+    save(state_dir, UpdateState(active="a", versions={"a": "0.1.0"}))
+    slots.switch(state_dir, "a")
+    monkeypatch.setenv(SLOT_ENV, "a")
+    data = make_bundle(tmp_path, "0.2.0")
+    gw = fake_gateway()
+    gw.engine.rules["fire-recall"] = SimpleNamespace(active=True)
+    restarts: list[str] = []
+    with serve(Served(data)) as served:
+        ota = agent(gw, state_dir, restarts)
+        async with ota:
+            await ota.command(command(served.url, data, cid=4))
+            await until(lambda: ota.state.state == "waiting")
+            assert ota.state.reason == "interlock fire-recall active"
+            cancel = command(served.url, data, cid=5).model_copy(update={"action": "cancel"})
+            await ota.command(cancel)
+            assert ota.state.state == "cancelled"
+            await asyncio.sleep(0.2)
+    assert not restarts
+    assert (load(state_dir).active, slots.current(state_dir)) == ("a", "a")
