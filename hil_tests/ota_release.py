@@ -14,6 +14,8 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import os
+import signal
 import sys
 import zipfile
 from collections.abc import AsyncIterator
@@ -88,15 +90,16 @@ class Supervisor:
             while True:
                 self.starts += 1
                 self._process = await asyncio.create_subprocess_exec(
-                    *self.args, stdout=out, stderr=out, env=env
+                    *self.args, stdout=out, stderr=out, env=env, start_new_session=True
                 )
                 await self._process.wait()
                 await asyncio.sleep(0.3)  # RestartSec
 
     def kill(self) -> None:
-        """``kill -9`` of the gateway that runs now."""
+        """``kill -9`` of the gateway that runs now and of its children (pip), as systemd
+        kills the service's whole control group."""
         assert self._process is not None
-        self._process.kill()
+        os.killpg(self._process.pid, signal.SIGKILL)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Supervisor]:

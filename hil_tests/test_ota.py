@@ -7,8 +7,8 @@ a bumped version; the slots share this environment's dependencies
 One scenario, in order, on one gateway: a downgrade is refused and nothing changes; release
 0.2.0 installs, restarts, is killed with SIGKILL in its health window, is started again on
 trial, proves itself and commits, and the gateway reports 0.2.0 from slot a; release 0.3.0,
-which crashes at start, is left by the launcher after three starts and the gateway, back on
-0.2.0, says why.
+killed while its slot is built and built again at the next start, crashes at start and is
+left by the launcher after three starts; the gateway, back on 0.2.0, says why.
 """
 
 from __future__ import annotations
@@ -155,9 +155,12 @@ async def test_updates_commit_refuse_and_roll_back_under_a_supervisor(
                 assert supervisor.starts == 3  # the planned restart and the kill
 
                 await send("0.3.0")
+                await until(latest(rec, state="installing", release="0.3.0"), 60, "0.3.0", log)
+                supervisor.kill()  # kill -9 while the slot is built: the next start redoes it
                 await until(latest(rec, state="rolled-back"), 240, "0.3.0 rolled back", log)
                 back = statuses(rec)[-1]
                 assert back["running"]["version"] == "0.2.0"
                 assert back["running"]["slot"] == "a"
                 assert "release 0.3.0 did not start healthy 3 times in a row" in back["reason"]
-                assert supervisor.starts >= 3 + 4  # three failed starts, then slot a again
+                # the kill, the planned restart, three failed starts, then slot a again
+                assert supervisor.starts >= 3 + 1 + 4
