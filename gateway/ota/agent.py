@@ -40,7 +40,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 from gateway import wire
-from gateway.errors import BundleRefused, GatewayError, WireError
+from gateway.errors import BundleRefused, GatewayError, OtaError, WireError
 from gateway.health_gate import HealthGate, Verdict
 from gateway.ota import slots
 from gateway.ota.bundle import Expectation, open_bundle, this_platform, this_python
@@ -101,7 +101,13 @@ class OtaAgent:
         self._watch = watch or self._health_window
         slot = os.environ.get(SLOT_ENV, "none")
         self.slot = slot if slot in ("a", "b") else "none"
-        self.state: UpdateState = load(state_dir)
+        try:
+            self.state: UpdateState = load(state_dir)
+        except OtaError as exc:  # never keep the gateway from running: start over, say why
+            log.error("ota: %s", exc)
+            self.state = UpdateState(
+                active=slots.current(state_dir), state="failed", reason=str(exc)
+            )
         self._task: asyncio.Task[None] | None = None
         self._last_progress = -1.0
         self.reports: list[OtaStatus] = []

@@ -21,6 +21,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from gateway.errors import OtaError
 from gateway.ota import slots
 from gateway.ota.state import UpdateState, load, save
 
@@ -28,8 +29,13 @@ SLOT_ENV = "DOORSTEP_OTA_SLOT"
 
 
 def decide(state_dir: Path) -> tuple[str, UpdateState]:
-    """Count this start and roll back if due; the slot to start (``none``: no slot yet)."""
-    state = load(state_dir)
+    """Count this start and roll back if due; the slot to start (``none``: no slot yet).
+    An unreadable state file never stops the gateway: the slot the link names starts."""
+    try:
+        state = load(state_dir)
+    except OtaError as exc:
+        print(f"gateway-launcher: {exc}; starting the slot the link names", file=sys.stderr)
+        return slots.current(state_dir) or "none", UpdateState()
     if state.active is None:
         return "none", state
     if state.trial:

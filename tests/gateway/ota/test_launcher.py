@@ -61,3 +61,10 @@ def test_a_kill_between_the_state_and_the_link_is_put_right(tmp_path: Path) -> N
     assert supervise(tmp_path, "running b") == ["running b run --config site.toml"]
     assert slots.current(tmp_path) == "b"
     assert load(tmp_path).boots == 1
+
+
+def test_a_damaged_state_file_never_keeps_the_gateway_from_starting(tmp_path: Path) -> None:
+    install_fake(tmp_path, "a", 0)
+    slots.switch(tmp_path, "a")
+    (tmp_path / "ota" / "state.json").write_text("{half a fi")
+    assert supervise(tmp_path, "running a") == ["running a run --config site.toml"]
