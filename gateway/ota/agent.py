@@ -37,10 +37,11 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Literal, Self
 
 from gateway import wire
 from gateway.errors import BundleRefused, GatewayError, OtaError, WireError
+from gateway.flash.firmware import firmware_constant
 from gateway.health_gate import HealthGate, Verdict
 from gateway.ota import slots
 from gateway.ota.bundle import Expectation, open_bundle, this_platform, this_python
@@ -100,7 +101,9 @@ class OtaAgent:
         self.recheck_s = recheck_s
         self._watch = watch or self._health_window
         slot = os.environ.get(SLOT_ENV, "none")
-        self.slot = slot if slot in ("a", "b") else "none"
+        self.slot: Literal["a", "b", "none"] = (
+            "a" if slot == "a" else "b" if slot == "b" else "none"
+        )
         try:
             self.state: UpdateState = load(state_dir)
         except OtaError as exc:  # never keep the gateway from running: start over, say why
@@ -312,7 +315,7 @@ class OtaAgent:
         verdict = await self._watch()
         if verdict.healthy:
             s.trial, s.boots = False, 0
-            await self._set(OtaState.COMMITTED, "")
+            await self._set(OtaState.COMMITTED, self._firmware_note())
             with contextlib.suppress(OSError):
                 (self.dir / COMMAND_FILE).unlink()
             return
@@ -330,6 +333,29 @@ class OtaAgent:
         )
         slots.switch(self.state_dir, back)
         self.on_restart(f"rolling back from release {release}")
+
+    def _firmware_note(self) -> str:
+        """What a person must know of the SIO-1 firmware the committed release carries: the
+        agent does not flash the board yet, so a different version is said, with the way."""
+        if self.slot == "none":
+            return ""
+        carried = slots.slot_dir(self.state_dir, self.slot) / "firmware"
+        if not (carried / "version.py").is_file():
+            return ""
+        try:
+            version = firmware_constant(carried, "version", "VERSION")
+        except GatewayError:
+            return ""
+        if not isinstance(version, tuple) or len(version) != 2:
+            return ""
+        carried_version = f"{version[0]}.{version[1]}"
+        running = self._firmware()
+        if running is None or running == carried_version:
+            return ""
+        return (
+            f"the SIO-1 runs firmware {running}, this release carries {carried_version}: "
+            f"flash it in a maintenance window (gateway flash --firmware {carried})"
+        )
 
     async def _health_window(self) -> Verdict:
         return await HealthGate(self.gateway, self.window_s, skipped_allowed=2).watch()

@@ -185,3 +185,23 @@ async def test_a_cancel_while_waiting_leaves_the_running_slot_alone(
             await asyncio.sleep(0.2)
     assert not restarts
     assert (load(state_dir).active, slots.current(state_dir)) == ("a", "a")
+
+
+async def test_a_commit_says_when_the_sio1_runs_other_firmware_than_the_release_carries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state_dir = tmp_path / "state"
+    versions = {"a": "0.1.0", "b": "0.2.0"}
+    save(state_dir, UpdateState(active="b", previous="a", trial=True, versions=versions))
+    carried = slots.slot_dir(state_dir, "b") / "firmware"
+    carried.mkdir(parents=True)
+    (carried / "version.py").write_text("VERSION = (1, 1)\n")
+    monkeypatch.setenv(SLOT_ENV, "b")
+    gw = fake_gateway()
+    gw.image.update("sio", "fw_version", 0x0100)
+    ota = agent(gw, state_dir, [])
+    async with ota:
+        await until(lambda: ota.state.state == "committed")
+    last = ota.reports[-1]
+    assert last.running.firmware == "1.0"
+    assert last.reason.startswith("the SIO-1 runs firmware 1.0, this release carries 1.1")
