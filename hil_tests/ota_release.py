@@ -113,3 +113,52 @@ class Supervisor:
             if self._process is not None and self._process.returncode is None:
                 self._process.terminate()
                 await self._process.wait()
+
+
+class CuttingProxy:
+    """A TCP proxy in front of the fleet whose first connection is closed after ``cut``
+    bytes of the answer: a download that dies on a poor link. It records each request's
+    ``Range`` header and the bytes it passed back."""
+
+    def __init__(self, port: int, cut: int) -> None:
+        self.port = port
+        self.cut = cut
+        self.ranges: list[str | None] = []
+        self.passed: list[int] = []
+        self.url = ""
+        self._server: asyncio.Server | None = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.port)
+        head = await reader.readuntil(b"\r\n\r\n")
+        ranges = [
+            line.split(b":", 1)[1].strip().decode()
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"range:")
+        ]
+        self.ranges.append(ranges[0] if ranges else None)
+        limit = self.cut if len(self.ranges) == 1 else None
+        up_writer.write(head)
+        await up_writer.drain()
+        passed = 0
+        try:
+            while chunk := await up_reader.read(65536):
+                if limit is not None and passed + len(chunk) >= limit:
+                    writer.write(chunk[: limit - passed])
+                    passed = limit
+                    break
+                writer.write(chunk)
+                passed += len(chunk)
+                await writer.drain()
+        finally:
+            self.passed.append(passed)
+            await writer.drain()
+            writer.close()
+            up_writer.close()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[CuttingProxy]:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        async with self._server:
+            yield self

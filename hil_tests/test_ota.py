@@ -31,7 +31,7 @@ from gateway.trust import SigningKey
 from hil_tests.broker import Mosquitto
 from hil_tests.fleet_server import FleetServer
 from hil_tests.gateway_rig import rtu_bus, site_config, tcp_bus
-from hil_tests.ota_release import Supervisor, release
+from hil_tests.ota_release import CuttingProxy, Supervisor, release
 from hil_tests.rig.site import SimulatedSite, to_toml
 from hil_tests.uplink_helpers import Recorder, recording
 
@@ -94,11 +94,11 @@ async def test_updates_commit_refuse_and_roll_back_under_a_supervisor(
                 await add_release(session, store.receive_file(path), "test")
                 await session.commit()
 
-        async def command(version: str, force: bool = False) -> bytes:
+        async def command(version: str, base: str) -> bytes:
             async with fleet.app.state.sessions() as session:
                 gw = await gateway_of(session, SITE, GATEWAY)
                 rel = await find_release(session, version, None)
-                sent = await command_release(session, "test", gw, rel, fleet.url, force=force)
+                sent = await command_release(session, "test", gw, rel, base)
                 await session.commit()
                 return sent.payload
 
@@ -113,8 +113,8 @@ async def test_updates_commit_refuse_and_roll_back_under_a_supervisor(
             async with recording(mq.port) as rec, outbound.running(), supervisor.running():
                 await asyncio.wait_for(outbound.connected.wait(), 10)
 
-                async def send(version: str) -> None:
-                    payload = fleet.run(command(version))
+                async def send(version: str, base: str = fleet.url) -> None:
+                    payload = fleet.run(command(version, base))
                     assert await outbound.send(
                         SITE, GATEWAY, wire.Kind.OTA_COMMAND, payload, retain=True
                     )
@@ -138,7 +138,17 @@ async def test_updates_commit_refuse_and_roll_back_under_a_supervisor(
                         await asyncio.sleep(0.01)
 
                 watcher = asyncio.create_task(watch_board())
-                await send("0.2.0")
+                size = bundles["0.2.0"].stat().st_size
+                async with CuttingProxy(fleet.port, cut=size * 8 // 10).running() as proxy:
+                    await send("0.2.0", proxy.url)  # the link dies at 80 % of the download
+                    await until(
+                        latest(rec, state="verifying", release="0.2.0"), 60, "0.2.0 downloaded", log
+                    )
+                assert len(proxy.ranges) == 2, proxy.ranges
+                assert proxy.ranges[0] is None
+                resumed = int(proxy.ranges[1].removeprefix("bytes=").rstrip("-"))
+                assert size * 7 // 10 < resumed < size * 8 // 10  # 80 % less the HTTP head
+                assert f"({size} bytes over the network)" in log.read_text(), "fetched twice"
                 await until(latest(rec, state="checking"), 180, "0.2.0 started", log)
                 await until(lambda: board.outputs == 0b0011, 10, "SIO-1 kept by 0.2.0", log)
                 watcher.cancel()
