@@ -5,10 +5,11 @@ a bumped version; the slots share this environment's dependencies
 (``--ota-system-site-packages``), so a bundle carries only the gateway's wheel and firmware.
 
 One scenario, in order, on one gateway: a downgrade is refused and nothing changes; release
-0.2.0 installs, restarts, is killed with SIGKILL in its health window, is started again on
-trial, proves itself and commits, and the gateway reports 0.2.0 from slot a; release 0.3.0,
-killed while its slot is built and built again at the next start, crashes at start and is
-left by the launcher after three starts; the gateway, back on 0.2.0, says why.
+0.2.0, whose download dies at 80 % and resumes from there, installs, restarts (the SIO-1
+holding its outputs), is killed with SIGKILL in its health window, is started again on trial,
+proves itself and commits, and the gateway reports 0.2.0 from slot a; release 0.3.0, killed
+while its slot is built and built again at the next start, crashes at start and is left by
+the launcher after three starts; the gateway, back on 0.2.0, says why.
 """
 
 from __future__ import annotations
