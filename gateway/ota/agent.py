@@ -162,22 +162,26 @@ class OtaAgent:
     async def command(self, command: OtaCommand) -> None:
         if command.id <= self.state.handled:
             return  # the retained copy of a command already acted on
+        if self.busy and self.state.state not in RESUMABLE and command.action == "install":
+            # restarting or checking: not taken now, so not marked handled; the fleet sends
+            # it again when this gateway's status shows it is still about the older one
+            log.warning("ota: command %d not taken while %s", command.id, self.state.state)
+            return
         self.state.handled = command.id
         if command.action == "cancel":
             if self.busy and self.state.state in RESUMABLE:
                 assert self._task is not None
                 self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
                 await self._set(OtaState.CANCELLED, "cancelled by the fleet", about=command)
             else:
                 save(self.state_dir, self.state)
             return
-        if self.busy:
-            if self.state.state not in RESUMABLE:
-                log.warning("ota: command %d ignored: %s", command.id, self.state.state)
-                save(self.state_dir, self.state)
-                return
-            assert self._task is not None
-            self._task.cancel()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()  # a newer release replaces one not yet installed
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
         write_atomic(self.dir / COMMAND_FILE, command.model_dump_json().encode())
         self._task = asyncio.create_task(self._update(command), name="ota-update")
 

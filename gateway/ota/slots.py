@@ -114,7 +114,12 @@ async def _run(command: list[str], doing: str) -> None:
         *low_priority(), *command,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
-    out, _ = await process.communicate()
+    try:
+        out, _ = await process.communicate()
+    except asyncio.CancelledError:  # the update was replaced or cancelled: no orphan pip
+        process.kill()
+        await process.wait()
+        raise
     if process.returncode != 0:
         tail = out.decode(errors="replace").strip().splitlines()[-3:]
         raise OtaError(f"{doing} failed (exit {process.returncode}): {' / '.join(tail)}")

@@ -205,3 +205,35 @@ async def test_a_commit_says_when_the_sio1_runs_other_firmware_than_the_release_
     last = ota.reports[-1]
     assert last.running.firmware == "1.0"
     assert last.reason.startswith("the SIO-1 runs firmware 1.0, this release carries 1.1")
+
+
+async def test_a_command_during_the_health_window_is_taken_when_sent_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state_dir = tmp_path / "state"
+    versions = {"a": "0.1.0", "b": "0.2.0"}
+    save(state_dir, UpdateState(active="b", previous="a", trial=True, versions=versions))
+    monkeypatch.setenv(SLOT_ENV, "b")
+    proven = asyncio.Event()
+
+    async def watch() -> Verdict:
+        await proven.wait()
+        return HEALTHY
+
+    ota = OtaAgent(
+        fake_gateway(), state_dir, TrustedKeys.of(KEY.public), on_restart=lambda r: None,
+        version="0.2.0", watch=watch,
+    )  # fmt: skip
+    data = make_bundle(tmp_path, "0.3.0", key=SigningKey.generate())
+    with serve(Served(data)) as served:
+        async with ota:
+            await until(lambda: ota.state.state == "checking")
+            order = command(served.url, data, cid=9).model_copy(update={"release": "0.3.0"})
+            await ota.command(order)
+            assert ota.state.handled < 9, "not taken during the health window"
+            proven.set()
+            await until(lambda: ota.state.state == "committed")
+            await ota.command(order)  # the fleet sends it again
+            await until(lambda: ota.state.state == "failed")
+    assert ota.state.handled == 9
+    assert ota.state.reason.startswith("bundle refused (unknown-key)")
