@@ -141,6 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="a new release must stay healthy this long to commit (default: %(default)s)",
     )
+    run.add_argument(
+        "--ota-defer",
+        type=_defer_list,
+        default="interlocks,charging",
+        metavar="LIST",
+        help="what an update's restart waits for: interlocks (any active), charging (any "
+        "charger charging), both (default: %(default)s) or none",
+    )
     run.add_argument(  # tests and development: a bundle that carries only the gateway's wheel
         "--ota-system-site-packages", action="store_true", help=argparse.SUPPRESS
     )
@@ -160,6 +168,17 @@ def build_parser() -> argparse.ArgumentParser:
             help="latches, alarm journal and control socket (default: %(default)s)",
         )
     return parser
+
+
+def _defer_list(text: str) -> str:
+    """``--ota-defer``: a comma-separated list of interlocks, charging; or none."""
+    words = {w.strip() for w in text.split(",") if w.strip()}
+    unknown = sorted(words - {"interlocks", "charging", "none"})
+    if unknown or not words:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected interlocks, charging, both comma-separated, or none"
+        )
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -121,6 +121,8 @@ async def _run(
             version=gateway_version(),
             window_s=getattr(args, "ota_window", 60.0),
             system_site_packages=getattr(args, "ota_system_site_packages", False),
+            defer_on_interlock="interlocks" in getattr(args, "ota_defer", "interlocks"),
+            defer_on_charging="charging" in getattr(args, "ota_defer", "charging"),
         )
         async with gw, agent, ota:
             until = None if args.duration is None else time.monotonic() + args.duration
