@@ -4,7 +4,8 @@ whenever it exits (as systemd's Restart= does). Bundles are built from this repo
 a bumped version; the slots share this environment's dependencies
 (``--ota-system-site-packages``), so a bundle carries only the gateway's wheel and firmware.
 
-One scenario, in order, on one gateway: a downgrade is refused and nothing changes; release
+One scenario, in order, on one gateway: a downgrade and a release signed by a key the gateway
+does not trust are refused, each with its reason, and nothing changes; release
 0.2.0, whose download dies at 80 % and resumes from there, installs, restarts (the SIO-1
 holding its outputs), is killed with SIGKILL in its health window, is started again on trial,
 proves itself and commits, and the gateway reports 0.2.0 from slot a; release 0.3.0, killed
@@ -75,6 +76,7 @@ async def test_updates_commit_refuse_and_roll_back_under_a_supervisor(
     key = SigningKey.generate()
     bundles = {
         "0.0.9": release(tmp_path / "r", "0.0.9", key),
+        "0.2.5": release(tmp_path / "r", "0.2.5", SigningKey.generate()),  # a key not trusted
         "0.2.0": release(tmp_path / "r", "0.2.0", key),
         "0.3.0": release(tmp_path / "r", "0.3.0", key, {"gateway/cli/run.py": CRASH}),
     }
@@ -127,7 +129,15 @@ async def test_updates_commit_refuse_and_roll_back_under_a_supervisor(
                 await until(latest(rec, state="failed"), 60, "the downgrade refused", log)
                 refused = statuses(rec)[-1]
                 assert refused["reason"].startswith("bundle refused (downgrade)")
+                await send("0.2.5")  # the fleet took it; the gateway does not trust its key
+                await until(latest(rec, state="failed", release="0.2.5"), 60, "0.2.5", log)
+                refused = statuses(rec)[-1]
+                assert refused["reason"].startswith("bundle refused (unknown-key)")
+                assert key.key_id in refused["reason"], "it names the key it trusts"
                 assert not (state / "ota" / "slots" / "a").exists(), "nothing installed"
+                assert statuses(rec)[-1]["running"] == {
+                    "version": "0.1.0", "slot": "none", "firmware": "1.1",
+                }  # fmt: skip
 
                 board = site.boards["sio"]
                 await until(lambda: board.outputs == 0b0011, 30, "SIO-1 claimed, relays on", log)
