@@ -8,6 +8,7 @@ import argparse
 import ipaddress
 import socket
 import sys
+from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
@@ -42,6 +43,14 @@ def add_parser(
     serve.add_argument(
         "--mqtt-client-id", metavar="ID",
         help="ingest's MQTT client id (its persistent session); default doorstep-fleet-HOSTNAME",
+    )  # fmt: skip
+    serve.add_argument(
+        "--releases-dir", type=Path, metavar="DIR",
+        help="where uploaded release bundles are kept (default: releases/ beside fleet.db)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--public-url", metavar="URL",
+        help="the URL gateways fetch release bundles from (default: the one a request used)",
     )  # fmt: skip
     serve.add_argument("--host", default="127.0.0.1", help="HTTP address (default 127.0.0.1)")
     serve.add_argument("--port", type=_port, default=8080, help="HTTP port (default 8080)")
@@ -135,6 +144,8 @@ def serve(args: argparse.Namespace) -> int:
         mqtt_url=args.mqtt,
         mqtt_listen=args.mqtt_listen,
         mqtt_client_id=args.mqtt_client_id,
+        releases_dir=args.releases_dir,
+        public_url=args.public_url,
     )
     lines = where(settings, args.host, args.port)
 
