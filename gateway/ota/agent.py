@@ -336,6 +336,7 @@ class OtaAgent:
             f"release {release} was {verdict}; back to {s.versions.get(back, '?')}",
         )
         slots.switch(self.state_dir, back)
+        await self.hold_safety_ios()
         self.on_restart(f"rolling back from release {release}")
 
     def _firmware_note(self) -> str:
