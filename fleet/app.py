@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleet import api, pages
+from fleet.api import edge
 from fleet.api import metrics as metrics_api
 from fleet.config.delivery import Delivery
 from fleet.config.delivery import routes as config_routes
@@ -121,6 +122,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     api.install(app)
+    edge.install(app, settings)  # body limit, origin checks, security headers, the 422s
     app.include_router(metrics_api.router)  # GET /metrics for Prometheus
     pages.install(app)
     return app

@@ -26,8 +26,9 @@ MAX_NAME = 48
 
 def check_name(what: str, name: str) -> str:
     if len(name) > MAX_NAME or not NAME.fullmatch(name):
+        shown = name if len(name) <= 2 * MAX_NAME else f"{name[:MAX_NAME]}…"  # not echoed whole
         raise RegistryError(
-            f"{what} name {name!r}: expected lower-case letters, digits and dashes "
+            f"{what} name {shown!r}: expected lower-case letters, digits and dashes "
             f"(starting with a letter or digit), at most {MAX_NAME} characters"
         )
     return name

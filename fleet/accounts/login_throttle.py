@@ -1,6 +1,9 @@
-"""Failed logins slow down guessing: after a run of failures for one user name (known or
-not, so the answer says nothing about which names exist) or from one client address,
-logging in is refused with 429 until a quiet window has passed since the last failure.
+"""Failed logins slow down guessing: after a run of failures for one user name from one
+client address (known name or not, so the answer says nothing about which names exist), or
+a longer run from one address whatever the names, logging in from there is refused with 429
+until a quiet window has passed since the last failure. A stranger's wrong passwords never
+lock a real user out: the runs are counted per name *and* address, so the user's own
+address still logs in.
 
 The throttle is checked when a login arrives and again when its turn for one of the few
 concurrent password checks comes (failures may have come in while it waited), so a burst
@@ -38,7 +41,7 @@ class LoginThrottle:
     per_address: int
     window: float  # seconds
     clock: Callable[[], float] = time.monotonic
-    _runs: dict[tuple[str, str], _Run] = field(default_factory=dict)
+    _runs: dict[tuple[str, str, str], _Run] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LoginThrottle:
@@ -49,12 +52,12 @@ class LoginThrottle:
         )
 
     def check(self, name: str, address: str) -> None:
-        """TooManyLogins if ``name`` or ``address`` has had its run of failures and the window
-        since the last one has not passed yet."""
+        """TooManyLogins if ``name`` from ``address``, or ``address`` whatever the name, has
+        had its run of failures and the window since the last one has not passed yet."""
         now = self.clock()
         for key, limit, who in (
-            (("name", name), self.per_name, f"for {name}"),
-            (("address", address), self.per_address, f"from {address}"),
+            (("name", name, address), self.per_name, f"for {name} from {address}"),
+            (("address", address, ""), self.per_address, f"from {address}"),
         ):
             run = self._current(key, now)
             if run is not None and run.count >= limit:
@@ -63,16 +66,17 @@ class LoginThrottle:
 
     def failed(self, name: str, address: str) -> None:
         now = self.clock()
-        for key in (("name", name), ("address", address)):
+        for key in (("name", name, address), ("address", address, "")):
             run = self._current(key, now)
             self._runs[key] = _Run(count=1 if run is None else run.count + 1, last=now)
         self._forget_stale(now)
 
-    def succeeded(self, name: str) -> None:
-        """The right password: the name's run of failures ends (the address's goes on)."""
-        self._runs.pop(("name", name), None)
+    def succeeded(self, name: str, address: str) -> None:
+        """The right password: the run of failures of the name from that address ends (the
+        address's goes on)."""
+        self._runs.pop(("name", name, address), None)
 
-    def _current(self, key: tuple[str, str], now: float) -> _Run | None:
+    def _current(self, key: tuple[str, str, str], now: float) -> _Run | None:
         run = self._runs.get(key)
         if run is not None and now - run.last >= self.window:
             del self._runs[key]

@@ -56,7 +56,8 @@ async def login(
 ) -> Me:
     """Check the password and set the ``doorstep_session`` cookie (HttpOnly, SameSite=Strict,
     12 h). The one error message never says whether the user exists. After 5 failed logins
-    in a row for a name, or 20 from an address, 429 until 5 minutes after the last one."""
+    in a row for a name from one address, or 20 from an address, 429 until 5 minutes after
+    the last one (a stranger's guesses never lock the user out of their own address)."""
     client = request.client.host if request.client else "?"
     try:
         guard.throttle.check(credentials.name, client)
@@ -74,7 +75,7 @@ async def login(
     except TooManyLogins as exc:
         log.warning("refused login as %r from %s: %s", credentials.name, client, exc)
         raise
-    guard.throttle.succeeded(credentials.name)
+    guard.throttle.succeeded(credentials.name, client)
     audit.record(session, f"user:{user.name}", "session.login", f"user:{user.name}")
     await session.commit()
     response.set_cookie(

@@ -9,6 +9,7 @@ import ipaddress
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.engine import make_url
 
@@ -51,6 +52,11 @@ def add_parser(
     serve.add_argument(
         "--public-url", metavar="URL",
         help="the URL gateways fetch release bundles from (default: the one a request used)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--trusted-proxy", metavar="ADDRESS", action="append", default=[],
+        help="a reverse proxy whose X-Forwarded-For/-Proto are believed (repeatable; "
+        "default none: the peer's address is the client's)",
     )  # fmt: skip
     serve.add_argument("--host", default="127.0.0.1", help="HTTP address (default 127.0.0.1)")
     serve.add_argument("--port", type=_port, default=8080, help="HTTP port (default 8080)")
@@ -127,6 +133,22 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
+def server_config(app: Any, settings: Settings, host: str, port: int) -> Any:
+    """uvicorn's configuration of the fleet's server. uvicorn believes X-Forwarded-For from
+    loopback by default: that would let anyone on the machine choose the address the login
+    throttle counts, so forwarded headers are believed only from ``settings.trusted_proxies``."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies),
+    )
+
+
 def serve(args: argparse.Namespace) -> int:
     """Run the server until it is stopped: exit 0, or 1 if it never started."""
     import uvicorn  # only the server needs it
@@ -146,6 +168,7 @@ def serve(args: argparse.Namespace) -> int:
         mqtt_client_id=args.mqtt_client_id,
         releases_dir=args.releases_dir,
         public_url=args.public_url,
+        trusted_proxies=tuple(args.trusted_proxy),
     )
     lines = where(settings, args.host, args.port)
 
@@ -155,8 +178,6 @@ def serve(args: argparse.Namespace) -> int:
             if self.started:
                 print("\n".join(f"fleet: {line}" for line in lines), flush=True)
 
-    server = Server(
-        uvicorn.Config(create_app(settings), host=args.host, port=args.port, log_level="info")
-    )
+    server = Server(server_config(create_app(settings), settings, args.host, args.port))
     server.run()
     return EXIT_OK if server.started else EXIT_FAILED

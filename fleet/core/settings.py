@@ -50,6 +50,12 @@ class Settings:
     ingest_max_ahead: timedelta = timedelta(minutes=5)
     ingest_max_devices: int = 1_000
     ingest_max_points: int = 50_000
+    #: the web edge (fleet.api.edge): request bodies over this are refused before they are
+    #: read; who may read /docs and /openapi.json ("login", "public" or "off"); the proxies
+    #: whose X-Forwarded-For/-Proto are believed (addresses; none: the peer is the client)
+    max_body_bytes: int = 1024 * 1024
+    api_docs: str = "login"
+    trusted_proxies: tuple[str, ...] = ()
     #: where uploaded release bundles are kept (default: ``releases/`` beside the default
     #: database, :func:`data_dir`); the URL gateways fetch them from (default: the URL the
     #: operator's request came in on)
@@ -68,7 +74,12 @@ def data_dir() -> Path:
 
 
 def default_database_url() -> str:
-    """The SQLite file under :func:`data_dir`, creating the directory."""
+    """The SQLite file under :func:`data_dir`, creating the directory (0700) and the file
+    (0600: it holds password hashes) for the owner alone."""
     directory = data_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    return f"sqlite+aiosqlite:///{directory / 'fleet.db'}"
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    database = directory / "fleet.db"
+    os.close(os.open(database, os.O_CREAT | os.O_WRONLY, 0o600))
+    database.chmod(0o600)
+    return f"sqlite+aiosqlite:///{database}"
