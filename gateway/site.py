@@ -7,6 +7,10 @@ and every problem is reported with its exact key, so a bad config never starts h
 
 from __future__ import annotations
 
+import math
+import os
+import re
+import stat
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Self
@@ -203,26 +207,150 @@ def _duplicates(section: str, names: list[str]) -> list[str]:
 
 def parse_site(text: str, source: str, base_dir: Path | None = None) -> SiteConfig:
     """Validate a site config completely; raise :class:`ConfigError` listing every problem."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(source, [f"not valid TOML: {exc}"]) from None
+    data = _toml(text, source)
+    problems = [*_not_finite(data, ""), *_too_large(data)]
+    if problems:
+        raise ConfigError(source, problems)
     try:
         return SiteConfig.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
-        problems: list[str] = []
+        problems = []
         for line in validation_problems(exc):
-            problems.extend(line.split("\n"))
+            problems.extend(_named(line, data) for line in line.split("\n"))
         raise ConfigError(source, problems) from None
 
 
 def load_site(path: str | Path) -> SiteConfig:
+    """The site file at ``path``, validated: anything that is not a regular file (a FIFO, a
+    device such as /dev/zero, a directory) and any file over :data:`MAX_SITE_BYTES` is
+    refused before it is read, and text that is not UTF-8 is named with its line."""
     path = Path(path)
+    return parse_site(read_site_text(path), str(path), path.parent)
+
+
+#: The largest site file read (a real one is a few kB; profiles inline make it tens).
+MAX_SITE_BYTES = 1024 * 1024
+#: The most devices a site may have (a gateway polls them all every cycle).
+MAX_DEVICES = 250
+#: How deep a site file's arrays and tables may nest (a real one: four).
+MAX_DEPTH = 32
+
+
+def read_site_text(path: Path) -> str:
+    """A site file's text, or :class:`ConfigError` saying why not (see :func:`load_site`)."""
+    source = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
     except OSError as exc:
-        raise ConfigError(str(path), [f"cannot read the file: {exc.strerror}"]) from None
-    return parse_site(text, str(path), path.parent)
+        raise ConfigError(source, [f"cannot read the file: {exc.strerror}"]) from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        what = "a directory" if stat.S_ISDIR(info.st_mode) else "a FIFO or device"
+        raise ConfigError(source, [f"not a regular file ({what}): expected a TOML file"])
+    with os.fdopen(fd, "rb") as file:
+        if info.st_size > MAX_SITE_BYTES:
+            raise ConfigError(
+                source, [f"{info.st_size} bytes: a site file is at most {MAX_SITE_BYTES} bytes"]
+            )
+        data = file.read(MAX_SITE_BYTES + 1)
+    if len(data) > MAX_SITE_BYTES:  # grew while it was read
+        raise ConfigError(source, [f"over {MAX_SITE_BYTES} bytes: too large for a site file"])
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise ConfigError(source, ["line 1: UTF-16 text: save the file as UTF-8"])
+    if b"\x00" in data:
+        line = data[: data.index(b"\x00")].count(b"\n") + 1
+        raise ConfigError(source, [f"line {line}: a NUL byte: this is not a text file"])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(source, [f"line {line}: not UTF-8 text (byte {exc.start})"]) from None
+
+
+def _toml(text: str, source: str) -> dict[str, Any]:
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise ConfigError(source, [f"line {line}: a NUL character: this is not a text file"])
+    depth = _depth(text)
+    if depth > MAX_DEPTH:
+        raise ConfigError(source, [f"arrays or tables nested {depth} deep; at most {MAX_DEPTH}"])
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, [f"not valid TOML: {exc}"]) from None
+    except RecursionError:
+        raise ConfigError(source, [f"nested deeper than {MAX_DEPTH} levels"]) from None
+
+
+def _depth(text: str) -> int:
+    """How deep brackets and braces nest, strings and comments aside (an upper bound
+    for the TOML parser's recursion)."""
+    depth = deepest = 0
+    quote = ""
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if quote:
+            if char == "\\" and quote == '"':
+                i += 1
+            elif char == quote:
+                quote = ""
+        elif char in "\"'":
+            quote = char
+        elif char == "#":
+            end = text.find("\n", i)
+            i = len(text) if end < 0 else end
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth = max(0, depth - 1)
+        i += 1
+    return deepest
+
+
+def _not_finite(value: Any, where: str) -> list[str]:
+    """``poll.fast_ms: nan is not a finite number`` for each NaN and infinity."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [f"{where}: {value} is not a finite number"]
+    if isinstance(value, dict):
+        return [
+            p
+            for key, item in value.items()
+            for p in _not_finite(item, f"{where}.{key}" if where else str(key))
+        ]
+    if isinstance(value, list):
+        return [p for i, item in enumerate(value) for p in _not_finite(item, f"{where}[{i}]")]
+    return []
+
+
+def _too_large(data: dict[str, Any]) -> list[str]:
+    devices = data.get("devices")
+    if isinstance(devices, list) and len(devices) > MAX_DEVICES:
+        return [f"devices: {len(devices)} devices; a site has at most {MAX_DEVICES}"]
+    return []
+
+
+_INDEXED = re.compile(r"\b(devices|buses|interlocks)\[(\d+)\]")
+
+
+def _named(line: str, data: dict[str, Any]) -> str:
+    """``devices[3].unit_id: …`` → ``devices[charger-3].unit_id: …``: each entry by the name
+    the technician gave it, where it has one."""
+
+    def name(found: re.Match[str]) -> str:
+        entries = data.get(found[1])
+        index = int(found[2])
+        if not isinstance(entries, list) or index >= len(entries):
+            return found[0]
+        entry = entries[index]
+        given = entry.get("name") if isinstance(entry, dict) else None
+        if not isinstance(given, str) or not given or len(given) > 48:
+            return found[0]
+        return f"{found[1]}[{given}]"
+
+    return _INDEXED.sub(name, line)
 
 
 def device_profile(device: Device) -> Profile:

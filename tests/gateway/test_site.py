@@ -56,32 +56,30 @@ def test_valid_config_loads_with_defaults() -> None:
 
 def test_unit_id_outside_the_rtu_range_names_the_exact_key() -> None:
     text = BASE + device(name="lift-2", profile="ELV-24476", bus="line-a", unit_id=300)
-    assert "devices[1].unit_id: 300 is outside 1..247" in problems_of(text)
+    assert "devices[lift-2].unit_id: 300 is outside 1..247" in problems_of(text)
 
 
 def test_misspelt_key_is_named() -> None:
     text = BASE.replace("baudrate = 9600", "baudrat = 9600")
-    assert any(p.startswith("buses[0].rtu.baudrat: unknown key") for p in problems_of(text))
+    assert any(p.startswith("buses[line-a].rtu.baudrat: unknown key") for p in problems_of(text))
 
 
 def test_unknown_bus_lists_the_known_ones() -> None:
     text = BASE + device(name="lift-2", profile="ELV-24476", bus="line-b", unit_id=2)
-    assert "devices[1].bus: 'line-b' is not a bus of this site (buses: lan, line-a)" in problems_of(
-        text
-    )
+    expected = "devices[lift-2].bus: 'line-b' is not a bus of this site (buses: lan, line-a)"
+    assert expected in problems_of(text)
 
 
 def test_unknown_profile_names_the_device() -> None:
     text = BASE + device(name="lift-2", profile="ELV-1", bus="line-a", unit_id=2)
     [problem] = problems_of(text)
-    assert problem.startswith("devices[1].profile: unknown device profile 'ELV-1'")
+    assert problem.startswith("devices[lift-2].profile: unknown device profile 'ELV-1'")
 
 
 def test_unit_id_used_twice_on_one_bus_is_refused() -> None:
     text = BASE + device(name="lift-2", profile="ELV-24476", bus="line-a", unit_id=1)
-    assert "devices[1].unit_id: 1 is already used on bus 'line-a' by devices[0]" in problems_of(
-        text
-    )
+    expected = "devices[lift-2].unit_id: 1 is already used on bus 'line-a' by devices[elevator-1]"
+    assert expected in problems_of(text)
 
 
 def test_every_problem_is_reported_at_once() -> None:
@@ -96,7 +94,7 @@ def test_every_problem_is_reported_at_once() -> None:
 def test_non_standard_baud_rate_lists_the_standard_ones() -> None:
     text = BASE.replace("baudrate = 9600", "baudrate = 9601")
     [problem] = problems_of(text)
-    assert problem.startswith("buses[0].rtu.baudrate: 9601 is not a standard rate (1200,")
+    assert problem.startswith("buses[line-a].rtu.baudrate: 9601 is not a standard rate (1200,")
 
 
 def test_broken_toml_gives_line_and_column() -> None:
@@ -111,7 +109,7 @@ def test_check_command_exits_2_and_prints_the_key(
     path = tmp_path / "site.toml"
     path.write_text(BASE + device(name="lift-2", profile="ELV-24476", bus="line-a", unit_id=300))
     assert main(["check", str(path)]) == 2
-    assert "devices[1].unit_id: 300 is outside 1..247" in capsys.readouterr().out
+    assert "devices[lift-2].unit_id: 300 is outside 1..247" in capsys.readouterr().out
 
 
 def test_shipped_example_site_passes_check(capsys: pytest.CaptureFixture[str]) -> None:
