@@ -186,6 +186,8 @@ def decode(model: type[P], data: bytes) -> P:
         raw = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise WireError(f"not JSON: {exc}") from None
+    except RecursionError:  # "[[[[…": the parser gives up; so does the contract
+        raise WireError("not JSON this side reads: nested too deep") from None
     if not isinstance(raw, dict):
         raise WireError(f"{model.__name__}: expected a JSON object")
     version = raw.get("v")
