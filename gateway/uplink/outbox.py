@@ -19,6 +19,11 @@ would drop as duplicates. On this project's reference VM a ``FULL`` commit costs
 a Raspberry Pi SD card several ms, which is why the uplink calls the outbox from one
 dedicated thread rather than from the event loop (see ``gateway.uplink.outbox_thread``).
 
+Retention. The broker's PUBACK is not the fleet's: a broker may drop what it queued (a queue
+limit, a fail-over). Acknowledged numbered batches are kept in ``sent`` (at most
+``keep_sent_rows``, none older than ``keep_sent_s``; 0 rows: none kept) so the fleet can ask
+for a range it is missing (:meth:`Outbox.sent`); what is no longer kept is reported as lost.
+
 Bounds. At most ``max_rows`` rows and none older than ``max_age_s`` (wall clock, so the
 bound holds across restarts). Kinds named in ``last_to_drop`` (the uplink names ``events``:
 alarms) are dropped only when the other kinds alone cannot bring the outbox within bounds;
@@ -32,6 +37,7 @@ An ``Outbox`` is not thread-safe: use it from one thread at a time (``depth`` an
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Collection, Iterator
@@ -56,8 +62,26 @@ CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS sent (
+    kind TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    sent_at REAL NOT NULL,
+    PRIMARY KEY (kind, seq)
+);
 """
 DROPPED = "dropped"
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """A batch the broker acknowledged, kept for the fleet to ask for again."""
+
+    kind: str
+    seq: int
+    topic: str
+    payload: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,23 +107,37 @@ class Outbox:
         last_to_drop: Collection[str] = (),
         synchronous: Synchronous = "full",
         clock: Callable[[], float] = time.time,
+        keep_sent_rows: int = 20_000,
+        keep_sent_s: float = 86400.0,
     ) -> None:
         if max_rows < 1 or max_age_s <= 0:
             raise ValueError(f"outbox bounds: max_rows={max_rows}, max_age_s={max_age_s}")
+        if keep_sent_rows < 0 or keep_sent_s < 0:
+            raise ValueError(
+                f"outbox retention: keep_sent_rows={keep_sent_rows}, keep_sent_s={keep_sent_s}"
+            )
         self.path = path
         self.max_rows = max_rows
         self.max_age_s = max_age_s
+        self.keep_sent_rows = keep_sent_rows
+        self.keep_sent_s = keep_sent_s
         self._last_to_drop = tuple(last_to_drop)
         self._clock = clock
         self._synchronous = synchronous
         try:
             # One thread at a time, but not necessarily the one that opened it (the uplink
             # opens it from the event loop's thread and works from its own).
+            # the owner's alone (0600), like every file of the gateway's state
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            path.chmod(0o600)
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(outbox)")}
+            if "seq" not in columns:  # an outbox from before the retention of sent batches
+                self._db.execute("ALTER TABLE outbox ADD COLUMN seq INTEGER")
             self._depth: int = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
             self._dropped = self._meta(DROPPED)
         except sqlite3.Error as exc:
@@ -149,8 +187,8 @@ class Outbox:
             seq = self._meta(f"seq:{kind}") + 1
             payload = make_payload(seq)
             self._db.execute(
-                "INSERT INTO outbox (kind, topic, payload, created_at) VALUES (?, ?, ?, ?)",
-                (kind, topic, payload, self._clock()),
+                "INSERT INTO outbox (kind, topic, payload, created_at, seq) VALUES (?, ?, ?, ?, ?)",
+                (kind, topic, payload, self._clock(), seq),
             )
             self._set_meta(f"seq:{kind}", seq)
             self._depth += 1
@@ -172,6 +210,8 @@ class Outbox:
             self._db.execute("PRAGMA synchronous=NORMAL")
         try:
             with self._transaction():
+                if self.keep_sent_rows:
+                    self._keep_sent(ids)
                 cur = self._db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
                 self._depth -= cur.rowcount
         finally:
@@ -194,7 +234,36 @@ class Outbox:
                 self._count_drops(cur.rowcount)
             if self._depth > self.max_rows:
                 self._drop_oldest(self._depth - self.max_rows)
+            self._db.execute("DELETE FROM sent WHERE sent_at < ?", (now - self.keep_sent_s,))
             return before - self._depth
+
+    def sent(self, kind: str, first: int, last: int) -> tuple[list[Sent], list[tuple[int, int]]]:
+        """The acknowledged batches of ``kind`` numbered ``first``..``last`` that are still
+        kept, oldest first, and the ranges of those no longer kept (or never sent: still
+        waiting in the outbox, they will come anyway and are not listed)."""
+        rows = self._db.execute(
+            "SELECT seq, topic, payload FROM sent WHERE kind = ? AND seq BETWEEN ? AND ?"
+            " ORDER BY seq",
+            (kind, first, last),
+        ).fetchall()
+        waiting = {
+            seq
+            for (seq,) in self._db.execute(
+                "SELECT seq FROM outbox WHERE kind = ? AND seq BETWEEN ? AND ?",
+                (kind, first, last),
+            )
+        }
+        kept = [Sent(kind, seq, topic, bytes(payload)) for seq, topic, payload in rows]
+        end = min(last, self.last_seq(kind))  # numbers not allocated yet are not lost
+        lost: list[tuple[int, int]] = []
+        expected = first
+        for seq in sorted(waiting | {s.seq for s in kept}):
+            if seq > expected:
+                lost.append((expected, min(seq - 1, end)))
+            expected = seq + 1
+        if expected <= end:
+            lost.append((expected, end))
+        return kept, lost
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -232,6 +301,22 @@ class Outbox:
             self._db.execute("DELETE FROM meta WHERE key = ?", (f"source:{name}",))
 
     # -- internals -------------------------------------------------------------------------
+
+    def _keep_sent(self, ids: tuple[int, ...]) -> None:
+        """Keep acknowledged batches (numbered rows) for the fleet to ask for again; the
+        oldest go beyond ``keep_sent_rows``."""
+        self._db.executemany(
+            "INSERT OR REPLACE INTO sent (kind, seq, topic, payload, sent_at)"
+            " SELECT kind, seq, topic, payload, ? FROM outbox WHERE id = ? AND seq IS NOT NULL",
+            [(self._clock(), i) for i in ids],
+        )
+        kept = self._db.execute("SELECT COUNT(*) FROM sent").fetchone()[0]
+        if kept > self.keep_sent_rows:
+            self._db.execute(
+                "DELETE FROM sent WHERE rowid IN"
+                " (SELECT rowid FROM sent ORDER BY sent_at, seq LIMIT ?)",
+                (kept - self.keep_sent_rows,),
+            )
 
     def _drop_oldest(self, n: int) -> None:
         """Delete ``n`` rows: the oldest of the ordinary kinds first, then the oldest of all."""
