@@ -38,6 +38,7 @@ from gateway.uplink.inbox import Inbox
 from gateway.uplink.outbox_thread import OutboxThread
 from gateway.uplink.payloads import StateMessage
 from gateway.uplink.producer import Producer
+from gateway.uplink.repair import Repairer
 from gateway.uplink.reporting import Reporter
 
 CLOSE_TIMEOUT_S = 2.0  # how long a clean shutdown waits to empty the outbox and say offline
@@ -84,6 +85,7 @@ class Uplink:
         #: fleet → gateway messages and the gateway's standing reports; register handlers
         #: before entering the uplink
         self.inbox = Inbox(self._topics)
+        Repairer(self._outbox, self.inbox).install()  # the fleet asks for missing batches
         self._connection: Connection | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stack = contextlib.AsyncExitStack()

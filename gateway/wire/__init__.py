@@ -40,6 +40,8 @@ class Kind(StrEnum):
     OTA_COMMAND = "ota/command"
     OTA_STATUS = "ota/status"
     CONFIG_REQUEST = "config/request"
+    REPAIR_REQUEST = "repair/request"
+    REPAIR_REPORT = "repair/report"
 
 
 def topic(site: str, gateway: str, kind: Kind) -> str:
@@ -201,7 +203,7 @@ def decode(model: type[P], data: bytes) -> P:
         raise WireError(f"{model.__name__}: {format_validation_error(exc)}") from None
 
 
-from gateway.wire import config, ota  # noqa: E402 - their models build on Payload, above
+from gateway.wire import config, ota, repair  # noqa: E402 - their models build on Payload, above
 
 MODELS: dict[Kind, type[Payload]] = {
     Kind.STATE: State,
@@ -213,4 +215,6 @@ MODELS: dict[Kind, type[Payload]] = {
     Kind.CONFIG_DESIRED: config.DesiredConfig,
     Kind.CONFIG_REQUEST: config.ConfigRequest,
     Kind.CONFIG_REPORTED: config.ReportedConfig,
+    Kind.REPAIR_REQUEST: repair.RepairRequest,
+    Kind.REPAIR_REPORT: repair.RepairReport,
 }
