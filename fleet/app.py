@@ -34,6 +34,8 @@ from fleet.core.settings import Settings, default_client_id
 from fleet.ingest.checks import REASONS, Limits
 from fleet.ingest.ingest import Ingest, Route
 from fleet.ingest.pipeline import run_ingest
+from fleet.ingest.repair import GapRepair
+from fleet.ingest.repair import report_route as repair_report_route
 from fleet.models import User
 from fleet.releases.commands import status_route
 from fleet.rollouts.driver import RolloutDriver
@@ -65,6 +67,7 @@ def _routes(app: FastAPI) -> dict[wire.Kind, Route]:
     return {
         **config_routes(lambda: getattr(app.state, "config_delivery", None)),
         wire.Kind.OTA_STATUS: status_route(lambda: app.state.outbound),
+        wire.Kind.REPAIR_REPORT: repair_report_route,
     }
 
 
@@ -96,6 +99,8 @@ def create_app(settings: Settings) -> FastAPI:
                 delivering = tasks.create_task(app.state.config_delivery.run(), name="config")
                 app.state.rollouts = RolloutDriver(app.state.sessions, lambda: app.state.outbound)
                 rolling = tasks.create_task(app.state.rollouts.run(), name="rollouts")
+                repair = GapRepair(app.state.sessions, lambda: app.state.outbound)
+                repairing = tasks.create_task(repair.run(), name="gap-repair")
                 ingesting = tasks.create_task(
                     run_ingest(
                         app.state.ingest,
@@ -112,6 +117,7 @@ def create_app(settings: Settings) -> FastAPI:
                     sending.cancel()
                     delivering.cancel()
                     rolling.cancel()
+                    repairing.cancel()
 
     app = FastAPI(
         title="Doorstep fleet manager",

@@ -194,6 +194,10 @@ class Gap(Base):
     last: Mapped[int] = mapped_column(BigInteger)
     detected_at: Mapped[datetime] = mapped_column()
     closed_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: when the fleet last asked the gateway for these batches (gap repair)
+    asked_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: when the gateway said it no longer keeps them: closed, the batches lost for good
+    lost_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class Alarm(Base):

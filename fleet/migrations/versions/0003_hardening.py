@@ -7,7 +7,8 @@ Create Date: 2026-12-05
 
 from __future__ import annotations
 
-from alembic import op  # noqa: F401
+import sqlalchemy as sa
+from alembic import op
 
 revision: str = "0003"
 down_revision: str | None = "0002"
@@ -16,8 +17,12 @@ depends_on: str | None = None
 
 
 def upgrade() -> None:
-    pass  # nothing yet
+    with op.batch_alter_table("gaps") as batch:
+        batch.add_column(sa.Column("asked_at", sa.DateTime(timezone=True), nullable=True))
+        batch.add_column(sa.Column("lost_at", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table("gaps") as batch:
+        batch.drop_column("lost_at")
+        batch.drop_column("asked_at")
