@@ -69,8 +69,12 @@ class Mosquitto:
         port: int | None = None,
         tls: TlsFiles | None = None,
         users: dict[str, str] | None = None,
+        max_queued: int = 0,
     ) -> None:
         self.binary = mosquitto_binary()
+        #: messages kept per offline client beyond which the broker drops them (0: no limit;
+        #: stock mosquitto keeps 1000)
+        self.max_queued = max_queued
         self.directory = directory
         self.port = port or free_port()
         self.tls = tls
@@ -88,7 +92,8 @@ class Mosquitto:
             "persistence true",
             f"persistence_location {self.directory}/",
             "autosave_interval 0",
-            "max_queued_messages 0",  # no limit: a test's subscriber must miss nothing
+            # default no limit: a test's subscriber must miss nothing
+            f"max_queued_messages {self.max_queued}",
             "max_inflight_messages 100",
             f"log_dest file {self.log}",
             "log_type error",
