@@ -51,6 +51,10 @@ class OutboxConfig(Strict):
     max_age_s: float = Field(default=7 * 86400, gt=0)
     #: ``full``: every append survives a power cut; ``normal``: a ``kill -9`` only.
     synchronous: Synchronous = "full"
+    #: batches the broker acknowledged, kept for the fleet to ask for again (gap repair):
+    #: at most this many, none older than this (0 rows: none kept)
+    keep_sent_rows: int = Field(default=20_000, ge=0, le=10_000_000)
+    keep_sent_s: float = Field(default=86400.0, ge=0)
 
 
 class UplinkConfig(ReportConfig):

@@ -113,11 +113,13 @@ class Uplink:
             tls=cfg.ssl_context(),
             password=cfg.secret(),
         )
-        self.outbox_path.parent.mkdir(parents=True, exist_ok=True)
+        self.outbox_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         await self._outbox.open(
             self.outbox_path,
             max_rows=cfg.outbox.max_rows,
             max_age_s=cfg.outbox.max_age_s,
+            keep_sent_rows=cfg.outbox.keep_sent_rows,
+            keep_sent_s=cfg.outbox.keep_sent_s,
             last_to_drop=(wire.Kind.EVENTS.value,),
             synchronous=cfg.outbox.synchronous,
         )

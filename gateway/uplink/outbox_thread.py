@@ -39,6 +39,8 @@ class OutboxThread:
         max_age_s: float,
         last_to_drop: tuple[str, ...],
         synchronous: Synchronous,
+        keep_sent_rows: int = 20_000,
+        keep_sent_s: float = 86400.0,
     ) -> None:
         """Open (or create) the outbox file and enforce its bounds once."""
         outbox = await self.run(
@@ -49,6 +51,8 @@ class OutboxThread:
                 max_age_s=max_age_s,
                 last_to_drop=last_to_drop,
                 synchronous=synchronous,
+                keep_sent_rows=keep_sent_rows,
+                keep_sent_s=keep_sent_s,
             )
         )
         self._outbox = outbox

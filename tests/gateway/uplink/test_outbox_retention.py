@@ -85,3 +85,10 @@ def test_every_asked_number_is_kept_waiting_or_lost_exactly_once(
         assert sorted(numbers) == expected
         assert len(numbers) == len(set(numbers))
         assert [s.seq for s in kept] == [n for n in expected if n > sent - keep]
+
+
+def test_retention_can_be_switched_off(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.db", keep_sent_rows=0) as outbox:
+        _fill(outbox, 3)
+        _ack_all(outbox)
+        assert outbox.sent("telemetry", 1, 3) == ([], [(1, 3)])
