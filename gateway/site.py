@@ -7,6 +7,7 @@ and every problem is reported with its exact key, so a bad config never starts h
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -212,7 +213,11 @@ def parse_site(text: str, source: str, base_dir: Path | None = None) -> SiteConf
     if problems:
         raise ConfigError(source, problems)
     try:
-        return SiteConfig.model_validate(data, context={"base_dir": base_dir})
+        # strict, as JSON: "5" is no number and "yes" no boolean, while names still read as
+        # the enumerations they stand for (a technician's string in a number is a mistake)
+        return SiteConfig.model_validate_json(
+            json.dumps(data), strict=True, context={"base_dir": base_dir}
+        )
     except ValidationError as exc:
         problems = []
         for line in validation_problems(exc):

@@ -145,3 +145,27 @@ _FRAGMENTS = st.sampled_from(
 )
 def test_the_site_loader_answers_a_site_or_a_config_error(fuzz_dir: Path, data: bytes) -> None:
     _load(data, fuzz_dir)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key"),
+    [
+        ("unit_id = 1\n", 'unit_id = "1"\n', ".unit_id: "),
+        ("safety = 0.5", 'safety = "0.5"', "poll.safety: "),
+    ],
+)
+def test_a_string_is_not_silently_taken_for_a_number(old: str, new: str, key: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        parse_site(EXAMPLE.replace(old, new, 1), "site.toml")
+    [problem] = refused.value.problems
+    assert key in problem
+    assert "valid" in problem  # "Input should be a valid integer/number"
+
+
+def test_a_standard_interlock_is_named_by_its_table() -> None:
+    text = EXAMPLE.replace("trip_c = 80", "trip_c = 50", 1)
+    with pytest.raises(ConfigError) as refused:
+        parse_site(text, "site.toml")
+    assert refused.value.problems == [
+        "safety.charger_temperature: trip_c 50 must be above warn_c 60"
+    ]

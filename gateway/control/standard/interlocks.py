@@ -16,9 +16,9 @@ read back before the first write, never replay.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from gateway.control.actuator import PRIORITY_LIFE_SAFETY, PRIORITY_PROTECTION
 from gateway.control.alarms import Severity
@@ -72,6 +72,15 @@ class ChargerTemperature(Scope):
     trip_c: float = 80.0
     resume_c: float = 55.0
     derate_a: float = Field(default=8.0, ge=6)
+
+    @model_validator(mode="after")
+    def _in_order(self) -> Self:
+        """``trip_c 50 must be above warn_c 60``: the thresholds in the order they act."""
+        if self.trip_c <= self.warn_c:
+            raise ValueError(f"trip_c {self.trip_c:g} must be above warn_c {self.warn_c:g}")
+        if self.resume_c >= self.warn_c:
+            raise ValueError(f"resume_c {self.resume_c:g} must be below warn_c {self.warn_c:g}")
+        return self
 
 
 class TrappedPassenger(Scope):

@@ -204,7 +204,7 @@ def test_a_watchdog_timeout_the_device_does_not_take_over_modbus_is_refused() ->
     with pytest.raises(ConfigError) as info:
         parse_site(text, "site.toml")
     assert info.value.problems == [
-        "devices[0].watchdog_timeout_s: KEBA-P30 does not take its timeout over Modbus "
+        "devices[meter-1].watchdog_timeout_s: KEBA-P30 does not take its timeout over Modbus "
         "(failsafe_timeout_setting is read-only): set it when commissioning the device"
     ]
 
