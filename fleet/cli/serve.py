@@ -58,6 +58,14 @@ def add_parser(
         help="a reverse proxy whose X-Forwarded-For/-Proto are believed (repeatable; "
         "default none: the peer's address is the client's)",
     )  # fmt: skip
+    serve.add_argument(
+        "--api-docs", choices=("login", "public", "off"), default="login",
+        help="who may read /docs and /openapi.json (default: logged-in users)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--max-body", type=int, metavar="BYTES", default=1024 * 1024,
+        help="request bodies over this are refused before they are read (default 1 MiB)",
+    )  # fmt: skip
     serve.add_argument("--host", default="127.0.0.1", help="HTTP address (default 127.0.0.1)")
     serve.add_argument("--port", type=_port, default=8080, help="HTTP port (default 8080)")
 
@@ -169,6 +177,8 @@ def serve(args: argparse.Namespace) -> int:
         releases_dir=args.releases_dir,
         public_url=args.public_url,
         trusted_proxies=tuple(args.trusted_proxy),
+        api_docs=args.api_docs,
+        max_body_bytes=args.max_body,
     )
     lines = where(settings, args.host, args.port)
 
