@@ -22,6 +22,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from fleet.core.db import async_url, create_engine, open_database, sessions
+from fleet.errors import RegistryError
 from fleet.ingest.ingest import Ingest
 from fleet.ingest.pipeline import feed
 from fleet.ingest.rejections import REJECTION_LOG_EVERY_S, RejectionLog
@@ -36,7 +37,7 @@ from fleet.models import (
     Sample,
     Site,
 )
-from fleet.registry import RegistryError, list_gateways, register_gateway
+from fleet.registry import list_gateways, register_gateway
 from gateway import wire
 from hil_tests.postgres import PostgresServer
 
