@@ -25,8 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from fleet.config.bulk import Selection, selected
 from fleet.core.outbound import Outbound
 from fleet.models import Gateway, Site, utcnow
-from fleet.releases.commands import command_release, latest_command
-from fleet.releases.tables import GatewayOta, Release
+from fleet.releases.commands import command_release
+from fleet.releases.tables import GatewayOta, OtaCommand, Release
 from fleet.rollouts import engine
 from fleet.rollouts.service import Publish, label, save, sites_of
 from fleet.rollouts.tables import RolloutRecord
@@ -102,20 +102,19 @@ class RolloutDriver:
             assert release is not None  # RESTRICT: a release with rollouts is never deleted
             decisions = engine.Engine(engine.from_json(record.state))
             gateways = await selected(session, Selection(**record.selection))
-            rows = {label(s, g): (s, g) for s, g in gateways}
-            await self._feed_reports(session, decisions, rows, release)
+            rows = await _gateways(session, gateways)
+            await _feed_reports(session, decisions, rows, release)
             now = utcnow()
             targets = await sites_of(session, gateways, release, now)
             was = decisions.rollout.status
             commands = decisions.tick(self._now(now.timestamp()), targets)
             publishes = []
             for command in commands:
-                site, name = rows[command.gateway]
-                gateway = await _gateway(session, site, name)
+                site, gateway = rows[command.gateway]
                 sent = await command_release(
                     session, f"rollout:{record.name}", gateway, release, record.base_url
                 )
-                publishes.append(Publish(site, name, sent.payload))
+                publishes.append(Publish(site, gateway.name, sent.payload))
             if was is engine.Status.RUNNING and decisions.rollout.status is not was:
                 log.warning(
                     "rollout %s: %s%s",
@@ -126,34 +125,57 @@ class RolloutDriver:
             save(record, decisions.rollout)
         return publishes
 
-    async def _feed_reports(
-        self,
-        session: AsyncSession,
-        decisions: engine.Engine,
-        rows: dict[str, tuple[str, str]],
-        release: Release,
-    ) -> None:
-        for member in decisions.rollout.members.values():
-            if member.progress is not engine.Progress.COMMANDED or member.gateway not in rows:
-                continue
-            gateway = await _gateway(session, *rows[member.gateway])
-            command = await latest_command(session, gateway.id)
-            if command is None or command.release_id != release.id:
-                continue
-            ota = await session.get(GatewayOta, gateway.id)
-            running = ota.running_version if ota is not None else ""
-            decisions.report(member.gateway, command.state, running, command.reason)
-
     def _now(self, wall: float) -> float:
         return self._clock() if self._clock is not None else wall
 
 
-async def _gateway(session: AsyncSession, site: str, name: str) -> Gateway:
-    gateway = await session.scalar(
-        select(Gateway).join(Gateway.site).where(Site.name == site, Gateway.name == name)
+async def _gateways(
+    session: AsyncSession, selected_: list[tuple[str, str]]
+) -> dict[str, tuple[str, Gateway]]:
+    """The selected gateways (site, row) by label, in one query."""
+    wanted = {label(s, g) for s, g in selected_}
+    rows = await session.execute(select(Site.name, Gateway).join(Gateway.site))
+    return {
+        label(site, gateway.name): (site, gateway)
+        for site, gateway in rows
+        if label(site, gateway.name) in wanted
+    }
+
+
+async def _feed_reports(
+    session: AsyncSession,
+    decisions: engine.Engine,
+    rows: dict[str, tuple[str, Gateway]],
+    release: Release,
+) -> None:
+    """Every commanded gateway's latest command for this release, as its OTA status left
+    it, into the engine (two queries, whatever the number of gateways)."""
+    commanded = {
+        rows[m.gateway][1].id: m.gateway
+        for m in decisions.rollout.members.values()
+        if m.progress is engine.Progress.COMMANDED and m.gateway in rows
+    }
+    if not commanded:
+        return
+    latest: dict[int, tuple[int, str, str]] = {}
+    for gid, cid, rid, state, reason in await session.execute(
+        select(
+            OtaCommand.gateway_id, OtaCommand.id, OtaCommand.release_id, OtaCommand.state,
+            OtaCommand.reason,
+        ).where(OtaCommand.gateway_id.in_(commanded))
+    ):  # fmt: skip
+        if gid not in latest or cid > latest[gid][0]:
+            latest[gid] = (cid, state if rid == release.id else "", reason)
+    rows_ = await session.execute(
+        select(GatewayOta.gateway_id, GatewayOta.running_version).where(
+            GatewayOta.gateway_id.in_(commanded)
+        )
     )
-    assert gateway is not None, f"{site}/{name} was selected in this transaction"
-    return gateway
+    running = {gid: version for gid, version in rows_}
+    for gid, name in commanded.items():
+        if gid in latest and latest[gid][1]:
+            _, state, reason = latest[gid]
+            decisions.report(name, state, running.get(gid, ""), reason)
 
 
 async def _locked(session: AsyncSession, rollout_id: int) -> bool:
