@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import os
 import statistics
 import tempfile
@@ -57,11 +58,14 @@ class Broker:
         self.version = version
         self.sent: list[tuple[float, str]] = []
         self.answers: list[asyncio.Task[None]] = []
+        self.all_sent = asyncio.Event()
 
     async def send(
         self, site: str, gateway: str, kind: wire.Kind, payload: bytes, *, retain: bool = False
     ) -> bool:
         self.sent.append((time.monotonic(), f"{site}/{gateway}"))
+        if len(self.sent) >= GATEWAYS:
+            self.all_sent.set()
         command = wire.decode(wire.MODELS[kind], payload)
         self.answers.append(asyncio.create_task(self._answer(site, gateway, command.id)))  # type: ignore[attr-defined]
         return True
@@ -133,10 +137,8 @@ async def run(url: str) -> dict[str, float]:
 
     driver.step = timed_step  # type: ignore[method-assign]
     task = asyncio.create_task(driver.run())
-    started = time.monotonic()
     try:
-        while len(broker.sent) < GATEWAYS and time.monotonic() - started < 600:
-            await asyncio.sleep(0.1)
+        await asyncio.wait_for(broker.all_sent.wait(), 600)
         await asyncio.gather(*broker.answers)
         await asyncio.sleep(2.5)  # the last phase's end
     finally:
@@ -163,7 +165,7 @@ def _phase_gaps(times: list[float]) -> list[float]:
     """Gaps between bursts of commands (a phase's commands go out together): the two
     largest silences, each the time from the previous phase's last commit to the next's
     first command plus the answer delay of the stand-in gateway (0.05 s)."""
-    silences = sorted((b - a for a, b in zip(times, times[1:], strict=False)), reverse=True)
+    silences = sorted((b - a for a, b in itertools.pairwise(times)), reverse=True)
     return [s - 0.05 for s in silences[:2]]
 
 

@@ -171,7 +171,7 @@ async def _feed_reports(
             GatewayOta.gateway_id.in_(commanded)
         )
     )
-    running = {gid: version for gid, version in rows_}
+    running = dict(rows_)
     for gid, name in commanded.items():
         if gid in latest and latest[gid][1]:
             _, state, reason = latest[gid]

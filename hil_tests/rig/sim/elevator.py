@@ -8,8 +8,8 @@ input, which stays authoritative, sends it non-stop to the recall floor and repo
 with the doors open. The gateway watchdog drops both remote requests when the heartbeat
 stops; the elevator never strands people because the gateway died. Faults of table 1.3 are
 raised on demand; those that open the safety chain stop the car where it is until they are
-cleared (I7 in docs/interlocks.md). A trapped-passenger scenario stops the car with its doors closed and people
-inside, and leaves detecting it to the gateway.
+cleared (I7 in docs/interlocks.md). A trapped-passenger scenario stops the car with its
+doors closed and people inside, and leaves detecting it to the gateway.
 """
 
 from __future__ import annotations
