@@ -171,7 +171,9 @@ async def _feed_reports(
             GatewayOta.gateway_id.in_(commanded)
         )
     )
-    running = dict(rows_)
+    running: dict[int, str] = {}
+    for gid, version in rows_:
+        running[gid] = version
     for gid, name in commanded.items():
         if gid in latest and latest[gid][1]:
             _, state, reason = latest[gid]
