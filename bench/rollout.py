@@ -29,6 +29,7 @@ from pathlib import Path
 
 import psutil
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bench.report import write_result
 from fleet.accounts.actor import Actor
@@ -36,6 +37,7 @@ from fleet.core.db import open_database, sessions
 from fleet.ingest.ingest import Ingest
 from fleet.models import Role
 from fleet.registry import register_gateway
+from fleet.releases.commands import status_route
 from fleet.releases.tables import OtaCommand, Release
 from fleet.rollouts import service
 from fleet.rollouts.driver import RolloutDriver
@@ -84,7 +86,7 @@ class Broker:
         )
 
 
-async def seed(url: str) -> tuple[Ingest, int]:
+async def seed(url: str) -> tuple[Ingest, async_sessionmaker[AsyncSession], int]:
     engine = await open_database(url)
     make = sessions(engine)
     async with make.begin() as session:
@@ -98,24 +100,17 @@ async def seed(url: str) -> tuple[Ingest, int]:
         session.add(release)
         await session.flush()
         release_id = release.id
-    ingest = Ingest(make, routes=_routes())
+    ingest = Ingest(make, routes={wire.Kind.OTA_STATUS: status_route(lambda: None)})
     now = time.time()
     for i in range(GATEWAYS):
         site, gw = f"site-{i % SITES:02d}", f"gw-{i:04d}"
         state = wire.State(status="online", version="1.0.0", started_at=now, at=now)
         await ingest.handle(wire.topic(site, gw, wire.Kind.STATE), wire.encode(state))
-    return ingest, release_id
-
-
-def _routes() -> dict[wire.Kind, object]:
-    from fleet.releases.commands import status_route
-
-    return {wire.Kind.OTA_STATUS: status_route(lambda: None)}
+    return ingest, make, release_id
 
 
 async def run(url: str) -> dict[str, float]:
-    ingest, release_id = await seed(url)
-    make = ingest._sessions
+    ingest, make, release_id = await seed(url)
     broker = Broker(ingest, "2.0.0")
     phases = [PhaseSpec(name="canary", count=10), PhaseSpec(name="half", percent=50),
               PhaseSpec(name="rest")]  # fmt: skip

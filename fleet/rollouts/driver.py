@@ -46,12 +46,10 @@ class RolloutDriver:
         outbound: Callable[[], Outbound | None],
         *,
         tick_s: float = TICK_S,
-        clock: Callable[[], float] | None = None,
     ) -> None:
         self.sessions = sessions
         self.outbound = outbound
         self.tick_s = tick_s
-        self._clock = clock
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -107,7 +105,7 @@ class RolloutDriver:
             now = utcnow()
             targets = await sites_of(session, gateways, release, now)
             was = decisions.rollout.status
-            commands = decisions.tick(self._now(now.timestamp()), targets)
+            commands = decisions.tick(now.timestamp(), targets)
             publishes = []
             for command in commands:
                 site, gateway = rows[command.gateway]
@@ -124,9 +122,6 @@ class RolloutDriver:
                 )
             save(record, decisions.rollout)
         return publishes
-
-    def _now(self, wall: float) -> float:
-        return self._clock() if self._clock is not None else wall
 
 
 async def _gateways(

@@ -167,13 +167,22 @@ def plan_of(new: NewRollout, release: Release) -> engine.Plan:
     return engine.Plan(release.version, tuple(p.phase() for p in new.phases), new.per_minute)
 
 
-async def preview(session: AsyncSession, new: NewRollout) -> PreviewView:
+def _selection(new: NewRollout) -> Selection:
+    return Selection(**new.model_dump(include={"site", "tag", "gateways"}))
+
+
+async def _resolve(
+    session: AsyncSession, new: NewRollout
+) -> tuple[Release, dict[str, engine.Site]]:
+    """The release and the target set now; refuses an unknown release or no gateway."""
     release = await _release(session, new.release)
-    sites = await targets(
-        session, Selection(**new.model_dump(include={"site", "tag", "gateways"})), release
-    )
+    sites = await targets(session, _selection(new), release)
     if not sites:
         raise RolloutError("the selection holds no gateway: select by site, tag or name")
+    return release, sites
+
+
+def _preview(new: NewRollout, release: Release, sites: dict[str, engine.Site]) -> PreviewView:
     phases = engine.preview(plan_of(new, release), sites)
     skipped = sorted(n for n, s in sites.items() if s.running == release.version)
     return PreviewView(
@@ -183,21 +192,24 @@ async def preview(session: AsyncSession, new: NewRollout) -> PreviewView:
     )
 
 
+async def preview(session: AsyncSession, new: NewRollout) -> PreviewView:
+    return _preview(new, *await _resolve(session, new))
+
+
 async def create(
     session: AsyncSession, actor: Actor, new: NewRollout, base_url: str
 ) -> RolloutRecord:
     """A new running rollout; gateways will download from ``base_url``."""
-    shown = await preview(session, new)  # refuses an empty selection, an unknown release
+    release, sites = await _resolve(session, new)
     if await session.scalar(select(RolloutRecord.id).where(RolloutRecord.name == new.name)):
         raise RolloutError(f"a rollout named {new.name!r} exists already")
-    release = await _release(session, new.release)
+    shown = _preview(new, release, sites)
     state = engine.Rollout(plan_of(new, release))
-    selection = Selection(**new.model_dump(include={"site", "tag", "gateways"}))
-    engine.Engine(state).begin(utcnow().timestamp(), await targets(session, selection, release))
+    engine.Engine(state).begin(utcnow().timestamp(), sites)
     record = RolloutRecord(
         name=new.name,
         release_id=release.id,
-        selection=new.model_dump(include={"site", "tag", "gateways"}),
+        selection=_selection(new).model_dump(),
         state=engine.to_json(state),
         base_url=base_url,
         status=state.status.value,

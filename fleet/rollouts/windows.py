@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, time
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fleet.errors import WindowError
 
@@ -61,7 +61,3 @@ class Window:
         if self.start is None or self.end is None:
             return f"any time ({self.zone.key})"
         return f"{self.start:%H:%M}-{self.end:%H:%M} {self.zone.key}"
-
-
-def known_zone(name: str) -> bool:
-    return name in available_timezones()
