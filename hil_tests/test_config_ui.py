@@ -5,7 +5,6 @@ versions; nothing scrolls sideways and nothing is fetched from outside the fleet
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,13 +13,12 @@ from typing import Any
 import pytest
 
 from fleet.models import Role
+from hil_tests import chromium
 
 pytestmark = pytest.mark.hil
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 WAIT_MS = 15_000
 PASSWORD = "operator-password-1"
 EXAMPLE = (REPO / "gateway" / "examples" / "community.toml").read_text()
@@ -45,22 +43,21 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 @pytest.mark.parametrize("width", [390, 1366])
 def test_an_operator_pushes_fixes_confirms_and_compares(fleet: Any, width: int) -> None:
-    if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
-        pytest.skip("needs Debian's chromium")
+    executable = chromium.binary()
     from playwright.sync_api import expect, sync_playwright
 
     expect.set_options(timeout=WAIT_MS)
     requests: list[str] = []
     errors: list[str] = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = p.chromium.launch(executable_path=executable, args=chromium.ARGS)
         try:
             context = browser.new_context(
                 base_url=fleet.url, viewport={"width": width, "height": 860}, locale="en-GB"
             )
             context.on("request", lambda r: requests.append(r.url))
             page = context.new_page()
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            chromium.watch(page, errors)
             page.goto("/gateways/s1/gw-1/config")
             expect(page).to_have_url(re.compile(r"/login\?next="))
             page.locator("#name").fill("olga")

@@ -25,7 +25,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fleet.accounts.logins import session_actor
@@ -117,6 +117,9 @@ class Edge:
             if docs == "off":
                 return _answer(404, "the API documentation is switched off (api_docs)")
             if not await _logged_in(scope, headers):
+                if path == "/docs" and "text/html" in headers.get("accept", ""):
+                    # A person opening the docs in a browser is sent to log in first.
+                    return RedirectResponse("/login?next=%2Fdocs", status_code=303)
                 return _answer(401, "not logged in")
         if (
             scope["method"] in CHANGES

@@ -84,6 +84,13 @@
     }
   });
 
+  /* a choice that is a whole request (language, what to show): sent as soon as it is made
+   * (the page's policy allows no inline handlers) */
+  document.addEventListener("change", (e) => {
+    const elt = e.target;
+    if (elt.matches && elt.matches("select[data-submit]") && elt.form) elt.form.submit();
+  });
+
   /* A live refresh waits while a person is in the middle of something on it: alarms ticked
    * for acknowledging, a shelve form open, a field being typed in. */
   function busy(live) {

@@ -141,6 +141,12 @@ async def test_the_api_docs_need_a_login(tmp_path: Path, setting: str, anonymous
     async with fleet_app(url, api_docs=setting) as app, client(app) as anon:
         assert (await anon.get("/openapi.json")).status_code == anonymous
         assert (await anon.get("/docs")).status_code == anonymous
+        browsing = await anon.get("/docs", headers={"accept": "text/html,*/*"})
+        if setting == "login":  # a person in a browser is sent to log in, and back
+            assert browsing.status_code == 303
+            assert browsing.headers["location"] == "/login?next=%2Fdocs"
+        else:
+            assert browsing.status_code == anonymous
         async with user(app, "root", Role.VIEWER) as viewer:
             expected = 404 if setting == "off" else 200
             assert (await viewer.get("/openapi.json")).status_code == expected

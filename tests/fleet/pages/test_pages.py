@@ -238,3 +238,19 @@ async def test_the_device_catalog_comes_from_the_profiles_through_the_api(app: F
     assert sio["fire_alarm_loop"]["alarm_values"] == [0]
     assert models["SUNSPEC-INV"]["points"]["w_sf"]["visible"] is False  # still in the API
     assert "heartbeat" not in sio  # write-only: never reported
+
+
+def test_no_screen_carries_what_the_pages_policy_refuses() -> None:
+    """Every screen is served with ``script-src 'self'; style-src 'self'``: an inline handler
+    (``onchange=…``), a ``style=`` attribute or an inline script/style would do nothing for a
+    person (a language switch that does not switch) — all behaviour lives in static files."""
+    templates = Path(__file__).resolve().parents[3] / "fleet" / "web" / "templates"
+    data = r'(?:src=|type="application/json")'  # a script file, or data that is not run
+    inline = re.compile(rf"\son[a-z]+\s*=|\sstyle\s*=|<style|<script(?![^>]*{data})", re.I)
+    found = {
+        f"{path.name}:{n}": line.strip()
+        for path in sorted(templates.glob("*.html"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if inline.search(line)
+    }
+    assert found == {}
