@@ -230,6 +230,8 @@ class Alarm(Base):
     suppressed_by: Mapped[str | None] = mapped_column(String(200), default=None)
     #: How often it came back while held as chattering.
     count: Mapped[int] = mapped_column(default=1)
+    #: The gateway's time of the "updated" event applied last (None: as raised).
+    updated_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class AlarmShelf(Base):

@@ -9,6 +9,7 @@ schema whole.
 from __future__ import annotations
 
 from fleet.config import tables as _config  # noqa: F401
+from fleet.ingest import tables as _ingest  # noqa: F401
 from fleet.models import Base
 from fleet.releases import tables as _releases  # noqa: F401
 from fleet.rollouts import tables as _rollouts  # noqa: F401
