@@ -31,6 +31,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from gateway.errors import KeyFileError, SignatureError
 
 KEY_SUFFIXES = (".pub", ".pem")
+#: the trusted keys' directory inside a gateway's state directory (releases and configurations)
+TRUSTED_KEYS_DIR = "trusted-keys"
 _SIGNATURE_BYTES = 64
 
 

@@ -1,6 +1,8 @@
 """``/api/gateways/{site}/{gateway}/config`` and ``/api/config/bulk``: versions, desired vs
 reported, diff, revert, tags and bulk changes. Reading: any role; pushing, reverting, tagging
-and bulk changes: operator and admin. Every change is audited."""
+and bulk changes: operator and admin. Every change is audited. A version made here is signed
+with the fleet's key file (``fleet serve --config-signing-key``) when it has one, or carries a
+signature made offline (``signature``, from ``fleet config sign``)."""
 
 from __future__ import annotations
 
@@ -12,9 +14,11 @@ from pydantic import BaseModel, Field
 from fleet.accounts.actor import Actor
 from fleet.api.deps import ActorDep, SessionDep, role
 from fleet.config import bulk, versions
+from fleet.config.signing import DetachedSignature, fleet_key
 from fleet.config.tags import set_tags
 from fleet.config.versions import ConfigState, VersionDetail, VersionView
 from fleet.models import Role
+from gateway.trust import SigningKey
 
 router = APIRouter(tags=["configuration"])
 Operator = Annotated[Actor, role(Role.OPERATOR, "changing configurations")]
@@ -25,6 +29,9 @@ class NewVersion(BaseModel):
     document: str = Field(max_length=200 * 1024, description="the whole site TOML")
     comment: str = Field(default="", max_length=500)
     confirm_safety_change: bool = False
+    signature: DetachedSignature | None = Field(
+        default=None, description="made offline by `fleet config sign` for this version"
+    )
 
 
 class Revert(BaseModel):
@@ -53,6 +60,10 @@ class Diff(BaseModel):
     a: int
     b: int
     diff: str
+
+
+def _signer(request: Request) -> SigningKey | None:
+    return fleet_key(request.app.state.settings.config_signing_key)
 
 
 def _wake(request: Request) -> None:
@@ -109,6 +120,8 @@ async def post_version(
         author=actor.label,
         comment=new.comment,
         confirm_safety=new.confirm_safety_change,
+        signer=None if new.signature is not None else _signer(request),
+        signature=new.signature,
     )
     await session.commit()
     _wake(request)
@@ -127,6 +140,7 @@ async def post_revert(
         author=actor.label,
         comment=body.comment,
         confirm_safety=body.confirm_safety_change,
+        signer=_signer(request),
     )
     await session.commit()
     _wake(request)
@@ -160,6 +174,7 @@ async def post_bulk(
         author=actor.label,
         comment=body.comment,
         confirm_safety=body.confirm_safety_change,
+        signer=_signer(request),
     )
     await session.commit()
     _wake(request)

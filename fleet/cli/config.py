@@ -1,19 +1,25 @@
 """``fleet config``: versions of gateways' site documents, on the fleet's database.
 
     fleet config push SITE/GATEWAY site.toml -m COMMENT [--confirm-safety-change]
+                      [--key KEYFILE | --signature FILE.sig]
+    fleet config sign SITE/GATEWAY site.toml --version N --key KEYFILE [-o FILE.sig]
     fleet config show SITE/GATEWAY [--version N]     the document (desired: by default)
     fleet config status SITE/GATEWAY                 desired vs reported, drift
     fleet config diff SITE/GATEWAY A B
     fleet config history SITE/GATEWAY
-    fleet config revert SITE/GATEWAY N -m COMMENT [--confirm-safety-change]
+    fleet config revert SITE/GATEWAY N -m COMMENT [--confirm-safety-change] [--key KEYFILE]
     fleet config tag SITE/GATEWAY [TAG ...]
     fleet config bulk FRAGMENT.toml [--site S] [--tag T] [--gateway SITE/GW ...] -m COMMENT
-                      [--apply] [--confirm-safety-change]
+                      [--apply] [--confirm-safety-change] [--key KEYFILE]
 
 A push is validated as ``gateway check`` validates (the same messages, exit 2) and stored as
 the gateway's next desired version; the running fleet server sends it within a second.
 ``bulk`` previews by default (each gateway's diff, problems and safety changes) and stores new
 versions only with ``--apply``. Every change is audited as ``cli:UNIXUSER``.
+
+``--key`` signs the new versions with that Ed25519 key file as they are made; ``sign`` needs
+no database and runs where the key is (offline), for a given version number: push its output
+with ``--signature`` (:mod:`fleet.config.signing`).
 """
 
 from __future__ import annotations
@@ -25,10 +31,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleet.accounts.actor import cli_actor
 from fleet.cli import database
-from fleet.config import bulk, versions
+from fleet.config import bulk, signing, versions
 from fleet.config.tags import set_tags
 from fleet.config.versions import split_label
 from fleet.errors import BadInput
+from gateway.errors import KeyFileError
+from gateway.trust import SigningKey
 
 
 def add_parsers(
@@ -40,6 +48,11 @@ def add_parsers(
 
     def gateway(p: argparse.ArgumentParser) -> None:
         p.add_argument("gateway", metavar="SITE/GATEWAY")
+
+    def key(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--key", type=Path, metavar="KEYFILE", help="sign the new version(s) with this key"
+        )
 
     def safety(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -53,7 +66,19 @@ def add_parsers(
     push.add_argument("file", metavar="SITE.toml", type=Path)
     push.add_argument("-m", "--message", default="", help="what changes and why")
     safety(push)
+    key(push)
+    push.add_argument(
+        "--signature", type=Path, metavar="FILE.sig", help="a signature made by `fleet config sign`"
+    )
     push.set_defaults(change=push_cmd)
+
+    sign = config.add_parser("sign", help="sign a document for a version, offline (no database)")
+    gateway(sign)
+    sign.add_argument("file", metavar="SITE.toml", type=Path)
+    sign.add_argument("--version", type=int, required=True, metavar="N", help="its version number")
+    sign.add_argument("--key", type=Path, required=True, metavar="KEYFILE")
+    sign.add_argument("-o", "--output", type=Path, metavar="FILE.sig", help="default SITE.toml.sig")
+    sign.set_defaults(change=sign_cmd)
 
     show = config.add_parser("show", parents=[db], help="a version's document (the desired one)")
     gateway(show)
@@ -79,6 +104,7 @@ def add_parsers(
     revert.add_argument("version", type=int, metavar="N")
     revert.add_argument("-m", "--message", default="")
     safety(revert)
+    key(revert)
     revert.set_defaults(change=revert_cmd)
 
     tag = config.add_parser("tag", parents=[db], help="set a gateway's tags (for bulk changes)")
@@ -94,6 +120,7 @@ def add_parsers(
     many.add_argument("-m", "--message", default="")
     many.add_argument("--apply", action="store_true", help="store the new versions")
     safety(many)
+    key(many)
     many.set_defaults(change=bulk_cmd)
 
 
@@ -104,10 +131,23 @@ def _read(path: Path) -> str:
         raise BadInput(f"{path}: cannot read it ({exc})") from None
 
 
+def _signer(path: Path | None) -> SigningKey | None:
+    if path is None:
+        return None
+    try:
+        return SigningKey.load(path)
+    except KeyFileError as exc:
+        raise BadInput(f"--key: {exc}") from None
+
+
 def push_cmd(args: argparse.Namespace) -> str:
     site, gw = split_label(args.gateway)
     text = _read(args.file)
     actor = cli_actor()
+    if args.key is not None and args.signature is not None:
+        raise BadInput("--key and --signature: give one (sign now, or a signature made before)")
+    signer = _signer(args.key)
+    detached = None if args.signature is None else signing.read_detached(args.signature)
 
     async def change(session: AsyncSession) -> versions.VersionView:
         return await versions.push(
@@ -119,11 +159,33 @@ def push_cmd(args: argparse.Namespace) -> str:
             comment=args.message,
             confirm_safety=args.confirm_safety_change,
             source=str(args.file),
+            signer=signer,
+            signature=detached,
         )
 
     view = database.change(args.db, change)
     marked = " (safety change, confirmed)" if view.safety_change else ""
-    return f"{view.gateway}: version {view.number} is desired{marked}"
+    signed = f", signed by key {view.signed_by}" if view.signed_by else ", unsigned"
+    return f"{view.gateway}: version {view.number} is desired{marked}{signed}"
+
+
+def sign_cmd(args: argparse.Namespace) -> str:
+    site, gw = split_label(args.gateway)
+    if args.version < 1:
+        raise BadInput(f"--version {args.version}: expected a version number 1, 2, …")
+    text = _read(args.file)
+    key = _signer(args.key)
+    assert key is not None
+    detached = signing.sign(key, site, gw, args.version, text)
+    out = args.output or args.file.with_name(args.file.name + ".sig")
+    try:
+        out.write_text(detached.model_dump_json(indent=1) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise BadInput(f"{out}: cannot write it ({exc.strerror})") from None
+    return (
+        f"{out}: {args.file} signed by key {key.key_id} for {site}/{gw} version "
+        f"{args.version} (push it with --signature {out})"
+    )
 
 
 def show_cmd(args: argparse.Namespace) -> str:
@@ -174,6 +236,7 @@ def history_cmd(args: argparse.Namespace) -> str:
     for v in database.change(args.db, read):
         mark = "*" if v.desired else " "
         safety = " [safety change]" if v.safety_change else ""
+        safety += f" [signed {v.signed_by}]" if v.signed_by else ""
         lines.append(
             f"{mark} {v.number:>4}  {v.created_at:%Y-%m-%d %H:%M}  {v.author}  {v.origin}"
             f"{safety}  {v.comment}"
@@ -184,6 +247,7 @@ def history_cmd(args: argparse.Namespace) -> str:
 def revert_cmd(args: argparse.Namespace) -> str:
     site, gw = split_label(args.gateway)
     actor = cli_actor()
+    signer = _signer(args.key)
 
     async def change(session: AsyncSession) -> versions.VersionView:
         return await versions.revert(
@@ -194,6 +258,7 @@ def revert_cmd(args: argparse.Namespace) -> str:
             author=actor.label,
             comment=args.message,
             confirm_safety=args.confirm_safety_change,
+            signer=signer,
         )
 
     view = database.change(args.db, change)
@@ -214,6 +279,7 @@ def bulk_cmd(args: argparse.Namespace) -> str:
     fragment = _read(args.fragment)
     selection = bulk.Selection(site=args.site, tag=args.tag, gateways=args.gateway)
     actor = cli_actor()
+    signer = _signer(args.key)
 
     async def change(session: AsyncSession) -> list[bulk.BulkLine]:
         if not args.apply:
@@ -225,6 +291,7 @@ def bulk_cmd(args: argparse.Namespace) -> str:
             author=actor.label,
             comment=args.message,
             confirm_safety=args.confirm_safety_change,
+            signer=signer,
         )
 
     lines = database.change(args.db, change)

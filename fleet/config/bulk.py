@@ -31,6 +31,7 @@ from fleet.config.versions import (
 )
 from fleet.errors import ConfigRefused
 from fleet.models import Gateway, Site
+from gateway.trust import SigningKey
 
 
 class Selection(BaseModel):
@@ -129,8 +130,10 @@ async def apply(
     author: str,
     comment: str = "",
     confirm_safety: bool = False,
+    signer: SigningKey | None = None,
 ) -> list[BulkLine]:
-    """A new version for every gateway whose merged document passes (caller commits)."""
+    """A new version for every gateway whose merged document passes (caller commits), each
+    signed by ``signer`` when given."""
     lines = await preview(session, selection, fragment)
     for line in lines:
         if line.problems:
@@ -151,6 +154,7 @@ async def apply(
             comment=comment,
             confirm_safety=confirm_safety,
             origin="bulk",
+            signer=signer,
         )
         line.version = view.number
     return lines

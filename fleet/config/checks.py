@@ -3,7 +3,8 @@ that weaken a standard interlock named before anyone confirms them.
 
 :func:`validate` runs the gateway's own validator (:func:`gateway.site.parse_site`: schema,
 profiles, references between sections) and adds one check of its own: the document must be
-for the gateway it is pushed to (``[gateway] site`` and ``id``). Its messages are the
+for the gateway it is pushed to (``[gateway] site`` and ``id``); :func:`fixed_keys` refuses
+what only the gateway itself changes (``[uplink]``, ``control.period_ms``). Its messages are the
 gateway's, key first (``safety.export_limit.limit_ww: unknown key …``).
 
 :func:`weakening` compares the ``[safety]`` tables of two documents: a standard interlock
@@ -45,6 +46,27 @@ def validate(
             f"not {site}/{gateway} (its [gateway] site and id)"
         ]
     return parsed, []
+
+
+def fixed_keys(old_site: SiteConfig | None, new_site: SiteConfig) -> list[str]:
+    """What ``new_site`` changes that is changed on the gateway itself, never from the fleet
+    (compared with the desired version it replaces; nothing to compare with the first one,
+    which the gateway itself checks against what it runs)."""
+    if old_site is None:
+        return []
+    out = []
+    if new_site.uplink != old_site.uplink:
+        out.append(
+            "uplink: [uplink] is changed on the gateway itself: a wrong broker address or "
+            "credential would cut the gateway off from the fleet, and no rollback could reach it"
+        )
+    if new_site.control.period_ms != old_site.control.period_ms:
+        out.append(
+            f"control.period_ms: {new_site.control.period_ms:g} (desired now: "
+            f"{old_site.control.period_ms:g}) is changed on the gateway itself: the control "
+            "loop keeps its period while it runs, so a new period needs a restart there"
+        )
+    return out
 
 
 def weakening(old_site: SiteConfig | None, new_site: SiteConfig) -> list[str]:

@@ -24,7 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleet.config.tables import ConfigVersion, GatewayConfig
-from fleet.config.versions import config_row, record_report
+from fleet.config.versions import config_row, record_report, signature_of
 from fleet.core.outbound import Outbound
 from fleet.ingest.ingest import GatewayRef, Route
 from fleet.models import Gateway, Site, utcnow
@@ -41,6 +41,7 @@ def desired_message(version: ConfigVersion) -> bytes:
             sha256=version.sha256,
             document=version.document,
             safety_change=version.safety_change,
+            signature=signature_of(version),
             at=version.created_at.timestamp(),
         )
     )

@@ -32,7 +32,8 @@ class ConfigVersion(Base):
     comment: Mapped[str] = mapped_column(String(500), default="")
     #: how it came: "push", "revert" (of version N), "bulk"
     origin: Mapped[str] = mapped_column(String(32), default="push")
-    #: the validation result: {"problems": [...], "safety": [what it weakens, confirmed]}
+    #: the validation result: {"problems": [...], "safety": [what it weakens, confirmed],
+    #: "signature": "KEYID:BASE64" over gateway.wire.config.signed_statement, "" unsigned}
     validation: Mapped[dict[str, Any]] = mapped_column(default=dict)
     safety_change: Mapped[bool] = mapped_column(Boolean, default=False)
 

@@ -7,7 +7,8 @@ weakens a standard interlock (compared with the desired version it replaces) is 
 unless confirmed; confirmed, it is marked on the version and in the audit log, and the
 gateway raises an info event when it applies it. Every push and revert is audited in the
 same transaction. The new version becomes the desired one and is marked to be sent
-(:mod:`fleet.config.delivery` sends it).
+(:mod:`fleet.config.delivery` sends it). A version is signed when it is made — with the
+fleet's key, or by an operator offline (:mod:`fleet.config.signing`) — or stays unsigned.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleet.accounts import audit
-from fleet.config.checks import validate, weakening
+from fleet.config.checks import fixed_keys, validate, weakening
+from fleet.config.signing import DetachedSignature, check_detached
 from fleet.config.tables import ConfigVersion, GatewayConfig
 from fleet.errors import ConfigNotFound, ConfigRefused, SafetyChangeUnconfirmed
 from fleet.models import Gateway, Site, utcnow
 from gateway.site import SiteConfig, parse_site
-from gateway.wire.config import ReportedConfig, document_hash
+from gateway.trust import SigningKey
+from gateway.wire.config import ReportedConfig, document_hash, signed_statement
 
 
 class VersionView(BaseModel):
@@ -39,6 +42,7 @@ class VersionView(BaseModel):
     safety_change: bool
     safety: list[str]  # what it weakens (confirmed), one line each
     desired: bool
+    signed_by: str = ""  # the id of the key that signed it ("": unsigned)
 
 
 class VersionDetail(VersionView):
@@ -115,7 +119,11 @@ def check(
     parsed, problems = validate(text, source, site, gateway)
     if parsed is None:
         return problems, []
-    return [], weakening(_parsed(current), parsed)
+    old = _parsed(current)
+    fixed = fixed_keys(old, parsed)
+    if fixed:
+        return fixed, []
+    return [], weakening(old, parsed)
 
 
 def _parsed(version: ConfigVersion | None) -> SiteConfig | None:
@@ -138,8 +146,13 @@ async def push(
     confirm_safety: bool = False,
     origin: str = "push",
     source: str | None = None,
+    signer: SigningKey | None = None,
+    signature: DetachedSignature | None = None,
 ) -> VersionView:
-    """Store ``text`` as the gateway's next version and make it desired (caller commits)."""
+    """Store ``text`` as the gateway's next version and make it desired (caller commits).
+
+    ``signature``: made offline for this gateway, document and version (checked: refused
+    when it is not); else ``signer`` signs it; else it is stored unsigned."""
     gw = await find_gateway(session, site, gateway)
     current = await desired_version(session, gw.id)
     where = source or f"{label(site, gateway)} (new version)"
@@ -154,6 +167,11 @@ async def push(
         )
         or 0
     ) + 1
+    signed = ""
+    if signature is not None:
+        signed = check_detached(signature, site, gateway, number, text)
+    elif signer is not None:
+        signed = signer.sign(signed_statement(site, gateway, number, text)).encode()
     version = ConfigVersion(
         gateway_id=gw.id,
         number=number,
@@ -163,7 +181,7 @@ async def push(
         created_at=utcnow(),
         comment=comment[:500],
         origin=origin,
-        validation={"problems": [], "safety": weakens},
+        validation={"problems": [], "safety": weakens, "signature": signed},
         safety_change=bool(weakens),
     )
     session.add(version)
@@ -172,6 +190,8 @@ async def push(
     row.sent = None
     target = f"gateway:{label(site, gateway)}"
     detail = {"version": number, "sha256": version.sha256, "origin": origin, "comment": comment}
+    if signed:
+        detail["signed_by"] = signed.partition(":")[0]
     audit.record(session, author, f"config.{origin.split()[0]}", target, detail)
     if weakens:
         audit.record(
@@ -194,8 +214,10 @@ async def revert(
     author: str,
     comment: str = "",
     confirm_safety: bool = False,
+    signer: SigningKey | None = None,
 ) -> VersionView:
-    """A new version with the text of version ``number``, made desired."""
+    """A new version with the text of version ``number``, made desired (signed by
+    ``signer`` when given: the old version's signature is for its own number)."""
     gw = await find_gateway(session, site, gateway)
     old = await _version(session, gw.id, number)
     if old is None:
@@ -209,6 +231,7 @@ async def revert(
         comment=comment or f"revert to version {number}",
         confirm_safety=confirm_safety,
         origin=f"revert of {number}",
+        signer=signer,
     )
 
 
@@ -320,4 +343,10 @@ def _view(version: ConfigVersion, name: str, *, desired: bool) -> VersionView:
         safety_change=version.safety_change,
         safety=list(version.validation.get("safety", [])),
         desired=desired,
+        signed_by=signature_of(version).partition(":")[0],
     )
+
+
+def signature_of(version: ConfigVersion) -> str:
+    """The version's ``KEYID:BASE64`` ("": unsigned)."""
+    return str(version.validation.get("signature") or "")

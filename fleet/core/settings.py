@@ -32,6 +32,9 @@ class Settings:
     #: the MQTT client id of ingest's persistent session (the broker keeps what arrives while
     #: ingest is away under it); default ``doorstep-fleet-HOSTNAME``
     mqtt_client_id: str | None = None
+    #: several workers share the gateways' stream through MQTT shared subscriptions
+    #: (``$share/GROUP/…``, fleet.core.broker.shared); None: one plain subscription
+    mqtt_share_group: str | None = None
     #: how long a browser login lasts
     session_lifetime: timedelta = timedelta(hours=12)
     #: failed logins in a row, per user name (known or not) and per client address, after
@@ -61,6 +64,9 @@ class Settings:
     #: operator's request came in on)
     releases_dir: Path | None = None
     public_url: str | None = None
+    #: the private key file desired configurations are signed with when they are made
+    #: (fleet.config.signing); None: stored unsigned, or signed offline. Never in the database
+    config_signing_key: Path | None = None
 
 
 def default_client_id() -> str:

@@ -7,9 +7,12 @@ answer to the gateway's ``config/request``):
 1. the same (version, hash) as what runs, one already refused or rolled back, or one older
    than a version already handled: the report said again, nothing done (the retained copy and
    the answer to a request both arrive after a reconnect; versions only grow in the fleet);
-2. the hash must match the document, and the document must pass ``gateway check``'s validator
-   against this gateway's profiles, and change nothing that needs a restart: else
-   ``rejected`` with the messages, nothing changed;
+2. the hash must match the document; when the gateway trusts a signing key
+   (``state_dir/trusted-keys/``, the same keys as releases) the signature must be one of
+   them over :func:`~gateway.wire.config.signed_statement` for this gateway and version
+   (a gateway that trusts no key takes unsigned documents, and says so once); the document
+   must pass ``gateway check``'s validator against this gateway's profiles, and change
+   nothing that needs a restart: else ``rejected`` with the messages, nothing changed;
 3. ``pending``: ``applying.json`` written, the document applied in place
    (:class:`~gateway.config.apply.InPlace`), the health window watched
    (:class:`~gateway.health_gate.HealthGate`, ``[apply] health_window_s``);
@@ -39,15 +42,17 @@ from gateway import wire
 from gateway.config.apply import Changes, InPlace, restart_needed
 from gateway.config.store import ConfigStore, Running
 from gateway.control.alarms import Severity
-from gateway.errors import ConfigError, WireError
+from gateway.errors import ConfigError, KeyFileError, SignatureError, WireError
 from gateway.health_gate import HealthGate, Verdict
 from gateway.site import SiteConfig, parse_site
+from gateway.trust import TRUSTED_KEYS_DIR, TrustedKeys
 from gateway.wire.config import (
     ConfigRequest,
     DesiredConfig,
     ReportedConfig,
     Status,
     document_hash,
+    signed_statement,
 )
 
 if TYPE_CHECKING:
@@ -74,11 +79,14 @@ class ConfigAgent:
         in_place: InPlace | None = None,
         watch: Watch | None = None,
         on_fatal: Callable[[str], None] | None = None,
+        trusted: Callable[[], TrustedKeys] | None = None,
     ) -> None:
         """``on_fatal(reason)``: the gateway cannot go back to its previous document in place
         (``gateway run`` then exits with a failure, and the service manager starts it again on
         the site file, which still holds that document); ``in_place`` and ``watch`` replace
-        the real apply and health window (tests)."""
+        the real apply and health window (tests). ``trusted()``: the keys a document must be
+        signed with, read again for every version (by default ``state_dir/trusted-keys/``, so
+        a key added there counts without a restart)."""
         self.gateway = gateway
         self.site_path = site_path
         self.text = site_text  # the document that runs
@@ -89,6 +97,9 @@ class ConfigAgent:
         self._given_in_place = in_place
         self._watch = watch or self._health_window
         self._on_fatal = on_fatal
+        keys_dir = state_dir / TRUSTED_KEYS_DIR
+        self._trusted = trusted or (lambda: TrustedKeys.load(keys_dir))
+        self._said_unsigned = False
         gateway.before_uplink.append(self._register)
         self._latest: DesiredConfig | None = None
         self._wake = asyncio.Event()
@@ -223,6 +234,10 @@ class ConfigAgent:
         if document_hash(desired.document) != desired.sha256:
             await self._reject(desired, ["sha256: the document does not have the hash sent"])
             return
+        refused = await asyncio.to_thread(self._signature_problem, desired)
+        if refused:
+            await self._reject(desired, [refused])
+            return
         try:
             new = await asyncio.to_thread(  # off the control loop: profiles are read from disk
                 parse_site, desired.document, f"version {desired.version}", self.site_path.parent
@@ -235,6 +250,31 @@ class ConfigAgent:
             await self._reject(desired, problems)
             return
         await self._apply(desired, new)
+
+    def _signature_problem(self, desired: DesiredConfig) -> str:
+        """Why ``desired`` is not signed as this gateway requires ("" when it is)."""
+        try:
+            trusted = self._trusted()
+        except KeyFileError as exc:  # a bad key file: trust nothing less than intended
+            return f"signature: cannot check it: {exc}"
+        if not trusted:
+            if not self._said_unsigned:
+                self._said_unsigned = True
+                log.warning(
+                    "configuration: this gateway trusts no signing key (%s is empty): it "
+                    "accepts unsigned configurations; add the fleet's public key there to "
+                    "refuse them",
+                    trusted.source or TRUSTED_KEYS_DIR,
+                )
+            return ""
+        me = self.gateway.site.gateway
+        statement = signed_statement(me.site, me.id, desired.version, desired.document)
+        try:
+            key = trusted.verify(statement, desired.signature or None)
+        except SignatureError as exc:
+            return f"signature: {_refusal(exc)}"
+        log.info("configuration: version %d signed by key %s", desired.version, key)
+        return ""
 
     async def _reject(self, desired: DesiredConfig, messages: list[str]) -> None:
         log.warning("configuration: version %d rejected: %s", desired.version, "; ".join(messages))
@@ -307,3 +347,12 @@ class ConfigAgent:
         uplink = self.gateway.uplink
         if uplink is not None:
             await uplink.inbox.report(wire.Kind.CONFIG_REPORTED, wire.encode(report))
+
+
+def _refusal(exc: SignatureError) -> str:
+    """A refused signature in the words a person reads in the fleet's status."""
+    if exc.reason == "unsigned":
+        return "unsigned: this gateway accepts only configurations signed by a key it trusts"
+    if exc.reason == "unknown-key":
+        return f"signed by an unknown key: {exc}"
+    return f"bad signature: {exc}"

@@ -5,6 +5,12 @@ for it, and what the gateway reports it runs.
 (the whole TOML text), its ``version`` (numbered per gateway by the fleet) and its SHA-256.
 A gateway acts on a (version, hash) once; a copy it sees again changes nothing.
 
+A fleet with a signing key signs each version (:func:`signed_statement`: the gateway's
+site and id, the version, the document's hash and the document itself), so a signed document
+cannot be replayed as another version or to another gateway; a gateway that trusts a key
+refuses an unsigned or wrongly signed one (``signature``, ``KEYID:BASE64``, see
+:mod:`gateway.trust`).
+
 ``config/request`` (gateway → fleet, QoS 1, not retained): sent after every (re)connect — "this
 is what I run; send me my desired version". The fleet answers on ``config/desired``, so a
 broker without retained messages, a restarted fleet or a gateway offline for a week all
@@ -37,6 +43,21 @@ def document_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+STATEMENT_HEADER = "doorstep desired configuration v1"
+
+
+def signed_statement(site: str, gateway: str, version: int, document: str) -> bytes:
+    """The exact bytes a configuration signature covers: which gateway, which version, the
+    document's hash, then the document (UTF-8). Built the same way by the fleet (or the
+    operator's machine) that signs and by the gateway that checks, each from its own
+    knowledge: the gateway puts in its own site and id."""
+    head = (
+        f"{STATEMENT_HEADER}\ngateway {site}/{gateway}\nversion {version}\n"
+        f"sha256 {document_hash(document)}\n\n"
+    )
+    return head.encode("utf-8") + document.encode("utf-8")
+
+
 class DesiredConfig(Payload):
     """The site document the fleet wants this gateway to run."""
 
@@ -46,6 +67,8 @@ class DesiredConfig(Payload):
     #: the version weakens a standard interlock (confirmed by an operator in the fleet): the
     #: gateway raises an info event when it applies it
     safety_change: bool = False
+    #: ``KEYID:BASE64`` over :func:`signed_statement` ("": unsigned)
+    signature: str = Field(default="", max_length=200)
     at: float
 
 

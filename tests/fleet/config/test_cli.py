@@ -52,14 +52,17 @@ def test_the_config_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "no versions yet" in out
 
     code, out = fleet("config", "push", "s1/gw-1", file("a.toml", document("gw-1")), "-m", "first")
-    assert (code, out.strip()) == (0, "s1/gw-1: version 1 is desired")
+    assert (code, out.strip()) == (0, "s1/gw-1: version 1 is desired, unsigned")
     more = file("b.toml", document("gw-1", 9000))
     code, out = fleet("config", "push", "s1/gw-1", more, "-m", "more")
     assert code == 2
     assert "safety.export_limit.limit_w: raised from 5000 to 9000" in out
     assert "--confirm-safety-change" in out
     code, out = fleet("config", "push", "s1/gw-1", more, "-m", "more", "--confirm-safety-change")
-    assert (code, out.strip()) == (0, "s1/gw-1: version 2 is desired (safety change, confirmed)")
+    assert (code, out.strip()) == (
+        0,
+        "s1/gw-1: version 2 is desired (safety change, confirmed), unsigned",
+    )
 
     code, out = fleet("config", "diff", "s1/gw-1", "1", "2")
     assert "-limit_w = 5000" in out
