@@ -8,6 +8,12 @@ limits (125 registers / 2000 bits, or less for a device that says so), the devic
 unreadable ranges and the walls learned from exception 02 answers. With a linear cost an
 optimal plan always groups consecutive spans, so a dynamic programme over the sorted spans
 is exact.
+
+Spans that must come from one reading (``together``: a charger's current, power and state; a
+meter's phases and total) are never cut apart: a block boundary may not fall between the
+first and the last span of such a set. A set the device's walls split (learned from
+exception 02 after the profile was checked) is read in pieces rather than not at all; the
+poller says so.
 """
 
 from __future__ import annotations
@@ -95,22 +101,48 @@ def plan(
     limits: Limits = Limits(),
     unreadable: Sequence[Range] = (),
     walls: Iterable[Wall] = (),
+    together: Iterable[Iterable[Span]] = (),
 ) -> list[Block]:
-    """The cheapest set of blocks that reads every span; sorted by (table, start)."""
+    """The cheapest set of blocks that reads every span, each set of ``together`` in one
+    block where the walls allow; sorted by (table, start)."""
     by_table: dict[Table, set[Span]] = {}
     for span in spans:
         if span.count <= 0:
             raise PlanError(f"span {span.table} {span.start}+{span.count}: count must be > 0")
         by_table.setdefault(span.table, set()).add(span)
     wall_set = {(w.table, w.address) for w in walls}
+    sets = [frozenset(group) for group in together]
     blocks: list[Block] = []
     for table in sorted(by_table):
         ranges = [r for r in unreadable if r.table is table]
         table_walls = sorted(a for t, a in wall_set if t is table)
-        blocks += _plan_table(
-            sorted(by_table[table]), table, cost, limits.of(table), ranges, table_walls
-        )
+        ordered = sorted(by_table[table])
+        uncut = _uncut(ordered, sets, limits.of(table), ranges, table_walls)
+        blocks += _plan_table(ordered, table, cost, limits.of(table), ranges, table_walls, uncut)
     return blocks
+
+
+def _uncut(
+    spans: list[Span],
+    sets: list[frozenset[Span]],
+    limit: int,
+    unreadable: list[Range],
+    walls: list[int],
+) -> frozenset[int]:
+    """The cut positions (i: between ``spans[i-1]`` and ``spans[i]``) that would split a set
+    of spans read together; a set that cannot be one block (too long, across a wall or an
+    unreadable range) is cut where the plan likes."""
+    index = {span: i for i, span in enumerate(spans)}
+    forbidden: set[int] = set()
+    for group in sets:
+        members = sorted(index[s] for s in group if s in index)
+        if len(members) < 2:
+            continue
+        start, end = spans[members[0]].start, max(spans[i].end for i in members)
+        if end - start > limit or not _readable(start, end, unreadable, walls):
+            continue
+        forbidden.update(range(members[0] + 1, members[-1] + 1))
+    return frozenset(forbidden)
 
 
 def _plan_table(
@@ -120,6 +152,7 @@ def _plan_table(
     limit: int,
     unreadable: list[Range],
     walls: list[int],
+    uncut: frozenset[int] = frozenset(),
 ) -> list[Block]:
     for s in spans:
         if s.count > limit:
@@ -144,6 +177,8 @@ def _plan_table(
                 break
             if j < i - 1 and not _readable(start, end, unreadable, walls):
                 break
+            if j in uncut:  # the group would start inside a set read together
+                continue
             c = best[j] + cost.request_overhead + (end - start) * per
             if c < best[i]:
                 best[i], choice[i] = c, j

@@ -72,6 +72,7 @@ class DevicePoller:
         self.cycles: dict[PollClass, PollCycle] = {}
         self._blocks_of: dict[PollClass, list[Block]] = {}
         self._span_points: dict[Span, list[Point]] = {}
+        self._split_groups: set[str] = set()
         self._periods = periods
         self._points = profile.point_map
         breaker.on_change = self._breaker_changed
@@ -100,13 +101,20 @@ class DevicePoller:
                 by_class.setdefault(p.poll, []).append(p)
         limits = Limits(self.profile.max_read_registers, self.profile.max_read_bits)
         for cls, points in by_class.items():
+            names = {p.name for p in points}
+            together = [
+                [_span(p) for p in members if p.name in names]
+                for members in self.profile.groups.values()
+            ]
             blocks = plan(
                 (_span(p) for p in points),
                 cost=self.cost,
                 limits=limits,
                 unreadable=self.profile.unreadable,
                 walls=self.walls,
+                together=together,
             )
+            self._say_split(blocks, together)
             period = self._periods.period(cls)
             assert period is not None
             old = self.cycles.get(cls)
@@ -116,6 +124,18 @@ class DevicePoller:
             else:
                 self.cycles[cls] = PollCycle(cls, period, now)
             self._blocks_of[cls] = blocks
+
+    def _say_split(self, blocks: list[Block], together: list[list[Span]]) -> None:
+        """Log (once per group) a group the device's walls made the plan read in pieces."""
+        block_of = {span: n for n, block in enumerate(blocks) for span in block.spans}
+        for name, spans in zip(self.profile.groups, together, strict=True):
+            if len({block_of.get(s) for s in spans}) > 1 and name not in self._split_groups:
+                self._split_groups.add(name)
+                log.warning(
+                    "%s (unit %d): group %r is read in pieces: the device refuses one read "
+                    "across it (exception 02); its values may come from different moments",
+                    self.name, self.unit_id, name,
+                )  # fmt: skip
 
     # -- scheduling -------------------------------------------------------------------------
 

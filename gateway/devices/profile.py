@@ -135,6 +135,10 @@ class Point(Strict):
     #: Bookkeeping a person never needs (heartbeats, map versions): kept from people's
     #: screens, still in the API. Scale-factor points are hidden without it.
     internal: bool = False
+    #: Points that only make sense from one reading (a charger's current, power and state; a
+    #: meter's phases and total) share a group: read in one request, every member at the
+    #: fastest poll class of the group, so they never show two different moments.
+    group: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")] | None = None
 
     @property
     def display_name(self) -> str:
@@ -322,6 +326,7 @@ class Profile(Strict):
         points = self.point_map
         self._check_addressing()
         self._check_overlaps()
+        self._check_groups()
         for p in self.points:
             if p.scale_factor is not None:
                 sf = points.get(p.scale_factor)
@@ -371,6 +376,43 @@ class Profile(Strict):
                     f"point {p.name!r}: sunspec_model {p.sunspec_model} is not one of "
                     f"sunspec.models {self.sunspec.models}"
                 )
+
+    @property
+    def groups(self) -> dict[str, list[Point]]:
+        """The points read together, by group name."""
+        found: dict[str, list[Point]] = {}
+        for p in self.points:
+            if p.group is not None:
+                found.setdefault(p.group, []).append(p)
+        return found
+
+    def _check_groups(self) -> None:
+        """A group can be one read request: one table, one addressing, readable, short enough
+        and clear of the unreadable ranges."""
+        for name, members in self.groups.items():
+            where = f"group {name!r} ({', '.join(p.name for p in members)})"
+            if len(members) < 2:
+                raise ValueError(f"{where}: a group needs at least two points")
+            if len({p.table for p in members}) > 1:
+                raise ValueError(f"{where}: its points are in different tables, one read cannot")
+            if len({p.sunspec_model for p in members}) > 1:
+                raise ValueError(f"{where}: its points are in different SunSpec models")
+            if any(p.access is Access.W or p.poll is PollClass.NEVER for p in members):
+                raise ValueError(f"{where}: a point that is not read cannot be in a group")
+            starts = [p.address if p.address is not None else p.offset or 0 for p in members]
+            start = min(starts)
+            end = max(a + p.width for a, p in zip(starts, members, strict=True))
+            limit = self.max_read_bits if members[0].table.is_bits else self.max_read_registers
+            if end - start > limit:
+                raise ValueError(
+                    f"{where}: spans {end - start} addresses, more than one read ({limit})"
+                )
+            if members[0].address is not None:
+                for r in self.unreadable:
+                    if r.table is members[0].table and r.overlaps(start, end - start):
+                        raise ValueError(
+                            f"{where}: unreadable range {r.start}..{r.end} lies inside it"
+                        )
 
     def _check_overlaps(self) -> None:
         seen: dict[tuple[object, ...], str] = {}
@@ -477,7 +519,27 @@ def build_profile(data: object, source: str) -> Profile:
         profile = Profile.model_validate(data)
     except ValidationError as exc:
         raise ProfileError(f"{source}: {format_validation_error(exc)}") from None
-    return profile.model_copy(update={"points": [profile.resolved(p) for p in profile.points]})
+    points = [profile.resolved(p) for p in profile.points]
+    return profile.model_copy(update={"points": _read_together(points)})
+
+
+#: Poll classes from the most to the least frequent.
+_FASTEST_FIRST = (PollClass.SAFETY, PollClass.TELEMETRY, PollClass.SLOW, PollClass.NEVER)
+
+
+def _read_together(points: list[Point]) -> list[Point]:
+    """``points`` with every member of a group at the group's fastest poll class."""
+    fastest: dict[str, PollClass] = {}
+    for p in points:
+        if p.group is not None and p.poll is not None:
+            known = fastest.get(p.group, PollClass.NEVER)
+            fastest[p.group] = min(known, p.poll, key=_FASTEST_FIRST.index)
+    return [
+        p.model_copy(update={"poll": fastest[p.group]})
+        if p.group is not None and p.poll is not fastest[p.group]
+        else p
+        for p in points
+    ]
 
 
 @cache

@@ -86,11 +86,13 @@ def poller(
     *,
     periods: PollPeriods = FAST,
     policy: BreakerPolicy = TIGHT,
+    cost: CostModel | None = None,
 ) -> DevicePoller:
-    """A placed poller for one device, its breaker's jitter seeded."""
+    """A placed poller for one device, its breaker's jitter seeded; planned for Modbus TCP
+    unless ``cost`` says otherwise."""
     device = Device(name=name, profile=profile.model, bus="memory", unit_id=unit_id)
     breaker = CircuitBreaker(policy, random.Random(unit_id))
-    p = DevicePoller(device, profile, periods, image, CostModel.for_tcp(), breaker)
+    p = DevicePoller(device, profile, periods, image, cost or CostModel.for_tcp(), breaker)
     p.place(profile, time.monotonic())
     return p
 

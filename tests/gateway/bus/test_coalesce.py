@@ -351,3 +351,70 @@ def test_tables_are_planned_apart_even_at_the_same_addresses() -> None:
 def test_the_same_point_requested_twice_is_read_once() -> None:
     point = Span(Table.HOLDING, 10, 2)
     assert plan([point, point], cost=CostModel.for_tcp()) == [Block(Table.HOLDING, 10, 2, (point,))]
+
+
+# -- points read together ---------------------------------------------------------------------
+
+
+@st.composite
+def cases_with_sets(draw: st.DrawFn, max_spans: int = 7) -> tuple[Case, list[list[Span]]]:
+    """A case and up to two sets of its spans (one table each) that must be read together."""
+    case = draw(cases(max_spans=max_spans))
+    tables = sorted(t for t in {s.table for s in case.spans} if len(_of(case, t)) > 1)
+    assume(tables)
+    sets = []
+    for _ in range(draw(st.integers(1, 2))):
+        of_table = _of(case, draw(st.sampled_from(tables)))
+        sets.append(draw(st.lists(st.sampled_from(of_table), min_size=2, unique=True)))
+    return case, sets
+
+
+def _of(case: Case, table: Table) -> list[Span]:
+    return sorted({s for s in case.spans if s.table is table})
+
+
+def one_read(case: Case, group: list[Span]) -> bool:
+    """Whether a single request may read all of ``group``."""
+    return group_cost(case, group) != math.inf
+
+
+def planned(case: Case, sets: list[list[Span]]) -> list[Block]:
+    return plan(
+        case.spans,
+        cost=case.cost,
+        limits=case.limits,
+        unreadable=case.unreadable,
+        walls=case.walls,
+        together=sets,
+    )
+
+
+@given(cases_with_sets())
+def test_points_read_together_come_from_one_block_whenever_one_read_can_hold_them(
+    data: tuple[Case, list[list[Span]]],
+) -> None:
+    case, sets = data
+    blocks = planned(case, sets)
+    block_of = {span: n for n, block in enumerate(blocks) for span in block.spans}
+    assert set(block_of) == set(case.spans)  # still every point, exactly once
+    for group in sets:
+        if one_read(case, sorted(set(group))):
+            assert len({block_of[s] for s in group}) == 1, f"{group} split across blocks"
+
+
+@given(cases_with_sets())
+def test_reading_points_together_costs_the_least_a_plan_that_keeps_them_together_can(
+    data: tuple[Case, list[list[Span]]],
+) -> None:
+    case, sets = data
+    kept = [sorted(set(g)) for g in sets if one_read(case, sorted(set(g)))]
+    best = 0.0
+    for table in {s.table for s in case.spans}:
+        spans = sorted({s for s in case.spans if s.table is table})
+        allowed = [
+            groups
+            for groups in contiguous_partitions(spans)
+            if all(any(set(g) <= set(run_) for run_ in groups) for g in kept if g[0].table is table)
+        ]
+        best += min(sum(group_cost(case, g) for g in groups) for groups in allowed)
+    assert total(case.cost, planned(case, sets)) == pytest.approx(best, rel=1e-9)

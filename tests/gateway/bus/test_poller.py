@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
+from gateway.bus.coalesce import CostModel
 from gateway.bus.memory import MemoryTransport, MemoryUnit
 from gateway.bus.scheduler import BusScheduler
 from gateway.devices.codec import Value
-from gateway.devices.profile import PollClass, Table
+from gateway.devices.profile import PollClass, Table, parse_profile
 from gateway.image import ProcessImage, Quality
 from tests.gateway.bus.memory_bus import PANEL, all_good, poller, running, until
 
@@ -157,3 +160,67 @@ async def test_a_corrupt_response_is_retried_and_never_decoded() -> None:
         bus.log[corrupt].address,
         "answered",
     ), "the retry was not the same request, sent at once"
+
+
+CHARGER = parse_profile(
+    """
+model = "TEST-CHARGER"
+kind = "charger"
+description = "a charger whose current, power and state belong together"
+points = [
+  { name = "state", table = "input", address = 0, type = "u16", poll = "safety", group = "ev" },
+  { name = "current", table = "input", address = 1, type = "u16", poll = "safety", group = "ev" },
+  { name = "temperature", table = "input", address = 2, type = "i16", poll = "safety" },
+  { name = "power", table = "input", address = 60, type = "u16", group = "ev" },
+  { name = "frequency", table = "input", address = 61, type = "u16" },
+]
+""",
+    "charger.toml",
+)
+
+
+def charger_unit() -> MemoryUnit:
+    unit = MemoryUnit()
+    for name, value in {"state": 2, "current": 16, "temperature": 30, "power": 3700}.items():
+        unit.put(CHARGER.point(name), value)
+    unit.put(CHARGER.point("frequency"), 50)
+    return unit
+
+
+async def test_points_read_together_come_from_one_request_and_one_moment() -> None:
+    image = ProcessImage()
+    unit = charger_unit()
+    bus = MemoryTransport(units={1: unit})
+    # on a 9600-baud line 58 registers between current and power cost more than a second
+    # request: only the group keeps them in one
+    charger = poller("evse", CHARGER, 1, image, cost=CostModel.for_rtu(9600))
+    async with running(BusScheduler(bus, [charger])):
+        await until(lambda: all_good(image, "evse"), "every point GOOD")
+        unit.put(CHARGER.point("current"), 8)
+        unit.put(CHARGER.point("power"), 1850)
+        await until(lambda: image.value("evse", "current") == 8, "the new current")
+        current, power = image.get("evse", "current"), image.get("evse", "power")
+    # the power is read with the current (60 registers apart, one request), never on its own
+    assert power.value == 1850
+    assert power.at == current.at
+    grouped = [t for t in bus.log if t.address <= 60 < t.address + t.count]
+    assert grouped
+    assert all((t.function, t.address, t.count) == (4, 0, 61) for t in grouped)
+    assert CHARGER.point("power").poll is PollClass.SAFETY  # at the group's fastest class
+
+
+async def test_a_group_the_device_refuses_to_read_at_once_is_read_in_pieces_and_said_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    image = ProcessImage()
+    unit = charger_unit()
+    unit.refuse(Table.INPUT, 30)  # a hole the profile did not know of, inside the group
+    bus = MemoryTransport(units={1: unit})
+    async with running(BusScheduler(bus, [poller("evse", CHARGER, 1, image)])):
+        await until(lambda: all_good(image, "evse"), "every point GOOD")
+    assert image.value("evse", "power") == 3700  # still read
+    said = [r.getMessage() for r in caplog.records if "read in pieces" in r.getMessage()]
+    assert said == [
+        "evse (unit 1): group 'ev' is read in pieces: the device refuses one read "
+        "across it (exception 02); its values may come from different moments"
+    ]

@@ -52,3 +52,64 @@ def test_defaults_are_resolved_at_load() -> None:
     assert hb.writable
     assert not hb.readable
     assert load_profile("ELV-24476").point("fault_bitmap").type is PointType.BITFIELD
+
+
+def _grouped(points: str, extra: str = "") -> str:
+    return f'model = "TEST-1"\nkind = "meter"\ndescription = "test"\n{extra}points = [ {points} ]\n'
+
+
+def test_points_read_together_are_polled_at_the_groups_fastest_class() -> None:
+    profile = parse_profile(
+        _grouped(
+            '{ name = "i", table = "input", address = 0, type = "i16", poll = "safety", '
+            'group = "power" }, { name = "w", table = "input", address = 40, type = "i16", '
+            'group = "power" }, { name = "hz", table = "input", address = 41, type = "i16" }'
+        ),
+        "t.toml",
+    )
+    assert profile.point("w").poll == "safety"  # from one reading with the current
+    assert profile.point("hz").poll == "telemetry"  # not in the group: its own class
+    assert [p.name for p in profile.groups["power"]] == ["i", "w"]
+
+
+@pytest.mark.parametrize(
+    ("points", "extra", "expected"),
+    [
+        (
+            '{ name = "i", table = "input", address = 0, type = "i16", group = "g" }, '
+            '{ name = "w", table = "holding", address = 1, type = "i16", group = "g" }',
+            "",
+            r"group 'g' \(i, w\): its points are in different tables",
+        ),
+        (
+            '{ name = "i", table = "input", address = 0, type = "i16", group = "g" }, '
+            '{ name = "w", table = "input", address = 200, type = "i16", group = "g" }',
+            "",
+            r"group 'g' \(i, w\): spans 201 addresses, more than one read \(125\)",
+        ),
+        (
+            '{ name = "i", table = "input", address = 0, type = "i16", group = "g" }, '
+            '{ name = "w", table = "input", address = 9, type = "i16", group = "g" }',
+            'unreadable = [ { table = "input", start = 4, end = 5 } ]\n',
+            r"group 'g' \(i, w\): unreadable range 4..5 lies inside it",
+        ),
+        (
+            '{ name = "i", table = "input", address = 0, type = "i16", group = "g" }',
+            "",
+            r"group 'g' \(i\): a group needs at least two points",
+        ),
+        (
+            '{ name = "i", table = "holding", address = 0, type = "i16", group = "g" }, '
+            '{ name = "w", table = "holding", address = 1, type = "i16", access = "w", '
+            'group = "g" }',
+            "",
+            r"group 'g' \(i, w\): a point that is not read cannot be in a group",
+        ),
+    ],
+    ids=["tables", "too-long", "unreadable", "alone", "write-only"],
+)
+def test_a_group_that_one_read_cannot_serve_is_refused_by_name(
+    points: str, extra: str, expected: str
+) -> None:
+    with pytest.raises(ProfileError, match=expected):
+        parse_profile(_grouped(points, extra), "t.toml")
