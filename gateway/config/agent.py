@@ -93,6 +93,9 @@ class ConfigAgent:
         self.store = ConfigStore(state_dir, site_path)
         self.running: Running = self.store.running(site_text)
         self.report: ReportedConfig = self._startup_report(interrupted)
+        #: the newest version handled that was authentic (a refused signature does not count:
+        #: a forged high version must not make the gateway ignore the fleet's next ones)
+        self.handled = max(self.store.handled(), _authentic_about(self.report))
         self.in_place: InPlace | None = None  # once the gateway runs
         self._given_in_place = in_place
         self._watch = watch or self._health_window
@@ -226,7 +229,7 @@ class ConfigAgent:
             else:
                 await self._say(self.report)
             return
-        if desired.version <= (self.report.about or 0):
+        if desired.version <= self.handled:
             # refused or rolled back already (or older than one handled since): said again;
             # a new version is needed to try again
             await self._say(self.report)
@@ -256,7 +259,7 @@ class ConfigAgent:
         try:
             trusted = self._trusted()
         except KeyFileError as exc:  # a bad key file: trust nothing less than intended
-            return f"signature: cannot check it: {exc}"
+            return f"{SIGNATURE_REFUSED}cannot check it: {exc}"
         if not trusted:
             if not self._said_unsigned:
                 self._said_unsigned = True
@@ -272,7 +275,7 @@ class ConfigAgent:
         try:
             key = trusted.verify(statement, desired.signature or None)
         except SignatureError as exc:
-            return f"signature: {_refusal(exc)}"
+            return SIGNATURE_REFUSED + _refusal(exc)
         log.info("configuration: version %d signed by key %s", desired.version, key)
         return ""
 
@@ -343,10 +346,28 @@ class ConfigAgent:
         self.report = report
         if not self.reports or self.reports[-1] is not report:
             self.reports.append(report)
+        handled = _authentic_about(report)
+        if handled > self.handled:
+            self.handled = handled
+            await asyncio.to_thread(self.store.save_handled, handled)
         await asyncio.to_thread(self.store.save_report, report)  # fsync: off the loop
         uplink = self.gateway.uplink
         if uplink is not None:
             await uplink.inbox.report(wire.Kind.CONFIG_REPORTED, wire.encode(report))
+
+
+def _authentic_about(report: ReportedConfig) -> int:
+    """The version a report is about, unless it refused that version's signature (0)."""
+    if (
+        report.status == "rejected"
+        and report.messages[:1] != []
+        and (report.messages[0].startswith(SIGNATURE_REFUSED))
+    ):
+        return 0
+    return report.about or 0
+
+
+SIGNATURE_REFUSED = "signature: "
 
 
 def _refusal(exc: SignatureError) -> str:

@@ -4,7 +4,9 @@
   committed, and the one before; ``current.toml`` and ``previous.toml`` their texts;
 * ``applying.json`` — written before an apply starts, removed when it is committed or rolled
   back: found at start, it says the process died during an apply or its health window;
-* ``report.json`` — the last report, said again after a restart.
+* ``report.json`` — the last report, said again after a restart;
+* ``handled.json`` — the newest authentic version handled (applied, refused or rolled back):
+  older ones are ignored, so an old signed version replayed cannot take the gateway back.
 
 The site file itself (``gateway run --config``) is what the gateway runs at start. A commit
 writes ``committed.json`` (the commit point) and then replaces the site file; a process that
@@ -125,6 +127,14 @@ class ConfigStore:
     def abandon(self) -> None:
         """The apply ended without a commit (rejected or rolled back)."""
         (self.dir / "applying.json").unlink(missing_ok=True)
+
+    def handled(self) -> int:
+        data = self._json("handled.json")
+        version = None if data is None else data.get("version")
+        return version if isinstance(version, int) else 0
+
+    def save_handled(self, version: int) -> None:
+        write_atomic(self.dir / "handled.json", json.dumps({"version": version}).encode())
 
     def save_report(self, report: ReportedConfig) -> None:
         write_atomic(self.dir / "report.json", report.model_dump_json().encode())

@@ -43,8 +43,9 @@ class Rig:
     def __init__(self, tmp: Path) -> None:
         self.site_file = tmp / "site.toml"
         self.state = tmp / "state"
-        self.original = document(0)
-        self.site_file.write_text(self.original)
+        if not self.site_file.exists():  # a restart starts on the file it committed
+            self.site_file.write_text(document(0))
+        self.original = self.site_file.read_text()
         gw = cast(
             Gateway,
             SimpleNamespace(
@@ -154,5 +155,35 @@ async def test_a_gateway_that_trusts_no_key_takes_unsigned_documents_and_says_so
         assert len(said) == 1
         assert "accepts unsigned configurations" in said[0]
         assert rig.site_file.read_text() == document(2)
+    finally:
+        await rig.agent.__aexit__(None, None, None)
+
+
+async def test_a_forged_high_version_does_not_block_the_fleet_and_an_old_one_is_not_replayed(
+    tmp_path: Path,
+) -> None:
+    rig = Rig(tmp_path)
+    key, stranger = SigningKey.generate(), SigningKey.generate()
+    rig.trust(key)
+    await rig.agent.__aenter__()
+    try:
+        two = document(2)
+        assert (await rig.give(offer(two, 2, signed(key, two, 2))))[0] == "applied"
+        forged = document(99)
+        status, _ = await rig.give(offer(forged, 99, signed(stranger, forged, 99)))
+        assert (status, rig.agent.report.about) == ("rejected", 99)
+    finally:
+        await rig.agent.__aexit__(None, None, None)
+    rig = Rig(tmp_path)  # restarted: what it handled is read back from the state directory
+    assert rig.agent.report.version == 2
+    await rig.agent.__aenter__()
+    try:
+        three = document(3)
+        assert (await rig.give(offer(three, 3, signed(key, three, 3))))[0] == "applied"
+        assert rig.agent.report.version == 3
+        # version 2, validly signed for version 2, comes again: older than one handled
+        assert (await rig.give(offer(two, 2, signed(key, two, 2))))[0] == "applied"
+        assert rig.agent.report.version == 3
+        assert rig.site_file.read_text() == three
     finally:
         await rig.agent.__aexit__(None, None, None)
