@@ -31,6 +31,7 @@ from fleet.core.db import open_database, sessions
 from fleet.core.metrics import FleetMetrics
 from fleet.core.outbound import Outbound
 from fleet.core.settings import Settings, default_client_id
+from fleet.core.singleton import run_singleton
 from fleet.ingest.checks import REASONS, Limits
 from fleet.ingest.ingest import Ingest, Route
 from fleet.ingest.pipeline import run_ingest
@@ -98,7 +99,9 @@ def create_app(settings: Settings) -> FastAPI:
                 app.state.config_delivery = Delivery(app.state.sessions, app.state.outbound)
                 delivering = tasks.create_task(app.state.config_delivery.run(), name="config")
                 app.state.rollouts = RolloutDriver(app.state.sessions, lambda: app.state.outbound)
-                rolling = tasks.create_task(app.state.rollouts.run(), name="rollouts")
+                rolling = tasks.create_task(  # in one worker of several (fleet.core.singleton)
+                    run_singleton(engine, "rollouts", app.state.rollouts.run), name="rollouts"
+                )
                 repair = GapRepair(app.state.sessions, lambda: app.state.outbound)
                 repairing = tasks.create_task(repair.run(), name="gap-repair")
                 ingesting = tasks.create_task(
@@ -106,6 +109,7 @@ def create_app(settings: Settings) -> FastAPI:
                         app.state.ingest,
                         broker,
                         client_id=client_id,
+                        share_group=settings.mqtt_share_group,
                         ready=app.state.ingest_ready,
                     ),
                     name="fleet-ingest",

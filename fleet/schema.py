@@ -8,6 +8,7 @@ schema whole.
 
 from __future__ import annotations
 
+from fleet.accounts import tables as _accounts  # noqa: F401
 from fleet.config import tables as _config  # noqa: F401
 from fleet.ingest import tables as _ingest  # noqa: F401
 from fleet.models import Base

@@ -7,8 +7,11 @@ address still logs in.
 
 The throttle is checked when a login arrives and again when its turn for one of the few
 concurrent password checks comes (failures may have come in while it waited), so a burst
-of parallel guesses gets at most a few more tries than the limit. State is in memory, per
-process: a restart forgets it.
+of parallel guesses gets at most a few more tries than the limit. The runs live in the
+database (``login_failures``, fleet.accounts.tables), so every fleet worker counts the same
+runs and a restart forgets nothing; a failure is counted by one atomic upsert, whichever
+worker sees it, and runs whose window has passed are deleted as new failures come in.
+Times are wall-clock (Unix seconds): the workers share them.
 """
 
 from __future__ import annotations
@@ -18,78 +21,100 @@ import math
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from sqlalchemy import case, delete, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from fleet.accounts.tables import LoginFailures
 from fleet.core.settings import Settings
 from fleet.errors import TooManyLogins
+from fleet.ingest.upsert import upsert
 
-#: at most this many names and addresses remembered; beyond it the stalest are forgotten
-MAX_KEYS = 100_000
-
-
-@dataclass
-class _Run:
-    """Failures in a row, each less than the window after the previous one."""
-
-    count: int
-    last: float
+NAME, ADDRESS = "name", "address"
 
 
 @dataclass
 class LoginThrottle:
+    sessions: async_sessionmaker[AsyncSession]
     per_name: int
     per_address: int
     window: float  # seconds
-    clock: Callable[[], float] = time.monotonic
-    _runs: dict[tuple[str, str, str], _Run] = field(default_factory=dict)
+    clock: Callable[[], float] = time.time
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> LoginThrottle:
+    def from_settings(
+        cls, settings: Settings, sessions: async_sessionmaker[AsyncSession]
+    ) -> LoginThrottle:
         return cls(
+            sessions,
             per_name=settings.login_failures_per_name,
             per_address=settings.login_failures_per_address,
             window=settings.login_failure_window.total_seconds(),
         )
 
-    def check(self, name: str, address: str) -> None:
+    async def check(self, name: str, address: str) -> None:
         """TooManyLogins if ``name`` from ``address``, or ``address`` whatever the name, has
         had its run of failures and the window since the last one has not passed yet."""
         now = self.clock()
+        async with self.sessions() as session:
+            runs = {
+                (kind, who): (count, last)
+                for kind, who, count, last in await session.execute(
+                    select(
+                        LoginFailures.kind, LoginFailures.name, LoginFailures.count,
+                        LoginFailures.last_s,
+                    ).where(
+                        LoginFailures.address == address,
+                        LoginFailures.name.in_((name, "")),
+                        LoginFailures.last_s > now - self.window,
+                    )
+                )
+            }  # fmt: skip
         for key, limit, who in (
-            (("name", name, address), self.per_name, f"for {name} from {address}"),
-            (("address", address, ""), self.per_address, f"from {address}"),
+            ((NAME, name), self.per_name, f"for {name} from {address}"),
+            ((ADDRESS, ""), self.per_address, f"from {address}"),
         ):
-            run = self._current(key, now)
-            if run is not None and run.count >= limit:
-                wait = max(1, math.ceil(run.last + self.window - now))
+            count, last = runs.get(key, (0, now))
+            if count >= limit:
+                wait = max(1, math.ceil(last + self.window - now))
                 raise TooManyLogins(f"too many failed logins {who}; try again in {wait} s", wait)
 
-    def failed(self, name: str, address: str) -> None:
+    async def failed(self, name: str, address: str) -> None:
+        """One more failure in the runs of the name from the address and of the address (a
+        run whose window had passed starts again at 1)."""
         now = self.clock()
-        for key in (("name", name, address), ("address", address, "")):
-            run = self._current(key, now)
-            self._runs[key] = _Run(count=1 if run is None else run.count + 1, last=now)
-        self._forget_stale(now)
+        async with self.sessions.begin() as session:
+            for kind, who in ((NAME, name), (ADDRESS, "")):
+                insert = upsert(session, LoginFailures).values(
+                    kind=kind, name=who, address=address, count=1, last_s=now
+                )
+                await session.execute(
+                    insert.on_conflict_do_update(
+                        index_elements=["kind", "name", "address"],
+                        set_={
+                            "count": case(
+                                (insert.excluded.last_s - LoginFailures.last_s >= self.window, 1),
+                                else_=LoginFailures.count + 1,
+                            ),
+                            "last_s": insert.excluded.last_s,
+                        },
+                    )
+                )
+            await session.execute(
+                delete(LoginFailures).where(LoginFailures.last_s <= now - self.window)
+            )
 
-    def succeeded(self, name: str, address: str) -> None:
+    async def succeeded(self, session: AsyncSession, name: str, address: str) -> None:
         """The right password: the run of failures of the name from that address ends (the
-        address's goes on)."""
-        self._runs.pop(("name", name, address), None)
-
-    def _current(self, key: tuple[str, str, str], now: float) -> _Run | None:
-        run = self._runs.get(key)
-        if run is not None and now - run.last >= self.window:
-            del self._runs[key]
-            return None
-        return run
-
-    def _forget_stale(self, now: float) -> None:
-        if len(self._runs) <= MAX_KEYS:
-            return
-        for key in [k for k, run in self._runs.items() if now - run.last >= self.window]:
-            del self._runs[key]
-        while len(self._runs) > MAX_KEYS:  # a flood of names: the oldest entries go first
-            del self._runs[next(iter(self._runs))]
+        address's goes on), in ``session``'s transaction (the one that logs the user in)."""
+        await session.execute(
+            delete(LoginFailures).where(
+                LoginFailures.kind == NAME,
+                LoginFailures.name == name,
+                LoginFailures.address == address,
+            )
+        )
 
 
 @dataclass
@@ -100,14 +125,17 @@ class LoginGuard:
     password_checks: asyncio.Semaphore
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> LoginGuard:
+    def from_settings(
+        cls, settings: Settings, sessions: async_sessionmaker[AsyncSession]
+    ) -> LoginGuard:
         return cls(
-            LoginThrottle.from_settings(settings), asyncio.Semaphore(settings.password_checks)
+            LoginThrottle.from_settings(settings, sessions),
+            asyncio.Semaphore(settings.password_checks),
         )
 
     @asynccontextmanager
     async def password_check(self, name: str, address: str) -> AsyncIterator[None]:
         """One of the limited password-check slots, the throttle checked once it is ours."""
         async with self.password_checks:
-            self.throttle.check(name, address)
+            await self.throttle.check(name, address)
             yield

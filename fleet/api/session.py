@@ -35,7 +35,7 @@ async def _login_guard(request: Request) -> LoginGuard:
     state = request.app.state
     guard: LoginGuard | None = getattr(state, "login_guard", None)
     if guard is None:
-        guard = state.login_guard = LoginGuard.from_settings(state.settings)
+        guard = state.login_guard = LoginGuard.from_settings(state.settings, state.sessions)
     return guard
 
 
@@ -60,7 +60,7 @@ async def login(
     the last one (a stranger's guesses never lock the user out of their own address)."""
     client = request.client.host if request.client else "?"
     try:
-        guard.throttle.check(credentials.name, client)
+        await guard.throttle.check(credentials.name, client)
         user, secret = await log_in(
             session,
             credentials.name,
@@ -69,13 +69,13 @@ async def login(
             guard.password_check(credentials.name, client),
         )
     except LoginFailed:
-        guard.throttle.failed(credentials.name, client)
+        await guard.throttle.failed(credentials.name, client)
         log.warning("failed login as %r from %s", credentials.name, client)
         raise
     except TooManyLogins as exc:
         log.warning("refused login as %r from %s: %s", credentials.name, client, exc)
         raise
-    guard.throttle.succeeded(credentials.name, client)
+    await guard.throttle.succeeded(session, credentials.name, client)
     audit.record(session, f"user:{user.name}", "session.login", f"user:{user.name}")
     await session.commit()
     response.set_cookie(

@@ -72,6 +72,12 @@ class BrokerUrl:
         return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
 
 
+def shared(topic: str, group: str | None) -> str:
+    """``topic`` as an MQTT shared subscription of ``group`` (``$share/GROUP/TOPIC``: the
+    broker hands each message to one subscriber of the group), or unchanged without one."""
+    return topic if group is None else f"$share/{group}/{topic}"
+
+
 class EmbeddedBroker:
     """``async with EmbeddedBroker("127.0.0.1", 1883) as broker:`` an amqtt broker on one TCP
     listener, anonymous clients allowed, no ``$SYS`` topics; QoS 1 and retained messages."""

@@ -8,12 +8,13 @@ up to the newest one, so a new file and an old one end up with the same schema.
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -26,6 +27,8 @@ from fleet.errors import DatabaseUrlError
 
 MIGRATIONS = Path(__file__).parents[1] / "migrations"
 DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+#: the advisory lock taken around the migrations on PostgreSQL
+MIGRATION_LOCK = zlib.crc32(b"doorstep.migrations") & 0x7FFFFFFF
 
 
 def async_url(url: str) -> str:
@@ -66,7 +69,11 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 def upgrade(connection: Connection) -> None:
-    """Bring the schema on ``connection`` to the newest revision (a no-op when it is)."""
+    """Bring the schema on ``connection`` to the newest revision (a no-op when it is). On
+    PostgreSQL under an advisory lock held to the end of the transaction: several workers
+    starting at once migrate one after the other (the later ones find nothing to do)."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
     command.upgrade(alembic_config(connection), "head")
 
 

@@ -22,7 +22,7 @@ from contextlib import asynccontextmanager
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from fleet.core.broker import BrokerUrl
+from fleet.core.broker import BrokerUrl, shared
 from fleet.ingest.ingest import Ingest
 from gateway import mqtt, wire
 from gateway.backoff import EQUAL_JITTER, Backoff
@@ -50,6 +50,7 @@ async def run_ingest(
     broker: BrokerUrl,
     *,
     client_id: str,
+    share_group: str | None = None,
     ready: asyncio.Event | None = None,
     reconnect_min_s: float = RECONNECT_MIN_S,
     reconnect_max_s: float = RECONNECT_MAX_S,
@@ -74,7 +75,7 @@ async def run_ingest(
 
     kinds = (*KINDS, *sorted(ingest.routes))
     await mqtt.stay_connected(
-        lambda: _subscribed(broker, client_id, timeout_s, kinds),
+        lambda: _subscribed(broker, client_id, timeout_s, kinds, share_group),
         session,
         _Log(broker),
         Backoff(reconnect_min_s, reconnect_max_s, jitter=EQUAL_JITTER),
@@ -83,9 +84,14 @@ async def run_ingest(
 
 @asynccontextmanager
 async def _subscribed(
-    broker: BrokerUrl, client_id: str, timeout_s: float, kinds: tuple[wire.Kind, ...]
+    broker: BrokerUrl,
+    client_id: str,
+    timeout_s: float,
+    kinds: tuple[wire.Kind, ...],
+    share_group: str | None = None,
 ) -> AsyncIterator[mqtt.Client]:
-    """A client of the persistent session, subscribed to ``kinds``."""
+    """A client of the persistent session, subscribed to ``kinds`` (as a shared subscription
+    of ``share_group`` when there are several workers)."""
     client = mqtt.Client(
         broker.host,
         broker.port,
@@ -98,7 +104,7 @@ async def _subscribed(
     )
     client.acknowledge_manually()  # paho acknowledges each message when run_ingest says so
     async with client:
-        await client.subscribe([(wire.subscription(kind), 1) for kind in kinds])
+        await client.subscribe([(shared(wire.subscription(k), share_group), 1) for k in kinds])
         yield client
 
 
