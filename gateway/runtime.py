@@ -98,6 +98,8 @@ class Gateway:
         self.schedulers: dict[str, BusScheduler] = {}
         self.pollers: dict[str, DevicePoller] = {}
         self.uplink: Uplink | None = None
+        #: blocking work for the stop, in order (files' last state on disk), run in a thread
+        self._at_stop: list[Callable[[], None]] = []
         self.commands = DeviceCommands(self.image, self.actuator, self.pollers, self.schedulers)
         self._policy = policy or BreakerPolicy()
         self._stack = contextlib.AsyncExitStack()
@@ -130,6 +132,8 @@ class Gateway:
         try:
             await self._stack.__aexit__(exc_type, exc, tb)
         finally:
+            for close in self._at_stop:
+                await asyncio.to_thread(close)
             await asyncio.to_thread(self.alarms.close)  # the journal's last events on disk
 
     async def _start(self) -> None:
@@ -172,7 +176,10 @@ class Gateway:
             self.actuator,
             self.alarms,
             self.state_dir / "latches.json" if self.state_dir else None,
+            write_behind=True,  # an fsync must not hold up the control loop
         )
+        self._at_stop.append(self.engine.close)  # the latches' last state on disk
+        self._at_stop.append(self.engine.close)  # the latches' last state on disk
         self.engine.arm(time.monotonic() + self.site.control.startup_grace_s)
         for poller in self.pollers.values():
             wd = poller.profile.watchdog

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -44,6 +44,8 @@ from gateway.devices.codec import Value
 from gateway.devices.profile import Profile
 from gateway.errors import InterlockError
 from gateway.image import ProcessImage, Quality
+from gateway.priority import background_executor
+from gateway.state_files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +153,8 @@ class InterlockEngine:
         actuator: Actuator,
         alarms: AlarmLog,
         state_file: Path | None = None,
+        *,
+        write_behind: bool = False,
     ) -> None:
         self.image = image
         self.actuator = actuator
@@ -158,6 +162,10 @@ class InterlockEngine:
         self.rules = {spec.name: RuleRuntime(spec, profiles) for spec in interlocks}
         self.controllers: list[Controller] = []
         self.state_file = state_file
+        # ``gateway run``: the latches are written (fsync'd) by a thread of their own, in
+        # order; the control loop that latches an interlock must not wait for the SD card
+        self._writer = background_executor(1, "latches") if write_behind and state_file else None
+        self._written: Future[None] | None = None
         self._values: dict[tuple[str, int], Value] = {}
         for rule in self.rules.values():
             for i, action in enumerate(rule.spec.actions):
@@ -373,9 +381,19 @@ class InterlockEngine:
         if self.state_file is None:
             return
         latched = sorted(r.name for r in self.rules.values() if r.latched)
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"latched": latched}))
-        os.replace(tmp, self.state_file)
+        data = json.dumps({"latched": latched}).encode()
+        if self._writer is not None:
+            self._written = self._writer.submit(_write_latches, self.state_file, data)
+        else:
+            _write_latches(self.state_file, data)
+
+    def close(self) -> None:
+        """The latches' last state on disk; the writer thread stopped (blocking: at a stop)."""
+        if self._written is not None:
+            self._written.result()
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
 
     def _restore(self) -> None:
         if self.state_file is None or not self.state_file.exists():
@@ -439,3 +457,11 @@ def _as_stored(profile: Profile, point: str, value: Value) -> Value:
     if isinstance(value, str) and enum:
         return next(code for code, label in enum.items() if label == value)
     return value
+
+
+def _write_latches(path: Path, data: bytes) -> None:
+    """Replace the latches file whole (a power cut leaves the old or the new one)."""
+    try:
+        write_atomic(path, data)
+    except OSError as exc:  # a full or failing disk: say so; the latch itself stands
+        log.error("latched interlocks not saved to %s: %s", path, exc)

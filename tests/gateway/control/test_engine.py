@@ -249,3 +249,46 @@ def test_unknown_interlock_reset_names_the_known_ones() -> None:
     _, _, engine = build(Clock(), None)
     with pytest.raises(InterlockError, match=r"no interlock 'smoke'.*fire, charging"):
         engine.reset("smoke", by="x")
+
+
+def _latched_lockout(
+    clock: Clock, state: Path, *, write_behind: bool
+) -> tuple[ProcessImage, InterlockEngine]:
+    image = ProcessImage(clock)
+    for device, point in INPUTS:
+        image.declare(device, point, stale_after_s=1.0)
+    engine = InterlockEngine(
+        interlocks(), PROFILES, image, Actuator(image), AlarmLog(), state,
+        write_behind=write_behind,
+    )  # fmt: skip
+    for device, point in INPUTS:
+        image.update(device, point, 1 if point != "fire_alarm_loop" else True)
+    image.update("charger-1", "residual_current_status", 2)  # tripped
+    engine.tick(clock.now, 0.05)
+    clock.now += 0.1
+    engine.tick(clock.now, 0.05)
+    return image, engine
+
+
+def test_a_latch_written_behind_the_control_loop_survives_a_restart(tmp_path: Path) -> None:
+    clock = Clock()
+    state = tmp_path / "latches.json"
+    _, engine = _latched_lockout(clock, state, write_behind=True)
+    assert engine.rules["rcd-lockout"].latched
+    engine.close()  # what `gateway run` does at a stop: the last state on disk
+    assert oct(state.stat().st_mode & 0o777) == "0o600"
+    _, _, again = build(clock, state)
+    assert again.rules["rcd-lockout"].latched, "the lockout was forgotten in a restart"
+
+
+def test_a_latch_that_cannot_be_saved_is_said_and_still_holds(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock()
+    state = tmp_path / "gone" / "latches.json"  # its directory does not exist: writes fail
+    _, engine = _latched_lockout(clock, state, write_behind=True)
+    engine.close()
+    assert engine.rules["rcd-lockout"].latched
+    said = [r.getMessage() for r in caplog.records if "not saved" in r.getMessage()]
+    assert said
+    assert said[0].startswith(f"latched interlocks not saved to {state}:")
