@@ -57,6 +57,7 @@ class Firmware:
         baudrate=115200,
         tick_ms=TICK_MS,
         debounce_ms=DEBOUNCE_MS,
+        version=VERSION,
     ):
         self.board = board
         self.log = log
@@ -64,13 +65,14 @@ class Firmware:
         board.write_outputs(0)
         now = board.ticks_ms()
         self.ctl = Controller(now, unit_id, board.reset_cause(), self._entered)
+        self.ctl.fw_version = version[0] << 8 | version[1]
         self.debounce = Debouncer(board.read_inputs(), now, debounce_ms)
         self.ctl.inputs = self.debounce.stable
         self.framer = RtuFramer(silence_ms(baudrate, tick_ms))
         self._rx = bytearray(64)
         self.note(
             "BOOT",
-            "fw %d.%d unit %d reset cause %d" % (VERSION[0], VERSION[1], unit_id, self.ctl.reset_cause),
+            "fw %d.%d unit %d reset cause %d" % (version[0], version[1], unit_id, self.ctl.reset_cause),
         )
         problem = self_test(board)
         if problem:

@@ -108,7 +108,7 @@ def input_register(ctl, addr, now):
     if addr == IR_MAP_VERSION:
         return MAP_VERSION
     if addr == IR_FW_VERSION:
-        return VERSION[0] << 8 | VERSION[1]
+        return ctl.fw_version
     if addr == IR_UPTIME_HI:
         return (ctl.uptime_s >> 16) & 0xFFFF
     if addr == IR_UPTIME_LO:

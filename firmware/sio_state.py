@@ -29,6 +29,7 @@ class Controller:
     def __init__(self, now, unit_id, reset_cause, log=None):
         self.unit_id = unit_id
         self.reset_cause = reset_cause
+        self.fw_version = R.VERSION[0] << 8 | R.VERSION[1]  # IR 1
         self.heartbeat = 0  # last value written to HR 0
         self.timeout_ms = R.TIMEOUT_DEFAULT_MS
         self.requested = 0  # HR 2

@@ -149,6 +149,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="what an update's restart waits for: interlocks (any active), charging (any "
         "charger charging), both (default: %(default)s) or none",
     )
+    run.add_argument(
+        "--ota-sio1-repl",
+        type=_device_port,
+        action="append",
+        default=[],
+        metavar="DEVICE=PORT",
+        help="an SIO-1's USB REPL port (e.g. sio=/dev/ttyACM0): updates install the SIO-1 "
+        "firmware they carry on it (repeat for each board)",
+    )
     run.add_argument(  # tests and development: a bundle that carries only the gateway's wheel
         "--ota-system-site-packages", action="store_true", help=argparse.SUPPRESS
     )
@@ -168,6 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
             help="latches, alarm journal and control socket (default: %(default)s)",
         )
     return parser
+
+
+def _device_port(text: str) -> tuple[str, str]:
+    """``--ota-sio1-repl``: DEVICE=PORT."""
+    device, _, port = text.partition("=")
+    if not device.strip() or not port.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected DEVICE=PORT, e.g. sio=/dev/ttyACM0")
+    return device.strip(), port.strip()
 
 
 def _defer_list(text: str) -> str:

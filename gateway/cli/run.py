@@ -123,6 +123,7 @@ async def _run(
             system_site_packages=getattr(args, "ota_system_site_packages", False),
             defer_on_interlock="interlocks" in getattr(args, "ota_defer", "interlocks"),
             defer_on_charging="charging" in getattr(args, "ota_defer", "charging"),
+            sio1_repl=dict(getattr(args, "ota_sio1_repl", [])),
         )
         async with gw, agent, ota:
             until = None if args.duration is None else time.monotonic() + args.duration

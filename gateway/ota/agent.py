@@ -11,6 +11,12 @@ One update at a time, each step reported on ``ota/status`` (the inbox's standing
    (:mod:`gateway.ota.slots`) while this version keeps running;
 4. **waiting** — until a safe moment: no interlock active and no charger charging (each
    can be switched off), re-checked every few seconds, ``reason`` saying what it waits for;
+   **flashing** — at that moment, each SIO-1 that runs another firmware than the release
+   carries gets it (:mod:`gateway.ota.sio1`: the runtime lets go of the board, the copy of
+   ``gateway flash``, the check that it answers the new version, the board claimed again),
+   then the safe moment is waited for again; a failed copy leaves the old firmware and is
+   reported (``sio1_firmware``), and stops the update only when the release needs a newer
+   firmware than the board is left with (its manifest's ``firmware_min``);
 5. **restarting** — the state file says the new slot is active and on trial, the
    ``current`` link is renamed, and the gateway exits for the supervisor to start it again
    through the launcher;
@@ -21,9 +27,10 @@ One update at a time, each step reported on ``ota/status`` (the inbox's standing
    this far is rolled back by the launcher's boot counter.
 
 Every step persists the state first, so a ``kill -9`` at any point is followed by a start
-that finishes the step (the download resumes, the install is redone, the wait goes on) or
-rolls back. What is reported as running is read at start: this process's version, the slot
-the launcher started and the SIO-1 firmware version the board answers.
+that finishes the step (the download resumes, the install is redone, the wait goes on, an
+interrupted firmware copy is finished at once) or rolls back. What is reported as running
+is read at start: this process's version, the slot the launcher started and the SIO-1
+firmware version the board answers.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, Self
@@ -43,15 +50,18 @@ from gateway import wire
 from gateway.errors import BundleRefused, GatewayError, OtaError, WireError
 from gateway.flash.firmware import firmware_constant
 from gateway.health_gate import HealthGate, Verdict
-from gateway.ota import slots
+from gateway.image import Quality
+from gateway.ota import sio1, slots
 from gateway.ota.bundle import Expectation, open_bundle, this_platform, this_python
 from gateway.ota.download import check_space, download
 from gateway.ota.launcher import SLOT_ENV
+from gateway.ota.pause import checkpoint
 from gateway.ota.state import UpdateState, load, ota_dir, other, save, write_atomic
 from gateway.trust import TrustedKeys
-from gateway.wire.ota import FINAL, OtaCommand, OtaState, OtaStatus, Running
+from gateway.wire.ota import FINAL, OtaCommand, OtaState, OtaStatus, Running, Sio1Firmware
 
 if TYPE_CHECKING:
+    from gateway.control.safety_io import SafetyIo
     from gateway.runtime import Gateway
     from gateway.uplink.link import Uplink
 
@@ -59,7 +69,13 @@ log = logging.getLogger(__name__)
 
 COMMAND_FILE = "command.json"
 #: the states an update that a restart interrupted resumes from
-RESUMABLE = frozenset({"downloading", "verifying", "installing", "waiting"})
+RESUMABLE = frozenset({"downloading", "verifying", "installing", "waiting", "flashing"})
+#: the states in which a newer command or a cancel stops the update (not in a firmware copy)
+CANCELLABLE = RESUMABLE - {"flashing"}
+#: after an install, the states that resume from the installed slot (no new download)
+INSTALLED = frozenset({"waiting", "flashing"})
+#: how long the agent waits for a board to answer its firmware version before judging it
+READ_WITHIN_S = 15.0
 #: how long an SIO-1 keeps its outputs across a planned restart, at most (its HR 5)
 HOLD_S = 20
 HOLD_FIRMWARE = 0x0101  # the first SIO-1 firmware with the hold (1.1)
@@ -85,9 +101,12 @@ class OtaAgent:
         system_site_packages: bool = False,
         recheck_s: float = 5.0,
         watch: Callable[[], Awaitable[Verdict]] | None = None,
+        sio1_repl: Mapping[str, str] | None = None,
     ) -> None:
         """``on_restart(reason)``: stop the gateway so the supervisor starts it again;
-        ``version``: the running version; ``watch``: replaces the health window (tests)."""
+        ``version``: the running version; ``watch``: replaces the health window (tests);
+        ``sio1_repl``: each SIO-1's REPL port by device name (its firmware is installed
+        only on the boards named here)."""
         self.gateway = gateway
         self.state_dir = state_dir
         self.dir = ota_dir(state_dir)
@@ -100,6 +119,8 @@ class OtaAgent:
         self.system_site_packages = system_site_packages
         self.recheck_s = recheck_s
         self._watch = watch or self._health_window
+        self.sio1_repl = dict(sio1_repl or {})
+        self._verified: dict[str, int] = {}  # SIO-1 firmware checked by this process (IR 1)
         slot = os.environ.get(SLOT_ENV, "none")
         self.slot: Literal["a", "b", "none"] = (
             "a" if slot == "a" else "b" if slot == "b" else "none"
@@ -127,7 +148,8 @@ class OtaAgent:
             self._task = asyncio.create_task(self._check(), name="ota-check")
         elif s.state in RESUMABLE and (command := self._saved_command()) is not None:
             log.warning("ota: the gateway restarted while %s; resuming", s.state)
-            self._task = asyncio.create_task(self._update(command), name="ota-update")
+            resume = s.state if s.state in INSTALLED else None
+            self._task = asyncio.create_task(self._update(command, resume), name="ota-update")
         elif s.state == "restarting" and not s.trial:
             await self._set(OtaState.FAILED, "the restart into the new release did not happen")
         else:
@@ -162,14 +184,15 @@ class OtaAgent:
     async def command(self, command: OtaCommand) -> None:
         if command.id <= self.state.handled:
             return  # the retained copy of a command already acted on
-        if self.busy and self.state.state not in RESUMABLE and command.action == "install":
-            # restarting or checking: not taken now, so not marked handled; the fleet sends
-            # it again when this gateway's status shows it is still about the older one
+        if self.busy and self.state.state not in CANCELLABLE:
+            # flashing, restarting or checking: not taken now, so not marked handled; the
+            # fleet sends it again when this gateway's status shows it is still about the
+            # older one
             log.warning("ota: command %d not taken while %s", command.id, self.state.state)
             return
         self.state.handled = command.id
         if command.action == "cancel":
-            if self.busy and self.state.state in RESUMABLE:
+            if self.busy and self.state.state in CANCELLABLE:
                 assert self._task is not None
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -183,6 +206,7 @@ class OtaAgent:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         write_atomic(self.dir / COMMAND_FILE, command.model_dump_json().encode())
+        self.state.installed, self.state.sio1, self.state.firmware_min = None, [], None
         self._task = asyncio.create_task(self._update(command), name="ota-update")
 
     def _saved_command(self) -> OtaCommand | None:
@@ -193,9 +217,9 @@ class OtaAgent:
 
     # -- the update ------------------------------------------------------------------------------
 
-    async def _update(self, command: OtaCommand) -> None:
+    async def _update(self, command: OtaCommand, resume: str | None = None) -> None:
         try:
-            await self._steps(command)
+            await self._steps(command, resume)
         except asyncio.CancelledError:
             raise
         except BundleRefused as exc:
@@ -206,8 +230,37 @@ class OtaAgent:
             log.exception("ota: update %d failed", command.id)
             await self._set(OtaState.FAILED, f"unexpected error: {exc}", about=command)
 
-    async def _steps(self, command: OtaCommand) -> None:
+    async def _steps(self, command: OtaCommand, resume: str | None) -> None:
+        """``resume``: the state a restart interrupted, when it came after the install."""
+        target = self._installed(command) if resume is not None else None
+        if target is None:
+            target = await self._fetch_and_install(command)
+            if target is None:
+                return
+        else:
+            log.warning("ota: release %s is installed in slot %s already", command.release, target)
+        release = self.state.versions[target]
+        if resume != "flashing":  # an interrupted copy is finished at once (the board may
+            await self._until_safe(command)  # wait in maintenance mode, relays off)
+        if await self._sio1_firmware(command, target, finish=resume == "flashing"):
+            await self._until_safe(command)  # what the copy made active stands down first
+        s = self.state
+        s.previous = s.active if s.active is not None else None
+        s.active, s.trial, s.boots, s.installed = target, True, 0, None
+        await self._set(
+            OtaState.RESTARTING, f"into release {release} (slot {target})", about=command
+        )
+        await checkpoint("switching")
+        slots.switch(self.state_dir, target)
+        await self.hold_safety_ios()
+        await checkpoint("restarting")
+        self.on_restart(f"restarting into release {release}")
+
+    async def _fetch_and_install(self, command: OtaCommand) -> Literal["a", "b"] | None:
+        """Download, verify and install into the inactive slot: the slot, or None when the
+        release runs already (reported as committed)."""
         await self._set(OtaState.DOWNLOADING, "", about=command, progress=0.0)
+        await checkpoint("downloading")
         downloads = self.dir / "downloads"
         downloads.mkdir(exist_ok=True, mode=0o700)
         check_space(self.dir, command.size * 3)  # the bundle, its unpacked files, the venv
@@ -228,6 +281,7 @@ class OtaAgent:
         )
         log.info("ota: downloaded %s (%d bytes over the network)", path, transfer.received)
         await self._set(OtaState.VERIFYING, "", about=command)
+        await checkpoint("verifying")
         staging = self.dir / "staging"
         expect = Expectation(this_platform(), this_python(), self.version, command.force)
         try:
@@ -238,11 +292,12 @@ class OtaAgent:
         if release == self.version and not command.force:
             await asyncio.to_thread(shutil.rmtree, staging, True)
             await self._set(OtaState.COMMITTED, f"release {release} already runs", about=command)
-            return
+            return None
         target = other(self.state.active) if self.state.active else "a"
         if self.slot == target:  # never overwrite what runs (started outside the launcher)
             target = other(target)
         await self._set(OtaState.INSTALLING, f"into slot {target}", about=command)
+        await checkpoint("installing")
         await slots.install(
             self.state_dir,
             target,
@@ -252,19 +307,136 @@ class OtaAgent:
         )
         await asyncio.to_thread(shutil.rmtree, staging, True)
         self.state.versions[target] = release
+        self.state.installed = target
+        self.state.firmware_min = opened.manifest.firmware_min
+        save(self.state_dir, self.state)
+        return target
+
+    def _installed(self, command: OtaCommand) -> Literal["a", "b"] | None:
+        """The slot this command's release was installed into before a restart, if whole."""
+        slot = self.state.installed
+        if slot is None or self.state.command != command.id:
+            return None
+        version = self.state.versions.get(slot)
+        try:
+            written = (slots.slot_dir(self.state_dir, slot) / "VERSION").read_text().strip()
+        except OSError:
+            return None
+        return slot if version is not None and written == version else None
+
+    async def _until_safe(self, command: OtaCommand) -> None:
         while (reason := self.unsafe()) is not None:
             if self.state.state != "waiting" or self.state.reason != reason:
                 await self._set(OtaState.WAITING, reason, about=command)
             await asyncio.sleep(self.recheck_s)
-        s = self.state
-        s.previous = s.active if s.active is not None else None
-        s.active, s.trial, s.boots = target, True, 0
+
+    # -- the SIO-1 firmware ----------------------------------------------------------------------
+
+    async def _sio1_firmware(self, command: OtaCommand, target: Literal["a", "b"], *,
+                             finish: bool) -> bool:  # fmt: skip
+        """Bring every SIO-1 to the firmware the release carries; whether a board was
+        touched. ``finish``: a copy a restart interrupted (install whatever the board
+        says). OtaError when the release needs a newer firmware than a board is left with."""
+        sources = slots.slot_dir(self.state_dir, target) / "firmware"
+        carried = sio1.carried_version(sources)
+        supervisor = getattr(self.gateway, "supervisor", None)
+        boards = list(getattr(supervisor, "safety_ios", ()))
+        if carried is None or not boards:
+            return False
+        results, touched = [], False
+        for sio in boards:
+            running = await self._board_version(sio.device, READ_WITHIN_S)
+            result: Sio1Firmware
+            if running == carried and not finish:
+                result = Sio1Firmware(
+                    device=sio.device, carried=carried, running=running, result="current"
+                )
+            elif running is None and not finish:
+                reason = "the board does not answer its firmware version"
+                result = Sio1Firmware(
+                    device=sio.device, carried=carried, result="skipped", reason=reason
+                )
+            elif isinstance(board := sio1.board_of(self.gateway, sio, self.sio1_repl), str):
+                result = Sio1Firmware(
+                    device=sio.device, carried=carried, running=running, result="skipped",
+                    reason=board,
+                )  # fmt: skip
+            else:
+                touched = True
+                result = await self._flash(command, sio, board, sources, carried, running)
+            results.append(result)
+            self.state.sio1 = [*results]
+            save(self.state_dir, self.state)
+        await self._say()
+        needed = self.state.firmware_min
+        for result in results:
+            left = result.running
+            if needed is not None and (left is None or sio1.older(left, needed)):
+                why = f" ({result.reason})" if result.reason else ""
+                raise OtaError(
+                    f"release {command.release} needs SIO-1 firmware {needed} or later and "
+                    f"{result.device} runs {left or 'an unknown version'}{why}; "
+                    "the gateway stays on the running release"
+                )
+        return touched
+
+    async def _flash(
+        self,
+        command: OtaCommand,
+        sio: SafetyIo,
+        board: sio1.Board,
+        sources: Path,
+        carried: str,
+        running: str | None,
+    ) -> Sio1Firmware:
+        was = running or "an unknown firmware"
         await self._set(
-            OtaState.RESTARTING, f"into release {release} (slot {target})", about=command
+            OtaState.FLASHING,
+            f"{sio.device}: SIO-1 firmware {was} → {carried} (relays off until it is claimed "
+            "again)",
+            about=command,
         )
-        slots.switch(self.state_dir, target)
-        await self.hold_safety_ios()
-        self.on_restart(f"restarting into release {release}")
+        await checkpoint("flashing")
+        async with sio1.released(self.gateway, sio):
+            try:
+                summary = await sio1.flash(board, sources)
+            except GatewayError as exc:
+                log.error("ota: SIO-1 firmware not installed on %s: %s", sio.device, exc)
+                return Sio1Firmware(
+                    device=sio.device, carried=carried, running=running, result="failed",
+                    reason=f"{exc}"[:500],
+                )  # fmt: skip
+        major, _, minor = carried.partition(".")
+        self._verified[sio.device] = int(major) << 8 | int(minor)
+        self.state.firmware = carried
+        log.info("ota: %s", summary)
+        await self._reclaimed(sio)
+        return Sio1Firmware(device=sio.device, carried=carried, running=carried, result="installed")
+
+    async def _board_version(self, device: str, within: float) -> str | None:
+        """The firmware version ``device`` answers (waiting up to ``within`` for a read)."""
+        deadline = time.monotonic() + within
+        raw = self._board_firmware(device)
+        while raw is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            raw = self._board_firmware(device)
+        return None if raw is None else sio1.version_text(raw)
+
+    def _board_firmware(self, device: str) -> int | None:
+        """IR 1 of ``device`` as read now, or as checked after this process installed it."""
+        raw = self.gateway.image.reading(device, "fw_version")
+        if isinstance(raw, int) and raw > 0:
+            return raw
+        return self._verified.get(device)
+
+    async def _reclaimed(self, sio: SafetyIo) -> None:
+        """Wait (bounded) until the runtime holds the board's claim again."""
+        deadline = time.monotonic() + sio1.RECLAIM_WITHIN_S
+        while time.monotonic() < deadline:
+            if sio.claimed and self.gateway.image.reading(sio.device, "state") == 1:
+                return
+            await asyncio.sleep(0.1)
+        log.warning("ota: %s not claimed again within %g s", sio.device, sio1.RECLAIM_WITHIN_S)
 
     async def hold_safety_ios(self) -> None:
         """Ask every claimed SIO-1 (firmware 1.1 or later) to keep its outputs across the
@@ -281,8 +453,8 @@ class OtaAgent:
         if boards:
             await asyncio.sleep(HEARTBEAT_DRAIN_S)  # a heartbeat already queued lands first
         for sio in boards:
-            firmware = self.gateway.image.reading(sio.device, "fw_version")
-            if not isinstance(firmware, int) or firmware < HOLD_FIRMWARE:
+            firmware = self._board_firmware(sio.device)
+            if firmware is None or firmware < HOLD_FIRMWARE:
                 log.warning(
                     "ota: %s has no hold (firmware %s): it fails safe", sio.device, firmware
                 )
@@ -318,6 +490,7 @@ class OtaAgent:
         )
         verdict = await self._watch()
         if verdict.healthy:
+            await checkpoint("committing")
             s.trial, s.boots = False, 0
             await self._set(OtaState.COMMITTED, self._firmware_note())
             with contextlib.suppress(OSError):
@@ -395,6 +568,7 @@ class OtaAgent:
             running=Running(version=self.version, slot=self.slot, firmware=self._firmware()),
             previous=s.versions.get(s.previous) if s.previous else None,
             at=time.time(),
+            sio1_firmware=s.sio1,
         )
         self.reports.append(status)
         uplink = self.gateway.uplink
@@ -404,6 +578,10 @@ class OtaAgent:
     def _firmware(self) -> str | None:
         """The SIO-1's firmware version as the board last answered (major.minor)."""
         for device, point, sample in self.gateway.image.points():
+            if device in self._verified and point == "fw_version":
+                value = sample.value if sample.quality is Quality.GOOD else self._verified[device]
+                self.state.firmware = sio1.version_text(value) if isinstance(value, int) else None
+                return self.state.firmware
             if point == "fw_version" and isinstance(sample.value, int) and sample.value > 0:
                 version = f"{sample.value >> 8}.{sample.value & 0xFF}"
                 self.state.firmware = version

@@ -85,11 +85,17 @@ class Manifest(BaseModel):
     platform: str  # wheel platform tag, e.g. linux_aarch64
     python: str = Field(pattern=r"^3\.\d+$")
     firmware: str | None = Field(default=None, pattern=r"^\d+\.\d+$")  # SIO-1, if carried
+    #: the oldest SIO-1 firmware this release's gateway works with: when the board cannot be
+    #: brought to it, the update stops before the switch (docs/updates.md)
+    firmware_min: str | None = Field(default=None, pattern=r"^\d+\.\d+$")
     created: float
     files: list[FileEntry]
 
     def encode(self) -> bytes:
-        return (json.dumps(self.model_dump(), indent=1, sort_keys=True) + "\n").encode()
+        data = self.model_dump()
+        if data["firmware_min"] is None:  # absent, so gateways from before can read it
+            del data["firmware_min"]
+        return (json.dumps(data, indent=1, sort_keys=True) + "\n").encode()
 
     @property
     def total_size(self) -> int:
@@ -353,6 +359,7 @@ def make_manifest(
     platform: str,
     python: str,
     firmware: str | None,
+    firmware_min: str | None = None,
 ) -> Manifest:
     """The manifest for ``files`` (bundle path → file on disk), hashed here."""
     entries = [file_entry(name, files[name]) for name in sorted(files)]
@@ -363,6 +370,7 @@ def make_manifest(
             platform=platform,
             python=python,
             firmware=firmware,
+            firmware_min=firmware_min,
             created=time.time(),
             files=entries,
         )
@@ -380,9 +388,11 @@ def build_bundle(
     platform: str,
     python: str,
     key: SigningKey | None,
+    firmware_min: str | None = None,
 ) -> Manifest:
     """A bundle from a wheelhouse (every ``*.whl`` in it) and the SIO-1 firmware sources
-    (checked to compile, their version read from them); signed if a key is given."""
+    (checked to compile, their version read from them); signed if a key is given.
+    ``firmware_min``: the oldest SIO-1 firmware the release's gateway works with."""
     files: dict[str, Path] = {f"wheels/{w.name}": w for w in sorted(wheelhouse.glob("*.whl"))}
     if not files:
         raise BundleRefused("no-wheels", f"{wheelhouse}: no wheels (*.whl) to bundle")
@@ -405,6 +415,7 @@ def build_bundle(
         platform=platform,
         python=python,
         firmware=firmware_version,
+        firmware_min=firmware_min,
     )
     signature = key.sign(manifest.encode()) if key is not None else None
     write_bundle(out, manifest, files, signature)

@@ -17,6 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.errors import OtaError
+from gateway.wire.ota import Sio1Firmware
 
 SlotName = Literal["a", "b"]
 STATE_FILE = "state.json"
@@ -42,6 +43,9 @@ class UpdateState(BaseModel):
     state: str = "idle"
     reason: str = ""
     firmware: str | None = None  # the SIO-1 firmware version last read from the board
+    installed: SlotName | None = None  # the slot built for ``command``, not switched to yet
+    firmware_min: str | None = None  # the oldest SIO-1 firmware that release works with
+    sio1: list[Sio1Firmware] = Field(default_factory=list)  # the firmware step of ``command``
 
 
 def ota_dir(state_dir: Path) -> Path:

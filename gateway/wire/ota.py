@@ -10,7 +10,8 @@ before its signature and files are even looked at.
 ``ota/status`` (gateway → fleet, the gateway's standing report, retained): where the update
 of ``command`` stands — ``state``, ``progress`` (0..1 while downloading or installing),
 ``reason`` (the sentence a person reads: why it waits, failed or rolled back) — and, after
-every start, what actually runs (:class:`Running`), never what the gateway was told to run.
+every start, what actually runs (:class:`Running`), never what the gateway was told to run,
+and what became of the release's SIO-1 firmware on each board (:class:`Sio1Firmware`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class OtaState(StrEnum):
     VERIFYING = "verifying"
     INSTALLING = "installing"
     WAITING = "waiting"  # installed; the restart waits for a safe moment (reason says which)
+    FLASHING = "flashing"  # at that moment: the SIO-1 gets the release's firmware first
     RESTARTING = "restarting"
     CHECKING = "checking"  # the new version runs and must prove itself within the window
     COMMITTED = "committed"
@@ -68,6 +70,23 @@ class Running(BaseModel):
     firmware: str | None = None  # the SIO-1's firmware version as the board answers; None unknown
 
 
+class Sio1Firmware(BaseModel):
+    """What became of the SIO-1 firmware a release carries (``device``: the board's name).
+
+    ``result``: ``current`` (the board already runs it), ``installed`` (copied, the board
+    restarted and answers the new version), ``failed`` (the board kept ``running``; ``reason``
+    says why), ``skipped`` (not attempted; ``reason`` says why: no REPL port given, the board
+    does not answer)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    device: str = Field(max_length=64)
+    carried: str = Field(max_length=16)  # the version the release carries
+    running: str | None = Field(default=None, max_length=16)  # as the board answers after
+    result: Literal["current", "installed", "failed", "skipped"]
+    reason: str = Field(default="", max_length=500)
+
+
 class OtaStatus(Payload):
     """The gateway's standing report about updates."""
 
@@ -79,3 +98,6 @@ class OtaStatus(Payload):
     running: Running
     previous: str | None = None  # the version the gateway would return to (rollback target)
     at: float
+    #: the SIO-1 firmware step of this command's release (absent before it ran, or when the
+    #: release carries no firmware or the site has no SIO-1)
+    sio1_firmware: list[Sio1Firmware] = Field(default_factory=list, max_length=8)

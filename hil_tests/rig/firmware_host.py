@@ -146,6 +146,7 @@ def start(
     feedback_delay_ms=20,
     reset_cause=R.RESET_POWER_ON,
     state_dir=None,
+    version=None,
 ):
     """Start the firmware in a thread on ``port`` and return its :class:`FirmwareHandle`.
 
@@ -153,7 +154,8 @@ def start(
     closed by ``stop``). ``identity``: a ``sio_identity.Identity``, the path of an identity
     file (a missing or bad file boots the board into FAULT, as on hardware), or None for a
     host identity with ``unit_id`` (default 1). ``inputs``: initial contact bitmap (default
-    fire loop closed, e-stop released).
+    fire loop closed, e-stop released). ``version``: the (major, minor) IR 1 answers, for a
+    board whose flash holds another release than ``firmware/`` (default: ``firmware/``'s).
     """
     own_dir = state_dir is None
     state_dir = tempfile.mkdtemp(prefix="sio-") if own_dir else state_dir
@@ -179,7 +181,10 @@ def start(
             reset_cause=reset_cause,
         )
         log_path = os.path.join(state_dir, sio_app.LOG_PATH)
-        return FirmwareHandle(board, identity_path, log_path, {"baudrate": baudrate}, cleanup)
+        options = {"baudrate": baudrate}
+        if version is not None:
+            options["version"] = tuple(version)
+        return FirmwareHandle(board, identity_path, log_path, options, cleanup)
     except BaseException:
         cleanup()
         raise

@@ -32,7 +32,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from gateway.flash.firmware import firmware_constant
+from gateway.flash.firmware import MANIFEST, firmware_constant
 from gateway.flash.plan import ENTRY
 from hil_tests.rig.micropython_sandbox import BoardReset, FlashFs, Interpreter, Unplugged
 from hil_tests.rig.nullmodem import NullModem
@@ -323,8 +323,24 @@ class MicroPythonBoard:
 
         identity = self.flash_dir / _firmware_name("sio_app", "IDENTITY_PATH")
         self._firmware = firmware_host.start(
-            self._data.master, identity=str(identity), state_dir=str(self.flash_dir)
+            self._data.master,
+            identity=str(identity),
+            state_dir=str(self.flash_dir),
+            version=self.installed_version(),
         )
+
+    def installed_version(self) -> tuple[int, int] | None:
+        """The firmware version the flash's manifest names (``gateway flash`` writes it):
+        CPython cannot run the compiled modules, so the host runner runs ``firmware/`` and
+        answers this version in IR 1."""
+        manifest = self.flash_dir / MANIFEST
+        text = manifest.read_text(errors="replace") if manifest.is_file() else ""
+        for line in text.splitlines():
+            key, _, value = line.partition("=")
+            major, _, minor = value.strip().partition(".")
+            if key.strip() == "version" and major.isdigit() and minor.isdigit():
+                return int(major), int(minor)
+        return None
 
     def _stop_firmware(self) -> None:
         firmware, self._firmware = self._firmware, None
