@@ -18,6 +18,7 @@ command prints the message and exits 1 or 2 (:data:`fleet.cli.exits.EXIT`).
     │   └── NotRegistered                   no such site
     ├── DatabaseUrlError, BrokerUrlError    a database or MQTT broker URL the fleet cannot use
     ├── EmbeddedBrokerError                 the embedded MQTT broker could not listen
+    ├── RetentionError                      a history retention setting (days) not usable
     ├── ConfigVersionError                  desired configuration (fleet.config)
     │   ├── ConfigRefused                   a document the validator refuses (each key named)
     │   ├── SafetyChangeUnconfirmed         weakens a standard interlock, not confirmed
@@ -141,6 +142,10 @@ class EmbeddedBrokerError(FleetError, RuntimeError):
     """The embedded broker could not listen (the message names the address and why)."""
 
 
+class RetentionError(FleetError, ValueError):
+    """A history retention setting the fleet cannot use (fleet.timeseries.retention)."""
+
+
 # -- ingest ----------------------------------------------------------------------------------
 
 
@@ -151,6 +156,14 @@ class Rejected(FleetError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class PointMapNotSeen(Rejected):
+    """Compact telemetry naming a point map this worker has not seen (``pointmap``)."""
+
+    def __init__(self, map_id: str, detail: str) -> None:
+        super().__init__("pointmap", detail)
+        self.map_id = map_id
 
 
 # -- releases --------------------------------------------------------------------------------

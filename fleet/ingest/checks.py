@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleet.core.settings import Settings
-from fleet.errors import Rejected
+from fleet.errors import PointMapNotSeen, Rejected
 from fleet.ingest import columns
 from gateway import wire
+from gateway.wire import compact
 from gateway.wire.compact import UnknownPointMap
 
 #: Why a message was refused.
@@ -87,10 +88,14 @@ class Limits:
 
 
 def decode(
-    topic: str, payload: bytes, routed: Collection[wire.Kind] = ()
+    topic: str,
+    payload: bytes,
+    routed: Collection[wire.Kind] = (),
+    maps: compact.PointMaps | None = None,
 ) -> tuple[str, str, wire.Kind, wire.Payload]:
     """(site, gateway, kind, payload) of a message of a kind ingest stores (:data:`STORED`)
-    or an area takes (``routed``), or :class:`Rejected` saying why not."""
+    or an area takes (``routed``), or :class:`Rejected` saying why not. Compact telemetry
+    reads its point map from ``maps`` (default: the process's, :data:`compact.MAPS`)."""
     try:
         site, gateway, kind = wire.parse_topic(topic)
     except wire.WireError as exc:
@@ -104,9 +109,12 @@ def decode(
     if not binary:
         _check_depth(payload)
     try:
-        message = wire.decode(model, payload)
+        if binary and kind is wire.Kind.TELEMETRY and compact.is_compact(payload):
+            message: wire.Payload = compact.decode_batch(payload, maps)
+        else:
+            message = wire.decode(model, payload)
     except UnknownPointMap as exc:  # compact telemetry before its map (docs/wire.md)
-        raise Rejected("pointmap", str(exc)) from None
+        raise PointMapNotSeen(exc.map_id, str(exc)) from None
     except wire.WireError as exc:
         raise Rejected(_refusal(payload), str(exc)) from None
     except RecursionError:

@@ -5,6 +5,8 @@ received number is recorded (:class:`~fleet.models.ReceivedBatch`); a number see
 duplicate and nothing of its batch is stored twice. A number beyond the highest stored + 1
 opens a :class:`~fleet.models.Gap` of the missing ones; a later arrival inside an open gap
 shrinks it, splits it in two, or closes it (``closed_at``) when it was the last one missing.
+Whatever order the batches arrive in, the open gaps end up as the runs of numbers missing
+below the highest stored.
 
 A gateway replaced or re-imaged under the same name (a new outbox) starts again at 1. A number
 already stored with another ``sent_at`` or size is such a restart, not a duplicate: logged at
@@ -13,9 +15,11 @@ gaps counted from 1 again). The same number with the same ``sent_at`` and size, 
 is a duplicate. A number more than ``max_step`` beyond the highest stored is refused
 (``sequence``): it would open a gap of billions.
 
-A batch's number costs one statement while nothing restarted: the current epoch and highest
-number are remembered between messages (:class:`~fleet.ingest.known.Known`); one more (is it
-a replay of an older epoch?) once a gateway's numbering restarted.
+Everything is read from the database, inside the batch's transaction, with the gateway's
+writers serialised (:func:`fleet.ingest.locks.lock_gateways`): any number of fleet workers
+may receive a gateway's batches in any order. The current epoch and highest number are read
+once per transaction and kind, then kept up to date by this transaction's own batches (no
+other writer can move them while the lock is held).
 """
 
 from __future__ import annotations
@@ -24,11 +28,10 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleet.errors import Rejected
-from fleet.ingest.known import Known
 from fleet.ingest.upsert import upsert
 from fleet.models import BatchKind, Gap, Gateway, ReceivedBatch
 
@@ -47,27 +50,23 @@ class Batch:
 
 
 class Sequences:
-    """Records one gateway's batch numbers inside the caller's transaction."""
+    """Records batch numbers inside one transaction that holds the gateways' locks."""
 
-    def __init__(
-        self,
-        session: AsyncSession,
-        gateway_id: int,
-        now: datetime,
-        known: Known,
-        max_step: int = MAX_STEP,
-    ) -> None:
+    def __init__(self, session: AsyncSession, now: datetime, max_step: int = MAX_STEP) -> None:
         self.session = session
-        self.gateway_id = gateway_id
         self.now = now
-        self.known = known
         self.max_step = max_step
+        #: (gateway id, kind) -> (current epoch, highest number in it), as this transaction
+        #: read and moved it
+        self._current: dict[tuple[int, str], tuple[int, int]] = {}
 
-    async def receive(self, kind: BatchKind, seq: int, sent_at: datetime, size: int) -> Batch:
+    async def receive(
+        self, gateway_id: int, kind: BatchKind, seq: int, sent_at: datetime, size: int
+    ) -> Batch:
         """Record batch ``seq``; a duplicate, or the gaps it opened, or the gap it filled; or
         the first of a restarted numbering (the next epoch)."""
-        epoch, highest = await self.current(kind)
-        if epoch > 0 and await self.replayed(kind, seq, sent_at, size):
+        epoch, highest = await self.current(gateway_id, kind)
+        if epoch > 0 and await self.replayed(gateway_id, kind, seq, sent_at, size):
             return Batch(duplicate=True)
         if seq > highest + self.max_step:
             raise Rejected(
@@ -75,11 +74,11 @@ class Sequences:
                 f"{kind.value} batch {seq}: {seq - highest} beyond the highest stored ({highest}); "
                 f"at most {self.max_step}",
             )
-        if not await self.insert(kind, epoch, seq, sent_at, size):
+        if not await self.insert(gateway_id, kind, epoch, seq, sent_at, size):
             stored = (
                 await self.session.execute(
                     select(ReceivedBatch.sent_at, ReceivedBatch.size).where(
-                        ReceivedBatch.gateway_id == self.gateway_id,
+                        ReceivedBatch.gateway_id == gateway_id,
                         ReceivedBatch.kind == kind.value,
                         ReceivedBatch.epoch == epoch,
                         ReceivedBatch.seq == seq,
@@ -88,14 +87,13 @@ class Sequences:
             ).one()
             if tuple(stored) == (sent_at, size):
                 return Batch(duplicate=True)
-            epoch, highest = await self.restart(kind, epoch, seq), 0
-            await self.insert(kind, epoch, seq, sent_at, size)
-        self.known.epochs[(self.gateway_id, kind.value)] = epoch
-        self.known.highest[(self.gateway_id, kind.value, epoch)] = max(highest, seq)
+            epoch, highest = await self.restart(gateway_id, kind, epoch, seq), 0
+            await self.insert(gateway_id, kind, epoch, seq, sent_at, size)
+        self._current[(gateway_id, kind.value)] = (epoch, max(highest, seq))
         if seq > highest + 1:
             self.session.add(
                 Gap(
-                    gateway_id=self.gateway_id,
+                    gateway_id=gateway_id,
                     kind=kind.value,
                     epoch=epoch,
                     first=highest + 1,
@@ -105,35 +103,33 @@ class Sequences:
             )
             return Batch(gaps_opened=1)
         if seq < highest:
-            await self.fill(kind, epoch, seq)
+            await self.fill(gateway_id, kind, epoch, seq)
         return Batch()
 
-    async def current(self, kind: BatchKind) -> tuple[int, int]:
+    async def current(self, gateway_id: int, kind: BatchKind) -> tuple[int, int]:
         """The gateway's current epoch for ``kind`` and the highest number stored in it."""
-        epoch = self.known.epochs.get((self.gateway_id, kind.value))
-        if epoch is not None:
-            highest = self.known.highest.get((self.gateway_id, kind.value, epoch))
-            if highest is not None:
-                return epoch, highest
+        known = self._current.get((gateway_id, kind.value))
+        if known is not None:
+            return known
         row = (
             await self.session.execute(
-                select(ReceivedBatch.epoch, func.max(ReceivedBatch.seq))
-                .where(
-                    ReceivedBatch.gateway_id == self.gateway_id,
-                    ReceivedBatch.kind == kind.value,
-                )
-                .group_by(ReceivedBatch.epoch)
-                .order_by(ReceivedBatch.epoch.desc())
+                select(ReceivedBatch.epoch, ReceivedBatch.seq)
+                .where(ReceivedBatch.gateway_id == gateway_id, ReceivedBatch.kind == kind.value)
+                .order_by(ReceivedBatch.epoch.desc(), ReceivedBatch.seq.desc())
                 .limit(1)
             )
         ).first()
-        return (0, 0) if row is None else (row[0], row[1])
+        current = (0, 0) if row is None else (row[0], row[1])
+        self._current[(gateway_id, kind.value)] = current
+        return current
 
-    async def replayed(self, kind: BatchKind, seq: int, sent_at: datetime, size: int) -> bool:
+    async def replayed(
+        self, gateway_id: int, kind: BatchKind, seq: int, sent_at: datetime, size: int
+    ) -> bool:
         """Whether this very batch (number, time and size) is stored in any epoch."""
         rows = await self.session.execute(
             select(ReceivedBatch.sent_at, ReceivedBatch.size).where(
-                ReceivedBatch.gateway_id == self.gateway_id,
+                ReceivedBatch.gateway_id == gateway_id,
                 ReceivedBatch.kind == kind.value,
                 ReceivedBatch.seq == seq,
             )
@@ -141,13 +137,13 @@ class Sequences:
         return any(tuple(row) == (sent_at, size) for row in rows)
 
     async def insert(
-        self, kind: BatchKind, epoch: int, seq: int, sent_at: datetime, size: int
+        self, gateway_id: int, kind: BatchKind, epoch: int, seq: int, sent_at: datetime, size: int
     ) -> bool:
         """Record the batch's number; False when it is taken in ``epoch`` already."""
         stored = await self.session.execute(
             upsert(self.session, ReceivedBatch)
             .values(
-                gateway_id=self.gateway_id,
+                gateway_id=gateway_id,
                 kind=kind.value,
                 epoch=epoch,
                 seq=seq,
@@ -160,24 +156,22 @@ class Sequences:
         )
         return stored.scalar_one_or_none() is not None
 
-    async def restart(self, kind: BatchKind, epoch: int, seq: int) -> int:
+    async def restart(self, gateway_id: int, kind: BatchKind, epoch: int, seq: int) -> int:
         """The gateway numbers its batches from 1 again (a new outbox): what was missing of
         the old numbering will not come any more. The new epoch."""
-        gateway = await self.session.scalar(
-            select(Gateway.name).where(Gateway.id == self.gateway_id)
-        )
+        gateway = await self.session.scalar(select(Gateway.name).where(Gateway.id == gateway_id))
         log.warning(
             "gateway %r (id %d) %s: sequence restarted at %d: new outbox? "
             "Open gaps of the old numbering closed",
             gateway,
-            self.gateway_id,
+            gateway_id,
             kind.value,
             seq,
         )
         await self.session.execute(
             update(Gap)
             .where(
-                Gap.gateway_id == self.gateway_id,
+                Gap.gateway_id == gateway_id,
                 Gap.kind == kind.value,
                 Gap.closed_at.is_(None),
             )
@@ -185,11 +179,11 @@ class Sequences:
         )
         return epoch + 1
 
-    async def fill(self, kind: BatchKind, epoch: int, seq: int) -> None:
+    async def fill(self, gateway_id: int, kind: BatchKind, epoch: int, seq: int) -> None:
         """A late batch arrived: shrink, split or close the open gap it was missing from."""
         gap = await self.session.scalar(
             select(Gap).where(
-                Gap.gateway_id == self.gateway_id,
+                Gap.gateway_id == gateway_id,
                 Gap.kind == kind.value,
                 Gap.epoch == epoch,
                 Gap.closed_at.is_(None),
@@ -208,7 +202,7 @@ class Sequences:
         else:
             self.session.add(
                 Gap(
-                    gateway_id=self.gateway_id,
+                    gateway_id=gateway_id,
                     kind=kind.value,
                     epoch=epoch,
                     first=seq + 1,

@@ -3,9 +3,9 @@
 * :class:`PointMapRecord`: every compact-telemetry point map a gateway sent inline
   (:mod:`gateway.wire.compact`), so that any fleet worker, restarted or not, reads a batch
   that names a map it has not seen itself.
-* :class:`AlarmEventRecord`: the "updated" and "cleared" events of gateways' alarms, kept so
-  that alarms follow their own event time whatever order the events arrive in: a raise
-  that arrives after its clear is stored cleared, an update older than the one applied
+* :class:`AlarmEventRecord`: the events of gateways' alarms (raised, updated, cleared), kept
+  so that an alarm follows its own events by their time whatever order they arrive in: a
+  raise that arrives after its clear is stored cleared, an update older than the one applied
   changes nothing (:mod:`fleet.ingest.alarms`).
 """
 
@@ -14,14 +14,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from fleet.models import Base
 
 
 class PointMapRecord(Base):
-    """A gateway's point map: its id (a hash of its content) and its encoded body."""
+    """A gateway's point map: its id (a hash of its content) and its devices, each with its
+    points in order (``[[device, [point, …]], …]``)."""
 
     __tablename__ = "point_maps"
 
@@ -29,16 +30,17 @@ class PointMapRecord(Base):
     gateway_id: Mapped[int] = mapped_column(
         ForeignKey("gateways.id", ondelete="CASCADE"), primary_key=True
     )
-    body: Mapped[bytes] = mapped_column(LargeBinary)
+    devices: Mapped[list[Any]] = mapped_column(JSON)
     received_at: Mapped[datetime] = mapped_column()
 
 
 class AlarmEventRecord(Base):
-    """An alarm's "updated" or "cleared" event, by the gateway's time (``at``)."""
+    """One event of a gateway's alarm, by the gateway's time (``at``); a replay (the same
+    kind, event id and time) is stored once."""
 
     __tablename__ = "alarm_events"
     __table_args__ = (
-        UniqueConstraint("gateway_id", "key", "kind", "at"),
+        UniqueConstraint("gateway_id", "kind", "event_id", "at"),
         Index("ix_alarm_events_key_at", "gateway_id", "key", "at"),
     )
 
@@ -46,7 +48,7 @@ class AlarmEventRecord(Base):
     gateway_id: Mapped[int] = mapped_column(ForeignKey("gateways.id", ondelete="CASCADE"))
     event_id: Mapped[int] = mapped_column(BigInteger)  # wire.Event.id
     key: Mapped[str] = mapped_column(String(200))
-    kind: Mapped[str] = mapped_column(String(8))  # "updated" or "cleared"
+    kind: Mapped[str] = mapped_column(String(8))  # "raised", "updated" or "cleared"
     at: Mapped[datetime] = mapped_column()
     by: Mapped[str | None] = mapped_column(String(64), default=None)  # who cleared it
     message: Mapped[str] = mapped_column(Text, default="")

@@ -1,27 +1,30 @@
-"""The store: one decoded gateway message into the database, inside the caller's transaction
-(:class:`fleet.ingest.ingest.Ingest` owns the transaction, one per message).
+"""The store: decoded gateway messages into the database, inside the caller's transaction
+(:class:`fleet.ingest.ingest.Ingest` owns it: several messages per transaction, the
+gateways they come from locked first, :mod:`fleet.ingest.locks`).
 
 * ``state`` (retained): the gateway's online flag, version and start time, and its devices
   with their models;
 * ``telemetry``: the batch's sequence number (:mod:`fleet.ingest.sequences`: a number seen
   before is a duplicate and nothing is stored twice), one :class:`Sample` per reading, the
-  newest reading per point (:class:`LatestValue`, replaced only by a newer one) and the
-  devices' ``last_seen``;
-* ``events``: the same sequence bookkeeping; a "raised" event opens an :class:`Alarm` (one per
-  gateway, event id and time, so a replay never duplicates it), a "cleared" one closes the
-  open alarms with its key raised at or before it;
+  newest reading per point (:class:`LatestValue`, replaced only by a newer one: a batch
+  arriving late never takes a point back in time) and the devices' ``last_seen``;
+* ``events``: the same sequence bookkeeping; the alarms by their events' own times
+  (:mod:`fleet.ingest.alarms`);
 * ``health``: the last report as JSON, unless the stored one is newer.
 
 Every value goes through :mod:`fleet.ingest.columns` first, which refuses what the database
 would (:class:`~fleet.errors.Rejected`, "schema").
-Written for throughput: a telemetry batch is five statements (its number, the gateway's
-``last_seen``, the samples and the latest values as executemany, the devices' ``last_seen``),
-with ids and the highest sequence numbers remembered between messages
+Written for throughput: a telemetry batch costs two statements of its own (its number read
+once per transaction, then recorded); its samples, latest values and last-seen times are
+gathered with those of the transaction's other batches and written at its end
+(:meth:`Writer.flush`): the samples in one ``COPY`` on PostgreSQL (an executemany INSERT on
+SQLite), the latest values in one upsert. Device ids are remembered between transactions
 (:class:`~fleet.ingest.known.Known`).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -31,60 +34,62 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import ColumnElement
 
 from fleet.errors import Rejected
+from fleet.ingest.alarms import Alarms
 from fleet.ingest.checks import Limits
-from fleet.ingest.columns import KEY, happened, number, sequence, text, when
+from fleet.ingest.columns import happened, number, sequence, text, when
 from fleet.ingest.known import Known
 from fleet.ingest.sequences import Batch, Sequences
 from fleet.ingest.upsert import upsert
-from fleet.models import Alarm, Base, BatchKind, Device, Gateway, LatestValue, Sample
+from fleet.models import Base, BatchKind, Device, Gateway, LatestValue, Sample
 from gateway import wire
 
 DEVICES = Base.metadata.tables[Device.__tablename__]
 SAMPLES = Base.metadata.tables[Sample.__tablename__]
 LATEST = Base.metadata.tables[LatestValue.__tablename__]
+#: The columns ingest writes of ``samples`` (its id comes from the database).
+SAMPLE_COLUMNS = ("device_id", "point", "at", "value", "num", "quality")
 
 
 class Writer:
-    """Stores one decoded message of one gateway inside the caller's transaction."""
+    """Stores decoded messages of any gateways inside one transaction, which holds the
+    gateways' locks; :meth:`flush` writes what was gathered, before the commit."""
 
     def __init__(
         self,
         session: AsyncSession,
-        gateway_id: int,
         now: datetime,
         known: Known,
         limits: Limits | None = None,
     ) -> None:
         self.session = session
-        self.gateway_id = gateway_id
         self.now = now
         self.known = known
         self.limits = Limits() if limits is None else limits
-        self.sequences = Sequences(session, gateway_id, now, known, self.limits.max_sequence_step)
+        self.sequences = Sequences(session, now, self.limits.max_sequence_step)
+        self.samples: list[tuple[int, str, datetime, Any, float | None, str]] = []
+        #: (device id, point) -> the newest reading's row, of every batch in the transaction
+        self.latest: dict[tuple[int, str], dict[str, Any]] = {}
+        self.devices_seen: dict[int, datetime] = {}
+        self.gateways_seen: set[int] = set()
 
-    async def store(self, kind: wire.Kind, message: wire.Payload) -> Batch:
+    async def store(self, gateway_id: int, kind: wire.Kind, message: wire.Payload) -> Batch:
         if isinstance(message, wire.State):
-            return await self.state(message)
+            return await self.state(gateway_id, message)
         if isinstance(message, wire.TelemetryBatch):
-            return await self.telemetry(message)
+            return await self.telemetry(gateway_id, message)
         if isinstance(message, wire.EventBatch):
-            return await self.events(message)
+            return await self.events(gateway_id, message)
         if isinstance(message, wire.Health):
-            return await self.health(message)
+            return await self.health(gateway_id, message)
         raise Rejected("topic", f"the fleet does not ingest {kind.value!r}")
 
     def time(self, t: float, what: str) -> datetime:
         """A gateway's time of something that happened (:func:`fleet.ingest.columns.happened`)."""
         return happened(t, what, self.now, self.limits.max_ahead_s, self.limits.max_age_s)
 
-    async def seen(self) -> None:
-        await self.session.execute(
-            update(Gateway).where(Gateway.id == self.gateway_id).values(last_seen=self.now)
-        )
-
     # -- state and health ----------------------------------------------------------------------
 
-    async def state(self, state: wire.State) -> Batch:
+    async def state(self, gateway_id: int, state: wire.State) -> Batch:
         """The retained state is applied as it comes: the broker keeps one per topic, in order.
         The last will carries no ``at``: it counts from when it first arrived, not from each
         time the broker hands the retained will out again (at every subscription), and it
@@ -93,6 +98,7 @@ class Writer:
             text(d, "device"): text(m, f"device {d!r} model") for d, m in state.devices.items()
         }
         started = None if state.started_at is None else when(state.started_at, "started_at")
+        version = text(state.version, "version")
         seen: dict[str, ColumnElement[datetime] | datetime] = {}
         if state.at is not None:
             state_at: datetime | ColumnElement[datetime] = self.time(state.at, "at")
@@ -101,42 +107,44 @@ class Writer:
         else:
             went_offline = or_(Gateway.online.is_(True), Gateway.state_at.is_(None))
             state_at = case((went_offline, self.now), else_=Gateway.state_at)
+        await self.devices(gateway_id, models, models)
         await self.session.execute(
             update(Gateway)
-            .where(Gateway.id == self.gateway_id)
+            .where(Gateway.id == gateway_id)
             .values(
                 online=state.status == "online",
-                version=text(state.version, "version"),
+                version=version,
                 started_at=started,
                 state_at=state_at,
                 **seen,
             )
         )
-        await self.devices(models, models)
         return Batch()
 
-    async def health(self, health: wire.Health) -> Batch:
+    async def health(self, gateway_id: int, health: wire.Health) -> Batch:
         """Only a report newer than the stored one replaces it."""
         at = self.time(health.at, "at")
         await self.session.execute(
             update(Gateway)
-            .where(Gateway.id == self.gateway_id)
+            .where(Gateway.id == gateway_id)
             .where(or_(Gateway.health_at.is_(None), Gateway.health_at < at))
             .values(health=health.model_dump(mode="json"), health_at=at)
         )
-        await self.seen()
+        self.gateways_seen.add(gateway_id)
         return Batch()
 
     # -- devices -------------------------------------------------------------------------------
 
-    async def devices(self, names: Iterable[str], models: Mapping[str, str]) -> dict[str, int]:
+    async def devices(
+        self, gateway_id: int, names: Iterable[str], models: Mapping[str, str]
+    ) -> dict[str, int]:
         """Device ids by name, creating the devices not seen before (model from ``models``,
         else ""); a model in ``models`` replaces a different stored one."""
         known = self.known.devices
         ids: dict[str, int] = {}
         unknown: set[str] = set()
         for name in names:
-            device_id = known.get((self.gateway_id, name))
+            device_id = known.get((gateway_id, name))
             if device_id is None or name in models:
                 unknown.add(name)
             else:
@@ -145,32 +153,39 @@ class Writer:
             return ids
         rows = await self.session.execute(
             select(Device.name, Device.id, Device.model).where(
-                Device.gateway_id == self.gateway_id, Device.name.in_(unknown)
+                Device.gateway_id == gateway_id, Device.name.in_(unknown)
             )
         )
+        changed = []
         for name, device_id, model in rows:
             ids[name] = device_id
             if name in models and models[name] != model:
-                await self.session.execute(
-                    update(Device).where(Device.id == device_id).values(model=models[name])
-                )
+                changed.append({"device": device_id, "model": models[name]})
         new = [
-            {"gateway_id": self.gateway_id, "name": name, "model": models.get(name, "")}
+            {"gateway_id": gateway_id, "name": name, "model": models.get(name, "")}
             for name in sorted(unknown - ids.keys())
         ]
         if new:
-            await self.room_for_devices(len(new))
+            await self.room_for_devices(gateway_id, len(new))
+        if changed:
+            await self.session.execute(
+                update(DEVICES)
+                .where(DEVICES.c.id == bindparam("device"))
+                .values(model=bindparam("model")),
+                changed,
+            )
+        if new:
             created = await self.session.execute(
                 insert(DEVICES).returning(DEVICES.c.name, DEVICES.c.id), new
             )
             ids.update((name, device_id) for name, device_id in created)
-        known.update(((self.gateway_id, name), device_id) for name, device_id in ids.items())
+        known.update(((gateway_id, name), device_id) for name, device_id in ids.items())
         return ids
 
-    async def room_for_devices(self, more: int) -> None:
+    async def room_for_devices(self, gateway_id: int, more: int) -> None:
         """``limit`` when ``more`` new devices would take the gateway beyond its maximum."""
         stored = await self.session.scalar(
-            select(func.count(Device.id)).where(Device.gateway_id == self.gateway_id)
+            select(func.count(Device.id)).where(Device.gateway_id == gateway_id)
         )
         most = self.limits.max_devices
         if (stored or 0) + more > most:
@@ -179,19 +194,19 @@ class Writer:
                 f"{more} new devices on top of the gateway's {stored}: at most {most} per gateway",
             )
 
-    async def room_for_points(self, pairs: set[tuple[int, str]]) -> None:
-        """``limit`` when points not seen before would take the gateway beyond its maximum
-        (the gateway's points are read once, then remembered)."""
-        points = self.known.points.get(self.gateway_id)
+    async def room_for_points(self, gateway_id: int, pairs: set[tuple[int, str]]) -> None:
+        """``limit`` when points not seen before would take the gateway beyond its maximum.
+        The gateway's points are remembered, and read again (under the gateway's lock)
+        whenever points not remembered come: another worker may have stored some."""
+        points = self.known.points.get(gateway_id)
         if points is not None and pairs <= points:
             return
-        if points is None:
-            rows = await self.session.execute(
-                select(LatestValue.device_id, LatestValue.point)
-                .join(Device)
-                .where(Device.gateway_id == self.gateway_id)
-            )
-            points = self.known.points[self.gateway_id] = {(d, p) for d, p in rows}
+        rows = await self.session.execute(
+            select(LatestValue.device_id, LatestValue.point)
+            .join(Device)
+            .where(Device.gateway_id == gateway_id)
+        )
+        points = self.known.points[gateway_id] = (points or set()) | {(d, p) for d, p in rows}
         new = pairs - points
         most = self.limits.max_points
         if len(points) + len(new) > most:
@@ -202,7 +217,9 @@ class Writer:
             )
         points |= new
 
-    async def telemetry(self, batch: wire.TelemetryBatch) -> Batch:
+    # -- telemetry -----------------------------------------------------------------------------
+
+    async def telemetry(self, gateway_id: int, batch: wire.TelemetryBatch) -> Batch:
         readings = [
             (
                 text(r.d, "device"),
@@ -213,130 +230,99 @@ class Writer:
             for r in batch.readings
         ]
         seq = sequence(batch.seq, "seq")
+        sent_at = self.time(batch.at, "at")
+        ids = await self.devices(gateway_id, {d for d, _, _, _ in readings}, {})
+        await self.room_for_points(gateway_id, {(ids[d], p) for d, p, _, _ in readings})
         received = await self.sequences.receive(
-            BatchKind.TELEMETRY, seq, self.time(batch.at, "at"), len(readings)
+            gateway_id, BatchKind.TELEMETRY, seq, sent_at, len(readings)
         )
-        await self.seen()
-        if received.duplicate or not readings:
+        self.gateways_seen.add(gateway_id)
+        if received.duplicate:
             return received
-        ids = await self.devices((d for d, _, _, _ in readings), {})
-        await self.room_for_points({(ids[d], p) for d, p, _, _ in readings})
-        samples = []
-        latest: dict[tuple[int, str], dict[str, Any]] = {}
-        last_seen: dict[int, datetime] = {}
+        samples, latest, seen = self.samples, self.latest, self.devices_seen
         for device, point, reading, at in readings:
             device_id = ids[device]
-            row = {"device_id": device_id, "point": point, "at": at, "quality": reading.q}
-            samples.append(row | {"value": reading.v, "num": number(reading.v)})
+            value = reading.v
+            samples.append((device_id, point, at, value, number(value), reading.q))
             newest = latest.get((device_id, point))
             if newest is None or newest["at"] <= at:
-                latest[(device_id, point)] = row | {"value": reading.v}
-            if device_id not in last_seen or last_seen[device_id] < at:
-                last_seen[device_id] = at
-        await self.session.execute(insert(SAMPLES), samples)
-        await self.latest(list(latest.values()))
-        await self.session.execute(
-            update(DEVICES)
-            .where(DEVICES.c.id == bindparam("device"))
-            .where(or_(DEVICES.c.last_seen.is_(None), DEVICES.c.last_seen < bindparam("seen")))
-            .values(last_seen=bindparam("seen")),
-            [{"device": d, "seen": at} for d, at in last_seen.items()],
-        )
+                latest[(device_id, point)] = {
+                    "device_id": device_id, "point": point, "value": value,
+                    "quality": reading.q, "at": at,
+                }  # fmt: skip
+            if seen.get(device_id, at) <= at:
+                seen[device_id] = at
         return received
 
-    async def latest(self, rows: list[dict[str, Any]]) -> None:
-        """Upsert the newest reading per point; a stored one that is newer stays."""
-        statement = upsert(self.session, LATEST)
-        excluded = statement.excluded
+    async def flush(self) -> None:
+        """Write what the transaction's telemetry gathered: samples, latest values and the
+        devices' and gateways' ``last_seen``."""
+        session = self.session
+        if self.samples:
+            await self._insert_samples()
+        if self.latest:
+            statement = upsert(session, LATEST)
+            excluded = statement.excluded
+            await session.execute(
+                statement.on_conflict_do_update(
+                    index_elements=[LATEST.c.device_id, LATEST.c.point],
+                    set_={
+                        "value": excluded["value"],
+                        "quality": excluded["quality"],
+                        "at": excluded["at"],
+                    },
+                    where=LATEST.c.at < excluded["at"],  # only forward in reading time
+                ),
+                sorted(self.latest.values(), key=lambda row: (row["device_id"], row["point"])),
+            )
+        if self.devices_seen:
+            await session.execute(
+                update(DEVICES)
+                .where(DEVICES.c.id == bindparam("device"))
+                .where(or_(DEVICES.c.last_seen.is_(None), DEVICES.c.last_seen < bindparam("seen")))
+                .values(last_seen=bindparam("seen")),
+                [{"device": d, "seen": at} for d, at in sorted(self.devices_seen.items())],
+            )
+        if self.gateways_seen:
+            await session.execute(
+                update(Gateway)
+                .where(Gateway.id.in_(sorted(self.gateways_seen)))
+                .values(last_seen=self.now)
+            )
+        self.samples, self.latest, self.devices_seen = [], {}, {}
+        self.gateways_seen = set()
+
+    async def _insert_samples(self) -> None:
+        """The samples in one COPY on PostgreSQL (its fastest way in), executemany elsewhere."""
+        if self.session.get_bind().dialect.name == "postgresql":
+            connection = await self.session.connection()
+            raw = await connection.get_raw_connection()
+            dumps = json.dumps
+            await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
+                SAMPLES.name,
+                records=[(d, p, at, dumps(v), n, q) for d, p, at, v, n, q in self.samples],
+                columns=SAMPLE_COLUMNS,
+            )
+            return
         await self.session.execute(
-            statement.on_conflict_do_update(
-                index_elements=[LATEST.c.device_id, LATEST.c.point],
-                set_={
-                    "value": excluded["value"],
-                    "quality": excluded["quality"],
-                    "at": excluded["at"],
-                },
-                where=LATEST.c.at < excluded["at"],
-            ),
-            rows,
+            insert(SAMPLES), [dict(zip(SAMPLE_COLUMNS, row, strict=True)) for row in self.samples]
         )
 
-    async def events(self, batch: wire.EventBatch) -> Batch:
+    # -- events --------------------------------------------------------------------------------
+
+    async def events(self, gateway_id: int, batch: wire.EventBatch) -> Batch:
         checked = [
             (sequence(e.id, "event id"), e, self.time(e.at, f"event {e.id} at"))
             for e in batch.events
         ]
         seq = sequence(batch.seq, "seq")
         received = await self.sequences.receive(
-            BatchKind.EVENTS, seq, self.time(batch.at, "at"), len(checked)
+            gateway_id, BatchKind.EVENTS, seq, self.time(batch.at, "at"), len(checked)
         )
-        await self.seen()
+        self.gateways_seen.add(gateway_id)
         if received.duplicate:
             return received
+        alarms = Alarms(self.session, gateway_id)
         for event_id, event, at in checked:
-            if event.kind == "raised":
-                await self.raised(event_id, event, at)
-            elif event.kind == "updated":
-                await self.updated(event, at)
-            else:
-                await self.cleared(event, at)
+            await alarms.receive(event_id, event, at)
         return received
-
-    async def raised(self, event_id: int, event: wire.Event, at: datetime) -> None:
-        await self.session.execute(
-            upsert(self.session, Alarm)
-            .values(
-                gateway_id=self.gateway_id,
-                raised_event=event_id,
-                key=text(event.key, "alarm key", KEY),
-                severity=event.severity,
-                interlock=text(event.interlock, "interlock"),
-                device=None if event.device is None else text(event.device, "device"),
-                message=text(event.message, "message", None),
-                values=dict(event.values),
-                raised_at=at,
-                suppressed_by=_suppressed_by(event),
-                count=event.count,
-            )
-            .on_conflict_do_nothing(
-                index_elements=[Alarm.gateway_id, Alarm.raised_event, Alarm.raised_at]
-            )
-        )
-
-    async def updated(self, event: wire.Event, at: datetime) -> None:
-        """Change the open alarm with this key raised at or before this event in place."""
-        await self.session.execute(
-            update(Alarm)
-            .where(
-                Alarm.gateway_id == self.gateway_id,
-                Alarm.key == text(event.key, "alarm key", KEY),
-                Alarm.cleared_at.is_(None),
-                Alarm.raised_at <= at,
-            )
-            .values(
-                message=text(event.message, "message", None),
-                values=dict(event.values),
-                suppressed_by=_suppressed_by(event),
-                count=event.count,
-            )
-        )
-
-    async def cleared(self, event: wire.Event, at: datetime) -> None:
-        """Close the open alarms with this key raised at or before this event (by time: a
-        restarted journal numbers its events from 1 again)."""
-        await self.session.execute(
-            update(Alarm)
-            .where(
-                Alarm.gateway_id == self.gateway_id,
-                Alarm.key == text(event.key, "alarm key", KEY),
-                Alarm.cleared_at.is_(None),
-                Alarm.raised_at <= at,
-            )
-            .values(
-                cleared_at=at, cleared_by=None if event.by is None else text(event.by, "cleared by")
-            )
-        )
-
-
-def _suppressed_by(event: wire.Event) -> str | None:
-    return None if event.suppressed_by is None else text(event.suppressed_by, "suppressed by", KEY)

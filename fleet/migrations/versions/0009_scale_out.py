@@ -1,7 +1,6 @@
 """Scale-out (issue 17): ingest correct with several workers. Compact telemetry's point maps
 in the database (any worker reads a batch whose map another one received), and alarms
-ordered by their own event time (the updated and cleared events kept; an alarm's
-``updated_at``).
+ordered by their own event time (their events kept; an alarm's ``updated_at``).
 
 Revision ID: 0009
 Revises: 0008
@@ -24,7 +23,7 @@ def upgrade() -> None:
         "point_maps",
         sa.Column("map_id", sa.String(length=16), nullable=False),
         sa.Column("gateway_id", sa.Integer(), nullable=False),
-        sa.Column("body", sa.LargeBinary(), nullable=False),
+        sa.Column("devices", sa.JSON(), nullable=False),
         sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["gateway_id"], ["gateways.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("map_id", "gateway_id"),
@@ -44,7 +43,7 @@ def upgrade() -> None:
         sa.Column("count", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(["gateway_id"], ["gateways.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("gateway_id", "key", "kind", "at"),
+        sa.UniqueConstraint("gateway_id", "kind", "event_id", "at"),
     )
     op.create_index("ix_alarm_events_key_at", "alarm_events", ["gateway_id", "key", "at"])
     with op.batch_alter_table("alarms") as batch:
