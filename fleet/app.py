@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleet import api, pages
-from fleet.api import edge
+from fleet.api import edge, openapi
 from fleet.api import metrics as metrics_api
 from fleet.config.delivery import Delivery
 from fleet.config.delivery import routes as config_routes
@@ -135,4 +135,5 @@ def create_app(settings: Settings) -> FastAPI:
     edge.install(app, settings)  # body limit, origin checks, security headers, the 422s
     app.include_router(metrics_api.router)  # GET /metrics for Prometheus
     pages.install(app)
+    openapi.install(app)  # the errors each operation answers, in the OpenAPI document
     return app

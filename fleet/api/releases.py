@@ -71,7 +71,14 @@ class GatewayOtaInfo(BaseModel):
     commands: list[CommandInfo]
 
 
-@router.post("/releases", status_code=201)
+BUNDLE = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+
+
+@router.post(
+    "/releases",
+    status_code=201,
+    openapi_extra={"requestBody": {"required": True, "content": BUNDLE}},
+)
 async def upload(
     request: Request, actor: Operator, session: SessionDep, settings: SettingsDep
 ) -> ReleaseInfo:
