@@ -9,6 +9,7 @@ it and pushes documents to its configuration agent."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sqlite3
@@ -19,8 +20,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import aiomqtt
 import pytest
 
+from gateway import wire
 from gateway.bus.config import TcpBus
 from gateway.config.agent import ConfigAgent
 from gateway.control.alarms import read_journal
@@ -196,6 +199,7 @@ class EndToEnd:
 
     def __init__(self, tmp: Path, broker: Mosquitto) -> None:
         self.tmp = tmp
+        self.key = tmp / "keys" / "fleet.key"  # the fleet's configuration signing key
         self.broker = broker
         self.db = tmp / "fleet.db"
         self.url = f"sqlite:///{self.db}"
@@ -204,16 +208,16 @@ class EndToEnd:
         self.fleet: subprocess.Popen[bytes] | None = None
         self.gateway: subprocess.Popen[bytes] | None = None
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*FLEET, *args, "--db", self.url], capture_output=True, text=True, timeout=60
-        )
+    def cli(self, *args: str, db: bool = True) -> subprocess.CompletedProcess[str]:
+        where = ["--db", self.url] if db else []
+        return subprocess.run([*FLEET, *args, *where], capture_output=True, text=True, timeout=60)
 
     def start_fleet(self) -> None:
         with (self.tmp / "fleet.log").open("a") as log:
             self.fleet = subprocess.Popen(
                 [*FLEET, "serve", "--db", self.url, "--mqtt", f"mqtt://{HOST}:{self.broker.port}",
-                 "--host", HOST, "--port", str(free_port())],
+                 "--host", HOST, "--port", str(free_port()),
+                 "--config-signing-key", str(self.key)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )  # fmt: skip
 
@@ -260,10 +264,26 @@ class EndToEnd:
                 raise AssertionError(f"not within {WITHIN_S:g} s: {what}; last row {row}\n{log}")
             await asyncio.sleep(0.2)
 
-    def push(self, text: str, message: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    def push(
+        self, text: str, message: str, *extra: str, signed: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         path = self.tmp / "push.toml"
         path.write_text(text)
-        return self.cli("config", "push", "hil/gw-hil", str(path), "-m", message, *extra)
+        key = ["--key", str(self.key)] if signed else []
+        return self.cli("config", "push", "hil/gw-hil", str(path), "-m", message, *key, *extra)
+
+    def signature(self, version: int) -> str:
+        with sqlite3.connect(self.db) as conn:
+            (validation,) = conn.execute(
+                "SELECT validation FROM config_versions WHERE number = ?", (version,)
+            ).fetchone()
+        return str(json.loads(validation)["signature"])
+
+    async def publish_as_fleet(self, desired: DesiredConfig) -> None:
+        """What someone who can publish on the broker, without the key, could send."""
+        async with aiomqtt.Client(HOST, self.broker.port) as client:
+            topic = wire.topic("hil", "gw-hil", wire.Kind.CONFIG_DESIRED)
+            await client.publish(topic, wire.encode(desired), qos=1, retain=True)
 
 
 def applied(version: int) -> Callable[[dict[str, object]], bool]:
@@ -282,6 +302,14 @@ async def test_end_to_end_push_typo_offline_fleet_restart_and_kill_9(tmp_path: P
             e2e.site_file.write_text(text)
             for args in (["site", "add", ids[0]], ["gateway", "add", *ids]):
                 assert e2e.cli(*args).returncode == 0
+            # the fleet signs every version; the gateway trusts its key and nothing unsigned
+            e2e.key.parent.mkdir()
+            made = e2e.cli("release", "keygen", str(e2e.key), db=False)
+            assert made.returncode == 0, made.stderr
+            (e2e.state / "trusted-keys").mkdir(parents=True)
+            (e2e.state / "trusted-keys" / "fleet.pub").write_bytes(
+                e2e.key.with_suffix(".pub").read_bytes()
+            )
             e2e.start_fleet()
             e2e.start_gateway()
             try:
@@ -346,6 +374,37 @@ async def test_end_to_end_push_typo_offline_fleet_restart_and_kill_9(tmp_path: P
                 assert "restarted during the apply of version 6" in str(row["reported_reason"])
                 status = e2e.cli("config", "status", "hil/gw-hil")
                 assert "drift: runs version 5, desired is 6 (rolled back" in status.stdout
+
+                # tampered on the way: version 6's signature on a changed document, as 7
+                forged = v5.replace("limit_w = 2500", "limit_w = 9000")
+                await e2e.publish_as_fleet(
+                    DesiredConfig(
+                        version=7, sha256=document_hash(forged), document=forged,
+                        signature=e2e.signature(6), at=time.time(),
+                    )
+                )  # fmt: skip
+                row = await e2e.until_reported(
+                    lambda r: r.get("reported_about") == 7, "the forged version 7 refused"
+                )
+                assert row["reported_status"] == "rejected"
+                assert "signature: bad signature" in str(row["reported_messages"])
+                assert row["reported_version"] == 5
+                assert e2e.site_file.read_text() == v5  # nothing changed
+
+                # an unsigned version from the fleet (no --key): refused, and so named
+                v7 = v5.replace("limit_w = 2500", "limit_w = 1900")
+                assert e2e.push(v7, "unsigned", signed=False).returncode == 0
+                row = await e2e.until_reported(
+                    lambda r: r.get("reported_about") == 7 and "unsigned" in str(r),
+                    "unsigned version 7 refused",
+                )
+                assert row["reported_status"] == "rejected"
+                assert e2e.site_file.read_text() == v5
+                # signed: it applies (the forged 7 did not make the gateway ignore the fleet)
+                v8 = v5.replace("limit_w = 2500", "limit_w = 1800")
+                assert e2e.push(v8, "signed").returncode == 0
+                await e2e.until_reported(applied(8), "signed version 8 applied")
+                assert e2e.site_file.read_text() == v8
             finally:
                 e2e.stop_gateway()
                 e2e.stop_fleet()
