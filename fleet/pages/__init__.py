@@ -22,7 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from fleet.pages import config, docs, routes
+from fleet.pages import config, docs, releases, rollouts, routes
 from fleet.pages.person import LoginNeeded
 from fleet.pages.templating import STATIC, VENDOR
 
@@ -40,6 +40,8 @@ def install(app: FastAPI) -> None:
     """Add the screens, their static files and the offline OpenAPI docs to ``app``."""
     app.include_router(routes.router)
     app.include_router(config.router)  # the configuration screens (fleet.config)
+    app.include_router(releases.router)  # releases, which version runs where
+    app.include_router(rollouts.router)  # rollouts (fleet.rollouts)
     app.include_router(docs.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.mount("/vendor", StaticFiles(directory=VENDOR), name="vendor")

@@ -22,6 +22,7 @@ from fleet.pages.present import card
 from fleet.pages.templating import render, screen
 from fleet.queries.alarms import AlarmGroup, AlarmState, alarms, by_cause
 from fleet.queries.attention import attention
+from fleet.queries.gaps import lost_gaps
 from fleet.queries.history import device_id, history
 from fleet.queries.site import site_detail
 from fleet.queries.states import state_history
@@ -72,6 +73,7 @@ async def site(site: str, request: Request, person: PersonDep, session: SessionD
     open_alarms = await alarms(session, AlarmState.OPEN, site, 200, utcnow())
     context = _common(person, request, "sites") | {
         "site": detail, "gateways": gateways, "alarms": open_alarms,
+        "lost": await lost_gaps(session, site),
     }  # fmt: skip
     return screen(request, person.language, "site.html", "site_live.html", context)
 

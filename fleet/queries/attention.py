@@ -10,12 +10,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import case, func, or_, select
+from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleet.catalog import Shape, catalog
-from fleet.models import Alarm, Device, Gateway, LatestValue, Site
-from fleet.queries.alarms import SEVERITIES
+from fleet.models import Alarm, Device, Gateway, LatestValue, Site, utcnow
+from fleet.queries.alarms import SEVERITIES, shelved
 from gateway.devices.profile import DeviceKind
 
 
@@ -126,8 +126,9 @@ async def _alarms(
     gateway_name: dict[int, str],
 ) -> None:
     """Open alarms per site and the worst: most severe, then the oldest; an alarm that only
-    follows from another (suppressed) is not the one to name."""
-    is_open = Alarm.cleared_at.is_(None)
+    follows from another (suppressed) is not the one to name, and a shelved one is left out
+    (a person put it aside on purpose: it comes back when its shelf runs out)."""
+    is_open = and_(Alarm.cleared_at.is_(None), ~shelved(utcnow()))
     counts = select(Alarm.gateway_id, func.count()).where(is_open).group_by(Alarm.gateway_id)
     for gw_id, n in await session.execute(counts):
         sites[gateway_site[gw_id]].open_alarms += n

@@ -13,7 +13,8 @@ from pydantic import BaseModel
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fleet.models import Alarm, Device, Gateway, Site
+from fleet.models import Alarm, Device, Gateway, Site, utcnow
+from fleet.queries.alarms import shelved
 
 
 class AlarmCounts(BaseModel):
@@ -100,12 +101,14 @@ def _of_site(query: Select[*Ts], site: str | None) -> Select[*Ts]:
 async def _counts(
     session: AsyncSession, site: str | None
 ) -> tuple[dict[int, dict[str, int]], dict[int, int], dict[int, int]]:
-    """Open alarms by severity, unacknowledged alarms and devices, per gateway id."""
+    """Open alarms by severity, unacknowledged alarms and devices, per gateway id; shelved
+    alarms are left out, as from the alarm list."""
     open_counts: dict[int, dict[str, int]] = defaultdict(dict)
+    unshelved = ~shelved(utcnow())
     by_severity = (
         select(Alarm.gateway_id, Alarm.severity, func.count())
         .join(Gateway, Alarm.gateway_id == Gateway.id)
-        .where(Alarm.cleared_at.is_(None))
+        .where(Alarm.cleared_at.is_(None), unshelved)
         .group_by(Alarm.gateway_id, Alarm.severity)
     )
     for gateway_id, severity, n in await session.execute(_of_site(by_severity, site)):
@@ -113,7 +116,7 @@ async def _counts(
     unacked = (
         select(Alarm.gateway_id, func.count())
         .join(Gateway, Alarm.gateway_id == Gateway.id)
-        .where(Alarm.acked_at.is_(None))
+        .where(Alarm.acked_at.is_(None), unshelved)
         .group_by(Alarm.gateway_id)
     )
     devices = (

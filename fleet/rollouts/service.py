@@ -95,6 +95,10 @@ class RolloutView(BaseModel):
     created_at: datetime
     counts: dict[str, int]
     phases: list[PhaseView]
+    #: gateways of the target set that already ran the release when they came in
+    skipped: list[str] = Field(default_factory=list)
+    #: gateways of the target set now that no phase holds yet (a later phase takes them)
+    unassigned: int = 0
 
 
 class PreviewView(BaseModel):
@@ -303,6 +307,10 @@ async def view(session: AsyncSession, record: RolloutRecord) -> RolloutView:
         counts = {p.value: sum(v.progress == p.value for v in views) for p in engine.Progress}
         phases.append(PhaseView(name=spec.name, counts=counts, gateways=views))
     current = state.plan.phases[min(state.phase, len(state.plan.phases) - 1)].name
+    unassigned = 0
+    if state.status in (engine.Status.RUNNING, engine.Status.PAUSED):
+        targets = await selected(session, Selection(**record.selection))
+        unassigned = len({label(site, name) for site, name in targets} - set(state.members))
     return RolloutView(
         id=record.id,
         name=record.name,
@@ -314,6 +322,8 @@ async def view(session: AsyncSession, record: RolloutRecord) -> RolloutView:
         created_at=record.created_at,
         counts=engine.summary(state),
         phases=phases,
+        skipped=sorted(m.gateway for m in state.members.values() if m.phase < 0),
+        unassigned=unassigned,
     )
 
 

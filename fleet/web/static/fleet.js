@@ -4,7 +4,8 @@
  * last refresh worked or that it failed, (3) logs in and out through the JSON API, (4) shows
  * the server's refusal of an action, (5) sends the alarm list's actions (acknowledge a
  * selection or a site, shelve with a reason) to the JSON API and pauses the refresh while a
- * person selects, and (6) draws history plots with uPlot. */
+ * person selects, (6) draws history plots with uPlot, and (7) builds a new rollout's JSON
+ * from its form for the API's preview and creation. */
 "use strict";
 
 (() => {
@@ -96,7 +97,7 @@
   function busy(live) {
     return Boolean(
       live.querySelector("input[type=checkbox]:checked") ||
-      live.querySelector("details.shelve[open]") ||
+      live.querySelector("details.shelve[open], details.hold[open]") ||
       (document.activeElement && live.contains(document.activeElement) && document.activeElement.matches("input, select, textarea"))
     );
   }
@@ -122,13 +123,23 @@
     if (live) htmx.trigger(live, "refresh");
   }
 
+  /* the API's refusal: its sentence, or each field at fault (a 422) named by where it is */
+  function why(detail) {
+    if (typeof detail === "string") return detail;
+    return detail.map((d) => {
+      const where = (d.loc || []).filter((part) => part !== "body").join(".");
+      return where ? where + ": " + d.msg : d.msg;
+    }).join("; ");
+  }
+
   /* an action answered by the JSON API: say what happened in the person's words */
   async function act(elt, url, body) {
     const r = await post(url, body);
     let detail = r.statusText;
+    let data = null;
     try {
-      const data = await r.json();
-      if (data && data.detail !== undefined) detail = typeof data.detail === "string" ? data.detail : data.detail.map((d) => d.msg).join("; ");
+      data = await r.json();
+      if (data && data.detail !== undefined) detail = why(data.detail);
     } catch (err) { /* no JSON body */ }
     if (r.status === 401) {
       window.location.assign("/login?next=" + encodeURIComponent(location.pathname + location.search));
@@ -138,7 +149,10 @@
       say((elt.dataset.refused || "%s").replace("%s", detail), "error");
       return false;
     }
-    say(elt.dataset.done || "", "ok");
+    const problems = data && Array.isArray(data.problems) ? data.problems : [];
+    say([elt.dataset.done || ""].concat(problems.length && elt.dataset.problems ? [elt.dataset.problems.replace("%s", problems.join("; "))] : []).join(" "), problems.length ? "error" : "ok");
+    const details = elt.closest("details");
+    if (details) details.open = false;  /* done: the refresh may go on */
     refreshLive();
     return true;
   }
@@ -151,10 +165,9 @@
       const numbers = (form.dataset.numbers || "").split(" ").filter(Boolean);
       const body = {};
       for (const [k, v] of new FormData(form).entries()) body[k] = numbers.includes(k) ? Number(v) : v;
-      if (await act(form, form.dataset.api, body)) {
-        const details = form.closest("details");
-        if (details) details.open = false;
-      }
+      /* a ticked box may send the form elsewhere (abort, or abort and go back) */
+      const route = form.querySelector("input[data-route]:checked");
+      await act(form, route ? route.dataset.route : form.dataset.api, body);
     });
     const selected = document.getElementById("ack-selected");
     if (selected) {
@@ -283,6 +296,87 @@
     }
   }
 
+  /* ---------- a new rollout: the form as the API's JSON, preview, start ---------- */
+
+  function rolloutBody(form) {
+    const field = (root, name) => root.querySelector(`[data-field="${name}"]`).value.trim();
+    const names = (text) => text.split(/[\s,]+/).filter(Boolean);
+    const body = { name: field(form, "name"), release: Number(field(form, "release")), phases: [] };
+    if (field(form, "site")) body.site = field(form, "site");
+    if (field(form, "tag")) body.tag = field(form, "tag");
+    body.gateways = names(field(form, "gateways"));
+    if (field(form, "per_minute")) body.per_minute = Number(field(form, "per_minute"));
+    for (const row of form.querySelectorAll("[data-phase-row]")) {
+      if (!field(row, "name")) continue;  /* an empty row is left out */
+      const phase = { name: field(row, "name"), gateways: names(field(row, "gateways")) };
+      const size = field(row, "size");
+      if (size && field(row, "kind") === "count") phase.count = Number(size);
+      if (size && field(row, "kind") === "percent") phase.percent = Number(size);
+      if (field(row, "success")) phase.success = Number(field(row, "success")) / 100;
+      const failures = field(row, "failures") || "0";
+      if (field(row, "failures_kind") === "percent") {
+        phase.max_failures = null;
+        phase.max_failure_share = Number(failures) / 100;
+      } else {
+        phase.max_failures = Number(failures);
+      }
+      if (field(row, "soak")) phase.soak_s = Number(field(row, "soak")) * 60;
+      if (field(row, "timeout")) phase.timeout_s = Number(field(row, "timeout")) * 60;
+      body.phases.push(phase);
+    }
+    return body;
+  }
+
+  function showPreview(box, shown) {
+    const list = box.querySelector("#preview-phases");
+    list.replaceChildren();
+    for (const [phase, members] of Object.entries(shown.phases)) {
+      const item = document.createElement("li");
+      item.dataset.phase = phase;
+      const head = document.createElement("strong");
+      head.textContent = (members.length === 1 ? box.dataset.one : box.dataset.many).replace("%p", phase).replace("%n", String(members.length));
+      item.append(head, " ", members.join(", "));
+      list.append(item);
+    }
+    box.querySelector("#preview-skipped").textContent = box.dataset.skipped
+      .replace("%v", shown.release).replace("%l", shown.skipped.length ? shown.skipped.join(", ") : box.dataset.none);
+    box.hidden = false;
+  }
+
+  function wireRolloutForm() {
+    const form = document.getElementById("rollout-form");
+    if (!form) return;
+    document.getElementById("add-phase").addEventListener("click", () => {
+      const rows = document.getElementById("phases");
+      const n = String(Date.now());
+      const holder = document.createElement("div");
+      holder.innerHTML = document.getElementById("phase-template").innerHTML.replaceAll("__N__", n);
+      const row = holder.firstElementChild;
+      rows.append(row);
+      row.querySelector("input").focus();
+    });
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const creating = e.submitter && e.submitter.value === "create";
+      const url = creating ? "/api/rollouts" : "/api/rollouts/preview";
+      const r = await post(url, rolloutBody(form));
+      if (r.status === 401) {
+        window.location.assign("/login?next=" + encodeURIComponent(location.pathname + location.search));
+        return;
+      }
+      let data = null;
+      try { data = await r.json(); } catch (err) { /* no JSON body */ }
+      if (!r.ok) {
+        const refused = creating ? form.dataset.refused : form.dataset.previewRefused;
+        say(refused.replace("%s", data && data.detail !== undefined ? why(data.detail) : r.statusText), "error");
+        return;
+      }
+      say("", "ok");
+      if (creating) window.location.assign("/rollouts/" + data.id);
+      else showPreview(document.getElementById("preview"), data);
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
     tickAges();
     setInterval(tickAges, 1000);
@@ -290,6 +384,7 @@
     wireLogin();
     wireLogout();
     wireActions();
+    wireRolloutForm();
     if (window.uPlot) drawPlots();
     const status = document.getElementById("updated");
     if (status && document.getElementById("live")) refreshed(true);  // only a live screen

@@ -1,0 +1,95 @@
+"""Which version each gateway really runs, as the gateways report it: the version, slot and
+SIO-1 firmware of their last ``ota/status`` (what they found themselves running at their
+last start, never what they were told to run), where their update stands and why, for the
+whole fleet or one site, optionally only the gateways on one version."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fleet.models import Gateway, Site
+from fleet.releases.tables import GatewayOta
+
+#: how a gateway that has not sent an OTA status yet (or runs no version) is grouped
+UNKNOWN = ""
+
+
+@dataclass(frozen=True)
+class RunningVersion:
+    site: str
+    gateway: str
+    online: bool
+    #: the version its OTA status says it runs, else the one its state message names (""
+    #: unknown: it has reported neither)
+    version: str
+    slot: str  # "a", "b", "none" (not started by the launcher) or "" (not reported)
+    firmware: str | None  # the SIO-1's firmware as the board answered; None unknown
+    ota_state: str  # the gateway's word for where its update stands; "" before any
+    progress: float | None
+    reason: str
+    reported_at: datetime | None  # when its OTA status came
+
+
+@dataclass(frozen=True)
+class FleetVersions:
+    gateways: list[RunningVersion]
+    #: how many gateways run each version, the most common first (over the site, if one is
+    #: chosen, before the version filter)
+    counts: list[tuple[str, int]]
+    sites: list[str]  # every site, for the filter
+
+
+def _state(status: dict[str, Any] | None) -> tuple[str, float | None, str]:
+    status = status or {}
+    state = status.get("state")
+    progress = status.get("progress")
+    reason = status.get("reason")
+    return (
+        state if isinstance(state, str) else "",
+        float(progress) if isinstance(progress, int | float) else None,
+        reason if isinstance(reason, str) else "",
+    )
+
+
+async def running_versions(
+    session: AsyncSession, site: str | None = None, version: str | None = None
+) -> FleetVersions:
+    """Every gateway (of ``site``) by site and name; ``version`` keeps those running it
+    (``""`` those whose version is unknown)."""
+    query = (
+        select(
+            Site.name, Gateway.name, Gateway.online, Gateway.version, GatewayOta.running_version,
+            GatewayOta.running_slot, GatewayOta.running_firmware, GatewayOta.status,
+            GatewayOta.at,
+        )
+        .join(Gateway, Gateway.site_id == Site.id)
+        .outerjoin(GatewayOta, GatewayOta.gateway_id == Gateway.id)
+        .order_by(Site.name, Gateway.name)
+    )  # fmt: skip
+    if site:
+        query = query.where(Site.name == site)
+    everyone = []
+    for row in await session.execute(query):
+        site_name, name, online, state_version, ota_version, slot, firmware, status, at = row
+        ota_state, progress, reason = _state(status)
+        everyone.append(
+            RunningVersion(
+                site=site_name, gateway=name, online=online,
+                version=ota_version or state_version or UNKNOWN,
+                slot=slot or "", firmware=firmware, ota_state=ota_state, progress=progress,
+                reason=reason, reported_at=at,
+            )
+        )  # fmt: skip
+    counts = Counter(g.version for g in everyone)
+    sites = list(await session.scalars(select(Site.name).order_by(Site.name)))
+    return FleetVersions(
+        gateways=[g for g in everyone if version is None or g.version == version],
+        counts=sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])),
+        sites=sites,
+    )
