@@ -62,6 +62,14 @@ async def simulated() -> AsyncIterator[tuple[SimulatedSite, str]]:
         yield site, text.replace("health_window_s = 30.0", "health_window_s = 2.0")
 
 
+HOLD_CHARGER_4 = """
+[[interlocks]]
+name = "charger-4-hold"
+when = { point = "charger-4.temperature", gt = -40.0 }
+actions = [{ write = "charger-4.max_current", value = 10.0, release = 16.0 }]
+"""
+
+
 async def settled(agent: ConfigAgent, within: float = 30.0) -> ReportedConfig:
     await asyncio.wait_for(agent.idle.wait(), within)
     return agent.report
@@ -94,9 +102,10 @@ async def test_apply_in_place_keeps_the_loop_on_time_and_the_sio_claimed_and_rol
             )
             skipped = gw.supervisor.loop.skipped
 
-            # an export-limit change and a charger added, in one version
-            bigger = base.replace("limit_w = 5000", "limit_w = 3000")
-            assert bigger != base
+            # an export-limit change and a charger added, in one version, with an interlock
+            # of the site's own holding the new charger at 10 A (16 A once released)
+            bigger = base.replace("limit_w = 5000", "limit_w = 3000") + HOLD_CHARGER_4
+            assert bigger != base + HOLD_CHARGER_4
             carport = gw.schedulers["carport"]
             sio_poller = gw.pollers["sio"]
             agent.offer(desired(bigger, 1, safety_change=True))  # confirmed in the fleet
@@ -165,11 +174,22 @@ async def test_apply_in_place_keeps_the_loop_on_time_and_the_sio_claimed_and_rol
             assert report.status == "rejected"
             assert any("limit_ww" in m for m in report.messages), report.messages
 
-            # the charger removed again: its interlocks let go, nothing is written to it
+            # the charger removed again: what the gateway demanded of it is written back to
+            # its release value first, then its interlocks let go, nothing more is written
+            fourth = sim.unit("charger-4")
+            await wait_until(
+                lambda: gw.actuator.targets[("charger-4", "max_current")].sent is not None,
+                20,
+                "charger-4's current held by the interlock",
+            )
+            assert fourth.get("max_current") != 16.0
             carport = gw.schedulers["carport"]  # reopened by the rollback above
             agent.offer(desired(small, 5))
             report = await settled(agent)
             assert report.status == "applied", report
+            assert agent.in_place is not None
+            assert agent.in_place.last.released == ["charger-4.max_current"]
+            assert fourth.get("max_current") == 16.0
             assert "charger-4" not in gw.pollers
             assert gw.schedulers["carport"] is carport  # the other chargers kept polling
             assert not [name for name in gw.engine.rules if "charger-4" in name]

@@ -6,6 +6,10 @@ another one without stopping it:
 * a bus whose table did not change keeps its port or connection and its scheduler; its
   devices that did not change keep their pollers (plan, breaker, statistics); devices added,
   removed or changed on it are added to or taken from the running scheduler;
+* a device the new document removes is first taken from the actuator's planning and every
+  point the gateway wrote a demanded value to is written its release value (bounded: a device that
+  does not answer is left to its own watchdog, and the apply goes on); if the apply fails
+  after this, the points go back to the actuator as they were;
 * a bus that changed (its port, speed, host, …) is stopped and reopened, with new pollers; a
   bus that is gone is stopped and closed, a new one opened. Ports are opened before anything
   else changes, so a port that cannot be opened fails the apply while the old site still runs
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -39,7 +44,7 @@ from gateway.bus.config import Device, RtuBus, TcpBus
 from gateway.bus.discovery import discover_sunspec
 from gateway.bus.scheduler import BusScheduler
 from gateway.bus.transport import Transport
-from gateway.control.actuator import PRIORITY_OPERATOR
+from gateway.control.actuator import PRIORITY_OPERATOR, Target
 from gateway.control.engine import RuleRuntime
 from gateway.control.safety_io import SafetyIo
 from gateway.control.standard import controllers
@@ -51,6 +56,11 @@ if TYPE_CHECKING:
     from gateway.bus.poller import DevicePoller
     from gateway.runtime import Gateway
 
+log = logging.getLogger(__name__)
+
+#: how long the release writes of removed devices may take together
+RELEASE_TIMEOUT_S = 3.0
+
 
 @dataclass
 class Changes:
@@ -60,6 +70,10 @@ class Changes:
     buses_closed: list[str] = field(default_factory=list)  # removed (or changed: reopened)
     devices_added: list[str] = field(default_factory=list)  # new pollers (added or changed)
     devices_removed: list[str] = field(default_factory=list)  # pollers gone (removed or changed)
+    #: removed devices' points written back to their release values ("charger-4.max_current")
+    released: list[str] = field(default_factory=list)
+    #: … and those whose release write failed (the device is left to its own watchdog)
+    release_failed: list[str] = field(default_factory=list)
     interlocks: bool = False
     safety: bool = False
 
@@ -71,6 +85,8 @@ class Changes:
                 ("buses closed", self.buses_closed),
                 ("devices added", self.devices_added),
                 ("devices removed", self.devices_removed),
+                ("released", self.released),
+                ("release failed", self.release_failed),
             )
             if names
         ]
@@ -165,7 +181,15 @@ class InPlace:
             raise ApplyError(problems)
         async with self._lock:
             changes = Changes()
-            await self._buses_to(new, changes)  # may fail (a port): before the swap
+            leaving = set(self.gateway.pollers) - {d.name for d in new.devices}
+            held = self._hold(leaving)
+            try:
+                await self._release(held, changes)
+                await self._buses_to(new, changes)  # may fail (a port): before the swap
+            except BaseException:
+                for target in held:  # the devices stay: planned as before
+                    target.owned = False
+                raise
             added = self._new_pollers(new, set(changes.buses_reopened))
             await asyncio.sleep(0)  # a control cycle may run between the preparations
             profiles = {name: p.profile for name, p in self.gateway.pollers.items()}
@@ -175,6 +199,47 @@ class InPlace:
             self._swap(new, changes, added, rules)
             self.last = changes
             return changes
+
+    # -- phase 0: removed devices let go (awaits; never fails) ------------------------------
+
+    def _hold(self, devices: set[str]) -> list[Target]:
+        """The targets of ``devices`` the actuator writes, taken from its planning (so the
+        control loop does not write the demanded value back over the release value)."""
+        held = []
+        for (device, _point), target in self.gateway.actuator.targets.items():
+            if device in devices and not target.owned:
+                target.owned = True
+                held.append(target)
+        return held
+
+    async def _release(self, held: list[Target], changes: Changes) -> None:
+        """Write its release value to each held point the gateway last wrote another value
+        to (a point never written has nothing to undo, and a device whose state was never
+        read back is never written: :class:`~gateway.control.actuator.Actuator`)."""
+        due = [
+            t
+            for t in held
+            if t.release is not None
+            and t.sent is not None
+            and t.sent != t.release
+            and t.device in self.gateway.pollers
+        ]
+        if not due:
+            return
+        names = [f"{t.device}.{t.point}" for t in due]
+        writes = [self.gateway.commands.write(t.device, t.point, t.release) for t in due]
+        try:
+            async with asyncio.timeout(RELEASE_TIMEOUT_S):
+                results = await asyncio.gather(*writes, return_exceptions=True)
+        except TimeoutError:
+            results = [TimeoutError(f"no answer within {RELEASE_TIMEOUT_S:g} s")] * len(due)
+        for name, target, result in zip(names, due, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("configuration: %s not released (%s)", name, result)
+                changes.release_failed.append(name)
+            else:
+                log.info("configuration: %s released to %r", name, target.release)
+                changes.released.append(name)
 
     # -- phase 1: buses (awaits; may fail) -------------------------------------------------
 
