@@ -39,7 +39,7 @@ from fleet.ingest.repair import GapRepair
 from fleet.ingest.repair import report_route as repair_report_route
 from fleet.models import User
 from fleet.releases.commands import status_route
-from fleet.rollouts.driver import RolloutDriver
+from fleet.rollouts.driver import RolloutDriver, waking
 from gateway import wire
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,9 @@ def _routes(app: FastAPI) -> dict[wire.Kind, Route]:
     """What ingest hands to each area: a kind a gateway publishes → the area's route."""
     return {
         **config_routes(lambda: getattr(app.state, "config_delivery", None)),
-        wire.Kind.OTA_STATUS: status_route(lambda: app.state.outbound),
+        wire.Kind.OTA_STATUS: waking(
+            status_route(lambda: app.state.outbound), lambda: getattr(app.state, "rollouts", None)
+        ),
         wire.Kind.REPAIR_REPORT: repair_report_route,
     }
 

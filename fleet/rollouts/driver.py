@@ -9,6 +9,12 @@ install (:func:`fleet.releases.commands.command_release`), store the state back.
 the commit are the commands published (best effort: a gateway whose command was lost asks for
 it again with its next status, :func:`fleet.releases.commands.status_route`). A fleet restart
 resumes every rollout exactly where its last transaction left it.
+
+The driver does not wait for its tick when a gateway's update ends: ingest's ``ota/status``
+route, wrapped by :func:`waking`, wakes it on a committed, rolled-back, failed or cancelled
+status, and it steps ``settle_s`` later (time for that status's transaction to commit, and for
+a burst of reports to be taken in one step), so the next phase starts well within the
+two seconds a phase change may take.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleet.config.bulk import Selection, selected
 from fleet.core.outbound import Outbound
+from fleet.ingest.ingest import GatewayRef, Route
 from fleet.models import Gateway, Site, utcnow
 from fleet.releases.commands import command_release
 from fleet.releases.tables import GatewayOta, OtaCommand, Release
@@ -31,10 +38,13 @@ from fleet.rollouts import engine
 from fleet.rollouts.service import Publish, label, save, sites_of
 from fleet.rollouts.tables import RolloutRecord
 from gateway import wire
+from gateway.wire.ota import FINAL, OtaStatus
 
 log = logging.getLogger(__name__)
 
 TICK_S = 1.0
+#: after a wake, this long before the step (the waking status's transaction commits meanwhile)
+SETTLE_S = 0.25
 #: the advisory lock space of rollouts (a rollout's lock is this and its id)
 LOCK_CLASS = zlib.crc32(b"doorstep.rollouts") & 0x7FFFFFFF
 
@@ -46,25 +56,28 @@ class RolloutDriver:
         outbound: Callable[[], Outbound | None],
         *,
         tick_s: float = TICK_S,
+        settle_s: float = SETTLE_S,
     ) -> None:
         self.sessions = sessions
         self.outbound = outbound
         self.tick_s = tick_s
+        self.settle_s = settle_s
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
-        """Decide now (a rollout was created, resumed, or a report came in)."""
+        """Decide now (a rollout was created, resumed, or a gateway's update ended)."""
         self._wake.set()
 
     async def run(self) -> None:
         while True:
+            self._wake.clear()  # a wake during the step brings the next one forward
             try:
                 await self.step()
             except Exception:
                 log.exception("rollouts: a step failed; trying again")
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.tick_s)
+                await asyncio.sleep(self.settle_s)
 
     async def step(self) -> int:
         """One pass over the running rollouts; how many install commands went out."""
@@ -122,6 +135,20 @@ class RolloutDriver:
                 )
             save(record, decisions.rollout)
         return publishes
+
+
+def waking(route: Route, driver: Callable[[], RolloutDriver | None]) -> Route:
+    """Ingest's ``ota/status`` route that also wakes the rollout driver (``driver()``: the
+    fleet's, None before it starts) when a gateway's update has ended, so the phase it may
+    complete advances now rather than at the next tick."""
+
+    async def route_(session: AsyncSession, gateway: GatewayRef, message: wire.Payload) -> None:
+        await route(session, gateway, message)
+        final = isinstance(message, OtaStatus) and message.state in FINAL
+        if final and (running := driver()) is not None:
+            running.wake()
+
+    return route_
 
 
 async def _gateways(

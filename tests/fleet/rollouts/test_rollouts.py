@@ -5,6 +5,8 @@ active interlocks waits, and every decision survives a new driver (a fleet resta
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import time
 from collections.abc import AsyncIterator
@@ -207,3 +209,31 @@ async def test_a_site_outside_its_maintenance_window_waits(app: FastAPI) -> None
         view = (await operator.get("/api/rollouts/spring")).json()
     waiting = {m["waiting"] for m in view["phases"][0]["gateways"]}
     assert waiting == {"outside its maintenance window"}
+
+
+async def test_a_committed_canary_wakes_the_driver_the_next_phase_does_not_wait_for_its_tick(
+    app: FastAPI,
+) -> None:
+    release = await release_id(app, "1.1.0")
+    driver = RolloutDriver(app.state.sessions, lambda: None, tick_s=3600.0)
+    app.state.rollouts = driver  # as the fleet composes it: ingest's route wakes this one
+    async with user(app, "olga", Role.OPERATOR) as operator:
+        await operator.post("/api/rollouts", json=new_rollout(release))
+        assert await driver.step() == 2
+        task = asyncio.create_task(driver.run())  # its first step commands nobody new
+        try:
+            canaries = await commands(app)
+            for gateway, command in canaries:
+                await running(app, gateway, "1.0.0", OtaState.INSTALLING, command=command)
+            await asyncio.sleep(0.5)
+            assert len(await commands(app)) == 2, "installing woke nobody"
+            for gateway, command in canaries:
+                await commit(app, gateway, command)
+            deadline = time.monotonic() + 10.0  # the tick is an hour away
+            while len(await commands(app)) < len(GATEWAYS):
+                assert time.monotonic() < deadline, "the next phase waited for the tick"
+                await asyncio.sleep(0.05)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
