@@ -40,6 +40,7 @@ from fleet.ingest.repair import report_route as repair_report_route
 from fleet.models import User
 from fleet.releases.commands import status_route
 from fleet.rollouts.driver import RolloutDriver, waking
+from fleet.timeseries.jobs import TimeseriesJobs
 from gateway import wire
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,10 @@ def create_app(settings: Settings) -> FastAPI:
                 )
                 repair = GapRepair(app.state.sessions, lambda: app.state.outbound)
                 repairing = tasks.create_task(repair.run(), name="gap-repair")
+                app.state.timeseries = TimeseriesJobs.from_settings(app.state.sessions, settings)
+                keeping = tasks.create_task(  # partitions, rollups, retention: in one worker
+                    run_singleton(engine, "timeseries", app.state.timeseries.run), name="history"
+                )
                 ingesting = tasks.create_task(
                     run_ingest(
                         app.state.ingest,
@@ -124,6 +129,7 @@ def create_app(settings: Settings) -> FastAPI:
                     delivering.cancel()
                     rolling.cancel()
                     repairing.cancel()
+                    keeping.cancel()
 
     app = FastAPI(
         title="Doorstep fleet manager",

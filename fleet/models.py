@@ -150,15 +150,22 @@ class LatestValue(Base):
 
 
 class Sample(Base):
-    """Telemetry history: one row per reading. Numeric values also in ``num`` for plots."""
+    """Telemetry history: one row per reading. Numeric values also in ``num`` for plots.
+
+    On PostgreSQL the table is partitioned by day on ``at`` (fleet.timeseries.partitions), so
+    its primary key is (id, at); on SQLite it is a plain table whose ``id`` alone is the key.
+    ``id`` grows in insertion order: the rollups (fleet.timeseries.rollups) follow it."""
 
     __tablename__ = "samples"
-    __table_args__ = (Index("ix_samples_device_point_at", "device_id", "point", "at"),)
+    __table_args__ = (
+        Index("ix_samples_device_point_at", "device_id", "point", "at"),
+        {"postgresql_partition_by": "RANGE (at)"},
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
     point: Mapped[str] = mapped_column(String(64))
-    at: Mapped[datetime] = mapped_column()
+    at: Mapped[datetime] = mapped_column(primary_key=True)
     value: Mapped[Any] = mapped_column(JSON, nullable=True)
     num: Mapped[float | None] = mapped_column(Float, default=None)
     quality: Mapped[str] = mapped_column(String(8))

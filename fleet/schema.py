@@ -14,5 +14,6 @@ from fleet.ingest import tables as _ingest  # noqa: F401
 from fleet.models import Base
 from fleet.releases import tables as _releases  # noqa: F401
 from fleet.rollouts import tables as _rollouts  # noqa: F401
+from fleet.timeseries import tables as _timeseries  # noqa: F401
 
 __all__ = ["Base"]

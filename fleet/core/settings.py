@@ -64,6 +64,13 @@ class Settings:
     #: operator's request came in on)
     releases_dir: Path | None = None
     public_url: str | None = None
+    #: how many days of history are kept per resolution: raw samples, per-minute and per-hour
+    #: rollups (fleet.timeseries.retention); on PostgreSQL, how many days ahead the samples'
+    #: day partitions are made (fleet.timeseries.partitions)
+    retention_raw_days: int = 30
+    retention_minute_days: int = 90
+    retention_hour_days: int = 1825
+    partitions_ahead_days: int = 3
     #: the private key file desired configurations are signed with when they are made
     #: (fleet.config.signing); None: stored unsigned, or signed offline. Never in the database
     config_signing_key: Path | None = None
