@@ -12,6 +12,8 @@
     fleet config bulk FRAGMENT.toml [--site S] [--tag T] [--gateway SITE/GW ...] -m COMMENT
                       [--apply] [--confirm-safety-change] [--key KEYFILE]
 
+The site's own profiles a pushed file finds by file (``profile_dirs``, ``MODEL.toml`` next to
+it) are carried in the pushed document as ``[[profiles]]`` tables (:mod:`fleet.config.profiles`).
 A push is validated as ``gateway check`` validates (the same messages, exit 2) and stored as
 the gateway's next desired version; the running fleet server sends it within a second.
 ``bulk`` previews by default (each gateway's diff, problems and safety changes) and stores new
@@ -32,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from fleet.accounts.actor import cli_actor
 from fleet.cli import database
 from fleet.config import bulk, signing, versions
+from fleet.config.profiles import carry_profiles
 from fleet.config.tags import set_tags
 from fleet.config.versions import split_label
 from fleet.errors import BadInput
@@ -142,7 +145,7 @@ def _signer(path: Path | None) -> SigningKey | None:
 
 def push_cmd(args: argparse.Namespace) -> str:
     site, gw = split_label(args.gateway)
-    text = _read(args.file)
+    text, carried = carry_profiles(_read(args.file), args.file)
     actor = cli_actor()
     if args.key is not None and args.signature is not None:
         raise BadInput("--key and --signature: give one (sign now, or a signature made before)")
@@ -166,14 +169,15 @@ def push_cmd(args: argparse.Namespace) -> str:
     view = database.change(args.db, change)
     marked = " (safety change, confirmed)" if view.safety_change else ""
     signed = f", signed by key {view.signed_by}" if view.signed_by else ", unsigned"
-    return f"{view.gateway}: version {view.number} is desired{marked}{signed}"
+    profiles = f"; the site's own profiles carried with it: {', '.join(carried)}" if carried else ""
+    return f"{view.gateway}: version {view.number} is desired{marked}{signed}{profiles}"
 
 
 def sign_cmd(args: argparse.Namespace) -> str:
     site, gw = split_label(args.gateway)
     if args.version < 1:
         raise BadInput(f"--version {args.version}: expected a version number 1, 2, …")
-    text = _read(args.file)
+    text, _ = carry_profiles(_read(args.file), args.file)  # what push will store
     key = _signer(args.key)
     assert key is not None
     detached = signing.sign(key, site, gw, args.version, text)
