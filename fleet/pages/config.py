@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from fleet.api.deps import SessionDep
 from fleet.config import bulk, versions
+from fleet.config.signing import fleet_key
 from fleet.config.tables import ConfigVersion, GatewayConfig
 from fleet.errors import ConfigNotFound, ConfigRefused, SafetyChangeUnconfirmed
 from fleet.models import Gateway, Role, Site
@@ -131,6 +132,7 @@ async def push_from_page(
             comment=comment,
             confirm_safety=form.get("confirm_safety_change") == "yes",
             source="the document",
+            signer=fleet_key(request.app.state.settings.config_signing_key),
         )
     except ConfigRefused as exc:
         await session.rollback()
@@ -166,6 +168,7 @@ async def revert_from_page(
             author=person.actor.label,
             comment=form.get("comment", "")[:500],
             confirm_safety=form.get("confirm_safety_change") == "yes",
+            signer=fleet_key(request.app.state.settings.config_signing_key),
         )
     except SafetyChangeUnconfirmed as exc:
         await session.rollback()
@@ -242,6 +245,7 @@ async def bulk_from_page(request: Request, person: PersonDep, session: SessionDe
                 author=person.actor.label,
                 comment=form.get("comment", "")[:500],
                 confirm_safety=form.get("confirm_safety_change") == "yes",
+                signer=fleet_key(request.app.state.settings.config_signing_key),
             )
             await session.commit()
             _wake(request)

@@ -20,6 +20,7 @@ from gateway.errors import SignatureError
 from gateway.trust import SigningKey, TrustedKeys
 from gateway.wire.config import DesiredConfig, signed_statement
 from tests.fleet.api_client import fleet_app, user
+from tests.fleet.config import test_pages as pages
 from tests.fleet.config.test_versions import Outbox, document, push, register
 
 
@@ -170,3 +171,29 @@ def test_signed_offline_then_pushed_with_the_signature(
     code, out = fleet("config", "push", "s1/gw-1", str(site_file), "--key", str(tmp_path / "no"))
     assert code == 2
     assert "--key: signing key" in out
+
+
+async def test_versions_made_on_the_screens_are_signed_with_the_fleets_key(
+    tmp_path: Path,
+) -> None:
+    key = SigningKey.generate()
+    key.write(tmp_path / "config.key")
+    url = f"sqlite+aiosqlite:///{tmp_path / 'fleet.db'}"
+    async with fleet_app(url, config_signing_key=tmp_path / "config.key") as app:
+        await register(app, "s1", "gw-1")
+        page = "/gateways/s1/gw-1/config"
+        async with user(app, "olga", Role.OPERATOR) as op:
+            answer = await pages.post(op, page, document=document("s1", "gw-1"), comment="1")
+            assert answer.status_code == 303
+            answer = await pages.post(op, page + "/revert", version="1", comment="2")
+            assert answer.status_code == 303
+            answer = await pages.post(
+                op, "/config/bulk", site="s1", fragment="[poll]\nslow = 30.0\n", action="apply"
+            )
+            assert answer.status_code == 200, answer.text
+            history = (await op.get("/api/gateways/s1/gw-1/config/versions")).json()
+            assert [(v["number"], v["signed_by"]) for v in history] == [
+                (3, key.key_id),
+                (2, key.key_id),
+                (1, key.key_id),
+            ]
