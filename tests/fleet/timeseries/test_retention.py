@@ -68,7 +68,7 @@ async def where(maker: async_sessionmaker[AsyncSession]) -> dict[str, int]:
         rows = await session.execute(
             text("SELECT tableoid::regclass::text, count(*) FROM samples GROUP BY 1")
         )
-        return dict(rows.tuples().all())
+        return {str(name): int(n) for name, n in rows.all()}
 
 
 def test_a_retention_of_less_than_a_day_is_refused_with_its_name() -> None:
