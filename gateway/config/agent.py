@@ -164,6 +164,7 @@ class ConfigAgent:
     async def __aenter__(self) -> Self:
         """Enter once the gateway runs (``async with Gateway(...) as gw, agent``)."""
         self.in_place = await (self._given_in_place or InPlace(self.gateway)).__aenter__()
+        await asyncio.to_thread(self._say_trust)
         await self._say(self.report)
         self._task = asyncio.create_task(self._work(), name="config-agent")
         return self
@@ -254,6 +255,32 @@ class ConfigAgent:
             return
         await self._apply(desired, new)
 
+    def _say_trust(self) -> None:
+        """At start, one log line: which keys a configuration must be signed with."""
+        try:
+            trusted = self._trusted()
+        except KeyFileError as exc:
+            log.error("configuration: every version will be refused: %s", exc)
+            return
+        if trusted:
+            log.info(
+                "configuration: accepts versions signed by key(s) %s (%s)",
+                ", ".join(sorted(trusted.keys)),
+                trusted.source,
+            )
+        else:
+            self._unsigned_accepted(trusted)
+
+    def _unsigned_accepted(self, trusted: TrustedKeys) -> None:
+        if not self._said_unsigned:
+            self._said_unsigned = True
+            log.warning(
+                "configuration: this gateway trusts no signing key (%s is empty): it "
+                "accepts unsigned configurations; add the fleet's public key there to "
+                "refuse them",
+                trusted.source or TRUSTED_KEYS_DIR,
+            )
+
     def _signature_problem(self, desired: DesiredConfig) -> str:
         """Why ``desired`` is not signed as this gateway requires ("" when it is)."""
         try:
@@ -261,14 +288,7 @@ class ConfigAgent:
         except KeyFileError as exc:  # a bad key file: trust nothing less than intended
             return f"{SIGNATURE_REFUSED}cannot check it: {exc}"
         if not trusted:
-            if not self._said_unsigned:
-                self._said_unsigned = True
-                log.warning(
-                    "configuration: this gateway trusts no signing key (%s is empty): it "
-                    "accepts unsigned configurations; add the fleet's public key there to "
-                    "refuse them",
-                    trusted.source or TRUSTED_KEYS_DIR,
-                )
+            self._unsigned_accepted(trusted)
             return ""
         me = self.gateway.site.gateway
         statement = signed_statement(me.site, me.id, desired.version, desired.document)
