@@ -14,13 +14,16 @@ from types import SimpleNamespace
 from typing import cast
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.config.agent import ConfigAgent
 from gateway.control.alarms import AlarmLog
+from gateway.errors import SignatureError
 from gateway.health_gate import HEALTHY, Verdict
 from gateway.runtime import Gateway
 from gateway.site import parse_site
-from gateway.trust import TRUSTED_KEYS_DIR, SigningKey
+from gateway.trust import TRUSTED_KEYS_DIR, SigningKey, TrustedKeys
 from gateway.wire.config import DesiredConfig, document_hash, signed_statement
 from tests.gateway.config.test_agent import Bench, document
 
@@ -187,3 +190,22 @@ async def test_a_forged_high_version_does_not_block_the_fleet_and_an_old_one_is_
         assert rig.site_file.read_text() == three
     finally:
         await rig.agent.__aexit__(None, None, None)
+
+
+names = st.from_regex(r"[a-z0-9][a-z0-9-]{0,5}", fullmatch=True)
+statements = st.tuples(names, names, st.integers(1, 2**40), st.text(max_size=40))
+ONE_KEY = SigningKey.generate()
+
+
+@settings(max_examples=200, deadline=None)
+@given(statements, statements)
+def test_a_signature_is_good_for_one_gateway_version_and_document_only(
+    a: tuple[str, str, int, str], b: tuple[str, str, int, str]
+) -> None:
+    signature = ONE_KEY.sign(signed_statement(*a))
+    trusted = TrustedKeys.of(ONE_KEY.public)
+    assert trusted.verify(signed_statement(*a), signature) == ONE_KEY.key_id
+    if a != b:
+        assert signed_statement(*a) != signed_statement(*b)
+        with pytest.raises(SignatureError):
+            trusted.verify(signed_statement(*b), signature)
