@@ -151,8 +151,10 @@
     }
     const problems = data && Array.isArray(data.problems) ? data.problems : [];
     say([elt.dataset.done || ""].concat(problems.length && elt.dataset.problems ? [elt.dataset.problems.replace("%s", problems.join("; "))] : []).join(" "), problems.length ? "error" : "ok");
+    /* done: its form empties (a ticked box would hold the refresh) and closes */
+    if (elt.tagName === "FORM") elt.reset();
     const details = elt.closest("details");
-    if (details) details.open = false;  /* done: the refresh may go on */
+    if (details) details.open = false;
     refreshLive();
     return true;
   }
