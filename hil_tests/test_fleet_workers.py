@@ -4,7 +4,8 @@ subscription, the gateways' stream). Gateways (the real uplink, in this process)
 telemetry; one worker is killed with SIGKILL in the middle of the stream and its supervisor
 starts it again in its slot: every batch is stored exactly once, no gap is left open, nothing
 a gateway's broker acknowledged is lost. Over HTTP the workers answer as one: a login made on
-one is valid on the other, and failed logins are counted together."""
+one is valid on the other, and failed logins are counted together. A desired configuration
+reaches its gateway, also when the gateway has to ask for it again."""
 
 from __future__ import annotations
 
@@ -27,16 +28,20 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleet.accounts.users import create_user
 from fleet.cli.serve import DEFAULT_SHARE_GROUP
+from fleet.config.tables import GatewayConfig
+from fleet.config.versions import push
 from fleet.core.broker import BrokerUrl
 from fleet.core.db import open_database, sessions
 from fleet.ingest.ingest import Ingest
 from fleet.ingest.pipeline import run_ingest
 from fleet.models import Gap, ReceivedBatch, Role, Sample
 from fleet.registry import register_gateway
+from gateway import mqtt, wire
 from gateway.image import Quality
 from gateway.image import Sample as Reading
 from gateway.uplink.config import UplinkConfig
 from gateway.uplink.link import Uplink
+from gateway.wire.config import ConfigRequest, DesiredConfig
 from hil_tests.broker import HOST, Mosquitto, free_port
 from hil_tests.postgres import PostgresServer
 from hil_tests.rig.processes import terminate
@@ -49,6 +54,7 @@ PREFIX = "fleet-wk"
 PASSWORD = "correct horse battery"
 WORKER_LINE = re.compile(r"fleet: worker (\d+) \(pid (\d+)\): MQTT client id")
 START_S = 60.0
+EXAMPLE = Path(__file__).parents[1] / "gateway" / "examples" / "community.toml"
 
 
 @dataclass
@@ -111,6 +117,30 @@ async def sessions_of_the_workers(
         await asyncio.wait_for(ready.wait(), 30)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+def site_document(gateway: str) -> str:
+    text = EXAMPLE.read_text(encoding="utf-8")
+    return text.replace('site = "lianhua-garden"', f'site = "{SITE}"').replace(
+        'id = "gw-01"', f'id = "{gateway}"'
+    )
+
+
+async def first_message(
+    broker: Mosquitto, topic: str, ask: tuple[str, bytes] | None = None
+) -> DesiredConfig:
+    """The first desired configuration on ``topic`` (retained or new), as a gateway that has
+    just connected sees it; with ``ask``, published once subscribed (the gateway's request)."""
+    async with mqtt.Client(HOST, broker.port, identifier="test-gateway") as client:
+        await client.subscribe(topic, qos=1)
+        if ask is not None:
+            await client.publish(*ask, qos=1)
+        async with asyncio.timeout(30):
+            async for message in client.messages:
+                payload = message.payload
+                if isinstance(payload, bytes) and payload:
+                    return wire.decode(DesiredConfig, payload)
+    raise AssertionError(f"nothing on {topic}")
 
 
 def start_fleet(database: str, broker: Mosquitto, directory: Path) -> Fleet:
@@ -230,6 +260,27 @@ async def test_a_worker_killed_mid_stream_loses_nothing_and_stores_nothing_twice
                 wrong = {"name": "ada", "password": "x" * 20}
                 guesses.append((await one.post("/api/login", json=wrong)).status_code)
         assert guesses == [401] * 5 + [429]
+
+        # A desired configuration reaches its gateway through whichever worker: published when
+        # pushed, and (its retained copy gone, as on a cluster whose node kept it died) sent
+        # again when the gateway asks after a reconnect.
+        async with make.begin() as session:
+            await push(session, SITE, "gw-1", site_document("gw-1"), author="test")
+        desired = wire.topic(SITE, "gw-1", wire.Kind.CONFIG_DESIRED)
+        assert (await first_message(mosquitto, desired)).version == 1
+
+        async def marked_sent() -> bool:
+            async with make() as s:
+                return await s.scalar(select(GatewayConfig.sent)) == 1
+
+        await until(marked_sent, 30, "the version marked sent")
+        await asyncio.sleep(2.0)  # every worker's delivery round has seen it sent
+        async with mqtt.Client(HOST, mosquitto.port, identifier="test-clear") as client:
+            await client.publish(desired, b"", qos=1, retain=True)  # the retained copy goes
+        request = ConfigRequest(version=None, at=time.time())
+        topic = wire.topic(SITE, "gw-1", wire.Kind.CONFIG_REQUEST)
+        answer = await first_message(mosquitto, desired, ask=(topic, wire.encode(request)))
+        assert (answer.version, answer.document) == (1, site_document("gw-1"))
     finally:
         terminate(fleet.proc, 20)
         await engine.dispose()
