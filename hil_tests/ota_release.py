@@ -15,12 +15,15 @@ import base64
 import contextlib
 import hashlib
 import os
+import re
+import shutil
 import signal
 import sys
 import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from gateway.flash.firmware import load_firmware
 from gateway.ota.bundle import build_bundle, this_platform, this_python
 from gateway.trust import SigningKey
 
@@ -56,36 +59,62 @@ def _b64(data: bytes) -> str:
 
 
 def release(
-    directory: Path, version: str, key: SigningKey, patches: dict[str, str] | None = None
+    directory: Path,
+    version: str,
+    key: SigningKey,
+    patches: dict[str, str] | None = None,
+    *,
+    firmware: Path = ROOT / "firmware",
+    firmware_min: str | None = None,
 ) -> Path:
-    """A signed bundle of this repository at ``version`` (with the SIO-1 firmware)."""
+    """A signed bundle of this repository at ``version`` (with the SIO-1 firmware: this
+    repository's, or ``firmware``)."""
     house = directory / f"house-{version}"
     house.mkdir(parents=True)
     repo_wheel(house, version, patches)
     out = directory / f"doorstep-{version}.tar"
     build_bundle(
-        out, wheelhouse=house, firmware=ROOT / "firmware", version=version, min_version="0.1.0",
-        platform=this_platform(), python=this_python(), key=key,
+        out, wheelhouse=house, firmware=firmware, version=version, min_version="0.1.0",
+        platform=this_platform(), python=this_python(), key=key, firmware_min=firmware_min,
     )  # fmt: skip
     return out
 
 
-class Supervisor:
-    """Starts the launcher again whenever it exits, like ``Restart=on-failure``."""
+def bumped_firmware(directory: Path) -> Path:
+    """This repository's SIO-1 firmware with the next minor version, in ``directory``."""
+    shutil.copytree(ROOT / "firmware", directory, ignore=shutil.ignore_patterns("__pycache__"))
+    major, minor = load_firmware(directory).version
+    version = directory / "version.py"
+    text = re.sub(r"(?m)^VERSION = .*$", f"VERSION = ({major}, {minor + 1})", version.read_text())
+    version.write_text(text)
+    return directory
 
-    def __init__(self, state: Path, config: Path, log: Path) -> None:
+
+class Supervisor:
+    """Starts the launcher again whenever it exits, like ``Restart=on-failure``. ``extra``:
+    more arguments for ``gateway run``; ``env``: more environment variables."""
+
+    def __init__(
+        self,
+        state: Path,
+        config: Path,
+        log: Path,
+        extra: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.args = [
             sys.executable, "-m", "gateway.ota.launcher", "--state-dir", str(state), "--",
             "-v", "run", "--config", str(config), "--state-dir", str(state), "--display", "log",
-            "--ota-window", "3", "--ota-system-site-packages",
+            "--ota-window", "3", "--ota-system-site-packages", *extra,
         ]  # fmt: skip
+        self.env = env or {}
         self.log = log
         self.starts = 0
         self._task: asyncio.Task[None] | None = None
         self._process: asyncio.subprocess.Process | None = None
 
     async def _run(self) -> None:
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home())}
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home()), **self.env}
         with self.log.open("ab") as out:
             while True:
                 self.starts += 1

@@ -449,7 +449,7 @@ class OtaAgent:
         boards = [s for s in getattr(supervisor, "safety_ios", ()) if s.claimed]
         for sio in boards:
             if keeper is not None:
-                keeper.kept.pop(sio.device, None)
+                sio1.silence(self.gateway, sio.device)
         if boards:
             await asyncio.sleep(HEARTBEAT_DRAIN_S)  # a heartbeat already queued lands first
         for sio in boards:
@@ -488,6 +488,7 @@ class OtaAgent:
         await self._set(
             OtaState.CHECKING, f"release {release} must stay healthy for {self.window_s:g} s"
         )
+        await checkpoint("checking")
         verdict = await self._watch()
         if verdict.healthy:
             await checkpoint("committing")

@@ -19,6 +19,8 @@ import asyncio
 import contextlib
 import io
 import logging
+import math
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from gateway.bus.breaker import CircuitBreaker
+from gateway.bus.breaker import BreakerState
 from gateway.bus.config import RtuBus
 from gateway.bus.rtu import RtuTransport
 from gateway.errors import GatewayError
@@ -91,8 +93,8 @@ async def released(gateway: Gateway, sio: SafetyIo) -> AsyncIterator[None]:
     Inside, nothing of this gateway writes to the board or holds its port; the devices of
     its bus read OFFLINE (an interlock reading the board's inputs treats them as unknown,
     as for a board that stops answering). After, the port is open again, every device of
-    the bus is probed at once (a fresh circuit breaker) and the board must be read back
-    before it is claimed again (docs/safety.md#restarts)."""
+    the bus is probed and read whole at once, and the board must be read back before it is
+    claimed again (docs/safety.md#restarts)."""
     gw = gateway
     bus = gw.pollers[sio.device].device.bus
     scheduler = gw.schedulers[bus]
@@ -100,7 +102,7 @@ async def released(gateway: Gateway, sio: SafetyIo) -> AsyncIterator[None]:
     supervisor = gw.supervisor
     if sio in supervisor.safety_ios:
         supervisor.safety_ios.remove(sio)  # no claim sequence from now on
-    kept = gw.keeper.kept.pop(sio.device, None)  # and no heartbeat
+    silence(gateway, sio.device)  # and no heartbeat
     if isinstance(transport, RtuTransport):
         async with transport._lock:  # no transaction of the bus in flight
             await transport.__aexit__(None, None, None)
@@ -115,14 +117,27 @@ async def released(gateway: Gateway, sio: SafetyIo) -> AsyncIterator[None]:
                 await transport.__aenter__()
             except GatewayError as exc:  # the scheduler's own retries take it from here
                 log.error("ota: bus %s does not open again: %s", bus, exc)
-        for poller in scheduler.pollers.values():
-            poller.breaker = CircuitBreaker(poller.breaker.policy)
+        now = time.monotonic()
+        for poller in scheduler.pollers.values():  # read back everything, at once
+            if poller.breaker.state is BreakerState.OPEN:
+                poller.breaker.next_probe_at = now
+            for cycle in poller.cycles.values():
+                cycle.next_due = now
         scheduler.wake()
         sio.lost()  # claim again from the start, after a fresh read-back
+        kept = gw.keeper.kept.get(sio.device)
         if kept is not None:
-            gw.keeper.keep(sio.device, kept.watchdog)
+            kept.last_at = -math.inf  # heartbeats again, the first at once
         supervisor.safety_ios.append(sio)
         log.info("ota: %s taken back (bus %s open)", sio.device, bus)
+
+
+def silence(gateway: Gateway, device: str) -> None:
+    """No more heartbeats to ``device`` from now on (one on its way still lands). Its entry
+    stays with the watchdog keeper, which counts the answer of that last one."""
+    kept = gateway.keeper.kept.get(device)
+    if kept is not None:
+        kept.last_at = math.inf  # never due
 
 
 def copy_firmware(board: Board, firmware: Firmware) -> str:
