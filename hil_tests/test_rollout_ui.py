@@ -4,7 +4,8 @@ on a phone (390 px) and a desk (1366 px): a signed release uploaded through the 
 an operator goes from the release to a new rollout, previews who is in which phase, starts
 it, watches its canary get commanded and download (the fleet's own rollout driver, gateways'
 OTA statuses through the real ingest), pauses it with a reason, resumes it, and aborts it
-asking the updated gateways to go back (the page says which cannot). Nothing scrolls
+asking the updated gateways to go back (the page says which cannot). A site's maintenance
+window set from the page holds the canary until it opens; a refused name is named. Nothing scrolls
 sideways, every touch target is at least 44 px, nothing comes from outside the fleet and the
 page's policy refuses nothing."""
 
@@ -14,6 +15,7 @@ import re
 import time
 import zipfile
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +109,12 @@ def last_command(fleet: Any) -> int:
     return command
 
 
+def closed_window() -> str:
+    """A daily window (UTC) that opens two hours from now: closed for the whole test."""
+    start = (datetime.now(UTC) + timedelta(hours=2)).hour
+    return f"{start:02d}:00-{(start + 1) % 24:02d}:00"
+
+
 def fits(page: Any, width: int) -> None:
     """Nothing scrolls sideways; every visible touch target is at least 44 px high."""
     overflow = page.evaluate(
@@ -158,8 +166,19 @@ def test_an_operator_previews_starts_pauses_resumes_and_aborts_a_rollout(
 
             page.get_by_role("link", name="Roll out…").click()
             expect(page.locator("h1")).to_have_text("New rollout")
-            page.locator("#ro-name").fill(name)
+            # the site's window, closed now: the canary will wait for it
+            site_window = page.locator(f'#windows li[data-site="{SITE}"]')
+            site_window.get_by_text("Change…").click()
+            site_window.get_by_label("Window (HH:MM-HH:MM, empty: any time)").fill(closed_window())
+            site_window.get_by_role("button", name="Save").click()
+            expect(page.locator("#notice")).to_have_text("Maintenance window changed.")
+            expect(site_window).to_contain_text("closed now")
+
+            page.locator("#ro-name").fill("Spring!")  # refused, the field named
             page.locator("#ro-site").select_option(SITE)
+            page.get_by_role("button", name="Preview").click()
+            expect(page.locator("#notice")).to_contain_text("No preview: name: String should match")
+            page.locator("#ro-name").fill(name)
             page.get_by_role("button", name="Preview").click()
             preview = page.locator("#preview")
             expect(preview.locator('li[data-phase="canary"]')).to_have_text(
@@ -177,6 +196,14 @@ def test_an_operator_previews_starts_pauses_resumes_and_aborts_a_rollout(
             expect(status).to_have_text("running")
             canary = page.locator('li[data-gateway="estate/gw-0"]')
             expect(canary).to_contain_text("pending")
+            assert step(fleet) == 0  # outside the window: nothing is sent, the page says why
+            expect(canary).to_have_text(
+                "estate/gw-0 waiting: outside its site's maintenance window"
+            )
+            reopened = page.request.put(
+                f"/api/sites/{SITE}/maintenance-window", data={"maintenance_window": ""}
+            )
+            assert reopened.ok, reopened.text()
             assert step(fleet) == 1  # the driver commands the canary; the page follows
             expect(canary).to_contain_text("command sent")
             running(fleet, "gw-0", OtaState.DOWNLOADING, command=last_command(fleet), progress=0.4)

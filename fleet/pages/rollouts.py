@@ -108,7 +108,7 @@ async def new_rollout_page(
         person, request, "rollouts", releases=list(await list_releases(session)),
         release=release, windows=await site_windows(session, utcnow()), tags=list(tags),
     )  # fmt: skip
-    return screen(request, person.language, "rollouts_new.html", None, found)
+    return screen(request, person.language, "rollouts_new.html", "rollouts_new_live.html", found)
 
 
 @router.get("/rollouts/{ref}")

@@ -134,7 +134,7 @@
 
   /* an action answered by the JSON API: say what happened in the person's words */
   async function act(elt, url, body) {
-    const r = await post(url, body);
+    const r = await post(url, body, elt.dataset.method);
     let detail = r.statusText;
     let data = null;
     try {
@@ -193,9 +193,9 @@
     }
   }
 
-  async function post(url, body) {
+  async function post(url, body, method) {
     const r = await fetch(url, {
-      method: "POST",
+      method: method || "POST",
       credentials: "same-origin",
       headers: body ? { "Content-Type": "application/json" } : {},
       body: body ? JSON.stringify(body) : undefined,

@@ -144,6 +144,8 @@ async def test_a_viewer_sees_no_action_and_a_maintainer_cannot_start_a_rollout(
             form = (await b.get("/rollouts/new")).text
             assert 'id="rollout-form"' not in form
             assert 'id="create-button"' not in form
+            assert "maintenance-window" not in form  # the windows are shown, not changed
+            assert "estate : any time (UTC) — open now" in text(form)
             shown = (await b.get("/rollouts/spring")).text
             assert "data-api=" not in shown
             assert "Abort" not in shown
@@ -161,7 +163,15 @@ async def test_an_operator_gets_the_form_and_the_actions(app: FastAPI) -> None:
         assert f'<option value="{release}" selected>1.1.0 (linux-aarch64)</option>' in form
         assert 'id="preview-button"' in form
         assert 'id="create-button"' in form
-        assert "estate : any time (UTC) — open now" in text(form)
+        assert 'data-api="/api/sites/estate/maintenance-window" data-method="PUT"' in form
+        changed = await b.put(
+            "/api/sites/estate/maintenance-window",
+            json={"maintenance_window": "01:00-01:01", "timezone": "Asia/Shanghai"},
+        )
+        assert changed.status_code == 200, changed.text
+        windows = text((await b.get("/rollouts/new?live=1")).text)
+        assert "estate : 01:00-01:01 Asia/Shanghai —" in windows
+        assert ("open now" if changed.json()["now_open"] else "closed now") in windows
         await b.post("/api/rollouts", json=spring(release))
         shown = (await b.get("/rollouts/spring?live=1")).text
         assert 'data-api="/api/rollouts/1/pause"' in shown
