@@ -71,74 +71,99 @@ async def test_what_the_broker_dropped_is_repaired_and_what_is_gone_is_reported_
     ingest = Ingest(make, routes={wire.Kind.REPAIR_REPORT: report_route})
     outbox = tmp_path / "state" / "outbox.sqlite"
 
-    with Mosquitto(tmp_path / "mosquitto", max_queued=QUEUE_LIMIT) as mq:
-        broker = BrokerUrl.parse(f"mqtt://127.0.0.1:{mq.port}")
-        runner = RunnerProcess(f"mqtt://127.0.0.1:{mq.port}", tmp_path / "state", tmp_path / "log")
-        outbound = Outbound(broker, client_id="fleet-out")
-        repair = GapRepair(make, lambda: outbound, every_s=1.0, again_s=5.0)
-        async with asyncio.TaskGroup() as group:
-            tasks = [
-                group.create_task(outbound.run()),
-                group.create_task(repair.run()),
-            ]
+    try:
+        with Mosquitto(tmp_path / "mosquitto", max_queued=QUEUE_LIMIT) as mq:
+            broker = BrokerUrl.parse(f"mqtt://127.0.0.1:{mq.port}")
+            runner = RunnerProcess(
+                f"mqtt://127.0.0.1:{mq.port}", tmp_path / "state", tmp_path / "log"
+            )
+            outbound = Outbound(broker, client_id="fleet-out")
+            repair = GapRepair(make, lambda: outbound, every_s=1.0, again_s=5.0)
+            async with asyncio.TaskGroup() as group:
+                tasks = [
+                    group.create_task(outbound.run()),
+                    group.create_task(repair.run()),
+                ]
 
-            async def fleet_up() -> asyncio.Task[None]:
-                ready = asyncio.Event()
-                task = group.create_task(run_ingest(ingest, broker, client_id="fleet", ready=ready))
-                await asyncio.wait_for(ready.wait(), 10)
-                return task
+                async def fleet_up() -> asyncio.Task[None]:
+                    ready = asyncio.Event()
+                    task = group.create_task(
+                        run_ingest(ingest, broker, client_id="fleet", ready=ready)
+                    )
+                    await asyncio.wait_for(ready.wait(), 10)
+                    return task
 
-            def complete(kind: str) -> bool:
-                return _seqs(fleet_db, kind) == list(range(1, _last_seq(outbox, kind) + 1))
+                def complete(kind: str) -> bool:
+                    return _seqs(fleet_db, kind) == list(range(1, _last_seq(outbox, kind) + 1))
 
-            try:
-                ingesting = await fleet_up()
-                runner.start()
-                await until(lambda: len(_seqs(fleet_db, "events")) >= 2, 30, "the first events")
+                try:
+                    ingesting = await fleet_up()
+                    runner.start()
+                    await until(lambda: len(_seqs(fleet_db, "events")) >= 2, 30, "the first events")
 
-                ingesting.cancel()  # the fleet goes away; the broker queues, then drops
-                await asyncio.sleep(AWAY_S)
-                sent_meanwhile = _last_seq(outbox, "telemetry") - len(_seqs(fleet_db, "telemetry"))
-                assert sent_meanwhile > 2 * QUEUE_LIMIT, "the broker had nothing to drop"
-                ingesting = await fleet_up()
-                await until(lambda: complete("telemetry") and complete("events"), 60, "repair")
-                assert ingest.stats()["gaps_opened"] >= 1, "nothing was dropped: no repair"
+                    ingesting.cancel()  # the fleet goes away; the broker queues, then drops
+                    await asyncio.sleep(AWAY_S)
+                    sent_meanwhile = _last_seq(outbox, "telemetry") - len(
+                        _seqs(fleet_db, "telemetry")
+                    )
+                    assert sent_meanwhile > 2 * QUEUE_LIMIT, "the broker had nothing to drop"
+                    ingesting = await fleet_up()
+                    await until(lambda: complete("telemetry") and complete("events"), 60, "repair")
+                    assert ingest.stats()["gaps_opened"] >= 1, "nothing was dropped: no repair"
 
-                # Again, but the gateway's kept copies are wiped: what the broker drops is lost.
-                ingesting.cancel()
-                await asyncio.sleep(10)
-                with sqlite3.connect(outbox, timeout=10) as conn:
-                    conn.execute("DELETE FROM sent")
-                    wiped_up_to = _last_seq(outbox, "telemetry")
-                await asyncio.sleep(5)
-                ingesting = await fleet_up()
+                    # Again, but the gateway's kept copies are wiped: what the broker drops is lost.
+                    ingesting.cancel()
+                    # wait until the broker must have dropped telemetry (more than its queue holds
+                    # was sent since), whatever the machine's speed, then wipe the kept copies
+                    away_from = _last_seq(outbox, "telemetry")
+                    await until(
+                        lambda: _last_seq(outbox, "telemetry") > away_from + QUEUE_LIMIT + 30,
+                        90,
+                        "the broker's queue to overflow",
+                    )
+                    with sqlite3.connect(outbox, timeout=10) as conn:
+                        conn.execute("DELETE FROM sent")
+                        wiped_up_to = _last_seq(outbox, "telemetry")
+                    await asyncio.sleep(5)
+                    ingesting = await fleet_up()
 
-                async def lost() -> list[Gap]:
-                    async with make() as session:
-                        rows = await session.scalars(select(Gap).where(Gap.lost_at.is_not(None)))
-                        return list(rows)
+                    async def lost() -> list[Gap]:
+                        async with make() as session:
+                            rows = await session.scalars(
+                                select(Gap).where(Gap.lost_at.is_not(None))
+                            )
+                            return list(rows)
 
-                found: list[Gap] = []
-                for _ in range(120):  # 60 s
-                    found = await lost()
-                    if found:
-                        break
-                    await asyncio.sleep(0.5)
-                assert found, "no gap was reported lost"
-                assert runner.stop() == 0
-            finally:
-                runner.stop()
-                for task in (ingesting, *tasks):
-                    task.cancel()
+                    found: list[Gap] = []
+                    for _ in range(120):  # 60 s
+                        found = await lost()
+                        if found:
+                            break
+                        await asyncio.sleep(0.5)
+                    if not found:
+                        async with make() as session:
+                            gaps = (await session.scalars(select(Gap))).all()
+                        shown = [(g.kind, g.first, g.last, g.closed_at, g.asked_at) for g in gaps]
+                        stats = ingest.stats()
+                        raise AssertionError(
+                            f"no gap was reported lost; wiped up to {wiped_up_to}; gaps: {shown}; "
+                            f"ingest: {stats}"
+                        )
+                    assert runner.stop() == 0
+                finally:
+                    runner.stop()
+                    for task in (ingesting, *tasks):
+                        task.cancel()
 
-    async with make() as session:
-        batches = (await session.scalars(select(ReceivedBatch))).all()
-        gaps = (await session.scalars(select(Gap))).all()
-    for kind in ("telemetry", "events"):
-        numbers = [b.seq for b in batches if b.kind == kind]
-        assert len(numbers) == len(set(numbers)), f"{kind}: a batch stored twice"
-    lost_gaps = [g for g in gaps if g.lost_at is not None]
-    for gap in lost_gaps:
-        assert gap.closed_at is not None
-        assert gap.first <= gap.last <= wiped_up_to, (gap.first, gap.last, wiped_up_to)
-    await engine.dispose()
+        async with make() as session:
+            batches = (await session.scalars(select(ReceivedBatch))).all()
+            gaps = (await session.scalars(select(Gap))).all()
+        for kind in ("telemetry", "events"):
+            numbers = [b.seq for b in batches if b.kind == kind]
+            assert len(numbers) == len(set(numbers)), f"{kind}: a batch stored twice"
+        lost_gaps = [g for g in gaps if g.lost_at is not None]
+        for gap in lost_gaps:
+            assert gap.closed_at is not None
+            assert gap.first <= gap.last <= wiped_up_to, (gap.first, gap.last, wiped_up_to)
+    finally:
+        await engine.dispose()  # also when a check failed: no connection left open
