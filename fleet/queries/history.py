@@ -24,7 +24,7 @@ from sqlalchemy import BigInteger, ColumnElement, Select, Table, func, literal, 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleet.models import Base, Device, Gateway, Sample, Site, utcnow
-from fleet.timeseries.epoch import US, epoch_us, to_us
+from fleet.timeseries.epoch import US, epoch_s, epoch_us, to_us
 from fleet.timeseries.rollups import NAME, rollable
 from fleet.timeseries.tables import HourRollup, MinuteRollup, RollupProgress
 
@@ -87,10 +87,13 @@ async def device_id(session: AsyncSession, site: str, gateway: str, device: str)
     return found
 
 
-def _in_bucket(at: Any, since_us: int, width_us: int) -> ColumnElement[int]:
+def _in_bucket(
+    at: Any, since_us: int, width_us: int, whole_seconds: bool = False
+) -> ColumnElement[int]:
     """The index of the bucket ``at`` falls in (integer arithmetic, exact)."""
     start, width = literal(since_us, BigInteger), literal(width_us, BigInteger)
-    return ((epoch_us(at) - start) // width).label("bucket")
+    us = epoch_s(at) * literal(US, BigInteger) if whole_seconds else epoch_us(at)
+    return ((us - start) // width).label("bucket")
 
 
 def _raw(
@@ -122,7 +125,7 @@ def _rolled(
     width_us: int,
 ) -> Part:
     return select(
-        _in_bucket(table.c.at, since_us, width_us),
+        _in_bucket(table.c.at, since_us, width_us, whole_seconds=True),
         table.c.min.label("lo"),
         table.c.max.label("hi"),
         table.c.sum.label("total"),

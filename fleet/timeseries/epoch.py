@@ -36,6 +36,26 @@ def _epoch_us_postgresql(element: epoch_us, compiler: SQLCompiler, **kw: Any) ->
     return f"CAST(EXTRACT(EPOCH FROM {at}) * {US} AS BIGINT)"
 
 
+class epoch_s(FunctionElement[int]):  # an SQL function, spelt like one
+    """Whole seconds since the epoch of a UtcDateTime column holding whole seconds only (a
+    rollup's minute or hour), as a BIGINT: cheaper than :class:`epoch_us` on PostgreSQL
+    (double precision, exact for whole seconds, instead of numeric)."""
+
+    type = BigInteger()
+    inherit_cache = True
+    name = "epoch_s"
+
+
+@compiles(epoch_s, "sqlite")
+def _epoch_s_sqlite(element: epoch_s, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"CAST(strftime('%s', {compiler.process(element.clauses, **kw)}) AS INTEGER)"
+
+
+@compiles(epoch_s, "postgresql")
+def _epoch_s_postgresql(element: epoch_s, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"CAST(date_part('epoch', {compiler.process(element.clauses, **kw)}) AS BIGINT)"
+
+
 def to_us(at: datetime) -> int:
     """Whole microseconds since the epoch, exactly (no float on the way)."""
     return (at - datetime(1970, 1, 1, tzinfo=at.tzinfo)) // timedelta(microseconds=1)

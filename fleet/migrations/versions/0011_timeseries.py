@@ -53,7 +53,10 @@ def _rollup(name: str) -> None:
         sa.Column("last", sa.Float(), nullable=False),
         sa.Column("last_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["device_id"], ["devices.id"], ondelete="CASCADE"),
-        sa.PrimaryKeyConstraint("device_id", "point", "at"),
+        # a plot of 30 days reads the index alone on PostgreSQL (fleet.timeseries.tables)
+        sa.PrimaryKeyConstraint(
+            "device_id", "point", "at", postgresql_include=["min", "max", "sum", "count"]
+        ),
     )
     op.create_index(f"ix_{name}_at", name, ["at"])
 
