@@ -143,6 +143,13 @@ class OtaAgent:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        supervisor = getattr(self.gateway, "supervisor", None)
+        boards = {sio.device for sio in getattr(supervisor, "safety_ios", ())}
+        for device in sorted(set(self.sio1_repl) - boards):
+            log.error(
+                "ota: --ota-sio1-repl %s=%s: the site has no SIO-1 named %r (SIO-1s: %s)",
+                device, self.sio1_repl[device], device, ", ".join(sorted(boards)) or "none",
+            )  # fmt: skip
         s = self.state
         if s.trial and s.active == self.slot:
             self._task = asyncio.create_task(self._check(), name="ota-check")
