@@ -6,11 +6,13 @@ a bumped version; the slots share this environment's dependencies
 
 One scenario, in order, on one gateway: a downgrade and a release signed by a key the gateway
 does not trust are refused, each with its reason, and nothing changes; release
-0.2.0, whose download dies at 80 % and resumes from there, installs, restarts (the SIO-1
-holding its outputs), is killed with SIGKILL in its health window, is started again on trial,
-proves itself and commits, and the gateway reports 0.2.0 from slot a; release 0.3.0, killed
-while its slot is built and built again at the next start, crashes at start and is left by
-the launcher after three starts; the gateway, back on 0.2.0, says why.
+0.2.0, whose download dies at 80 % and resumes from there, installs, is killed with SIGKILL
+just before its planned exit (the switch done, the SIO-1 asked to hold its outputs; the test
+seam of gateway/ota/pause.py stops it there), is killed again in its health window, is
+started again on trial, proves itself and commits, and the gateway reports 0.2.0 from slot
+a; release 0.3.0, killed while its slot is built and built again at the next start, crashes
+at start and is left by the launcher after three starts; the gateway, back on 0.2.0, says
+why.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from fleet.core.settings import Settings
 from fleet.releases.commands import command_release, gateway_of
 from fleet.releases.store import BundleStore, add_release, find_release, releases_dir
 from gateway import wire
+from gateway.ota.pause import ENV
 from gateway.trust import SigningKey
 from hil_tests.broker import Mosquitto
 from hil_tests.fleet_server import FleetServer
@@ -112,7 +115,9 @@ async def test_updates_commit_refuse_and_roll_back_under_a_supervisor(
             uplink = f'\n[uplink]\nbroker = "mqtt://127.0.0.1:{mq.port}"\nbatch_interval_s = 0.2\n'
             config.write_text(to_toml(site.resolved()) + uplink)
             outbound = Outbound(BrokerUrl("127.0.0.1", mq.port), client_id="fleet-out")
-            supervisor = Supervisor(state, config, log)
+            pause = tmp_path / "pause"
+            pause.write_text("restarting\n")  # the first update's last step before its exit
+            supervisor = Supervisor(state, config, log, env={ENV: str(pause)})
             async with recording(mq.port) as rec, outbound.running(), supervisor.running():
                 await asyncio.wait_for(outbound.connected.wait(), 10)
 
@@ -160,6 +165,9 @@ async def test_updates_commit_refuse_and_roll_back_under_a_supervisor(
                 resumed = int(proxy.ranges[1].removeprefix("bytes=").rstrip("-"))
                 assert size * 7 // 10 < resumed < size * 8 // 10  # 80 % less the HTTP head
                 assert f"({size} bytes over the network)" in log.read_text(), "fetched twice"
+                reached = tmp_path / "pause.reached"
+                await until(reached.is_file, 180, "0.2.0 about to restart", log)
+                supervisor.kill()  # kill -9 instead of the planned exit: the hold is written
                 await until(latest(rec, state="checking"), 180, "0.2.0 started", log)
                 await until(lambda: board.outputs == 0b0011, 10, "SIO-1 kept by 0.2.0", log)
                 watcher.cancel()
@@ -173,7 +181,7 @@ async def test_updates_commit_refuse_and_roll_back_under_a_supervisor(
                 seen = [s["state"] for s in statuses(rec) if s["release"] == "0.2.0"]
                 for step in ("downloading", "verifying", "installing", "restarting", "checking"):
                     assert step in seen, (step, seen)
-                assert supervisor.starts == 3  # the planned restart and the kill
+                assert supervisor.starts == 3  # the kill at the restart and the one in the window
 
                 await send("0.3.0")
                 await until(latest(rec, state="installing", release="0.3.0"), 60, "0.3.0", log)
