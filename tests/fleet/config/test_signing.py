@@ -14,6 +14,7 @@ import pytest
 
 from fleet.cli.main import main
 from fleet.config.delivery import Delivery
+from fleet.config.signing import sign
 from fleet.models import Role
 from gateway import wire
 from gateway.errors import SignatureError
@@ -197,3 +198,25 @@ async def test_versions_made_on_the_screens_are_signed_with_the_fleets_key(
                 (2, key.key_id),
                 (1, key.key_id),
             ]
+
+
+async def test_a_signature_made_offline_comes_with_the_push_through_the_api(
+    fleet_db_url: str,
+) -> None:
+    key = SigningKey.generate()
+    async with fleet_app(fleet_db_url) as app:
+        await register(app, "s1", "gw-1")
+        async with user(app, "olga", Role.OPERATOR) as op:
+            text = document("s1", "gw-1")
+            early = sign(key, "s1", "gw-1", 2, text).model_dump()
+            answer = await push(op, "gw-1", text, signature=early)
+            assert answer.status_code == 422
+            assert "signed for version 2, this push becomes version 1" in answer.json()["detail"]
+            good = sign(key, "s1", "gw-1", 1, text).model_dump()
+            answer = await push(op, "gw-1", text, signature=good)
+            assert answer.status_code == 201, answer.text
+            assert answer.json()["signed_by"] == key.key_id
+            answer = await push(op, "gw-1", text, signature={"signature": "x"})
+            assert answer.status_code == 422  # not a signature file: refused, nothing stored
+            versions = (await op.get("/api/gateways/s1/gw-1/config/versions")).json()
+            assert len(versions) == 1
