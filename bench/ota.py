@@ -9,7 +9,11 @@
   priority, against the same loop with nothing else running;
 * **polling gap across the switch** — the real gateway under the launcher and a supervisor
   (restart delay 0.3 s; the systemd unit's is 1 s), a simulated SunSpec meter recording each
-  request: the longest silence between two polls, which is the planned restart's.
+  request: the longest silence between two polls, which is the planned restart's;
+* **the SIO-1 firmware step** — a running gateway (in this process) lets go of a simulated
+  MicroPython board, the real mpremote copies the other of two firmware versions onto it,
+  the board answers its new version and is claimed again: the whole step, and how long the
+  board's relays were off (from the interrupt to the claim's outputs).
 
 Each measurement runs ``--runs`` times (default 2); min and max are reported with the load
 average. Targets: gap <= 3 s, lateness p99 <= 10 ms.
@@ -175,6 +179,60 @@ async def switch_gap(work: Path, bundle_dir: Path, key: SigningKey) -> float:
     return max(gaps, default=0.0)
 
 
+async def sio1_step(work: Path, sources: dict[str, Path], runs: int) -> list[tuple[float, float]]:
+    """(step s, relays off s) of ``runs`` firmware copies, alternating two versions."""
+    from gateway.bus.config import RtuBus
+    from gateway.flash.firmware import load_firmware
+    from gateway.ota import sio1
+    from gateway.runtime import Gateway
+    from hil_tests.gateway_rig import rtu_bus, site_config
+    from hil_tests.rig.micropython_board import MicroPythonBoard
+
+    flash = work / "flash"
+    flash.mkdir(parents=True)
+    firmware = load_firmware(sources["1.1"])
+    for name, data in firmware.build().items():
+        (flash / name).write_bytes(data)
+    (flash / firmware.identity_name).write_bytes(firmware.identity_file("hil", "gw", 7, "t"))
+    board = MicroPythonBoard(flash, data_line=True).start()
+    cfg = site_config(rtu_bus("usb", 115200), [("sio", "SIO-1", "usb", 7)])
+    bus = cfg.buses[0]
+    assert isinstance(bus, RtuBus)
+    cfg = cfg.model_copy(update={"buses": [bus.model_copy(update={"port": board.data_path})]})
+    relays: list[tuple[float, int]] = []
+    stop = asyncio.Event()
+
+    async def watch() -> None:
+        while not stop.is_set():
+            handle = board._firmware
+            relays.append((time.monotonic(), int(handle.outputs) if handle else 0))
+            await asyncio.sleep(0.005)
+
+    results = []
+    try:
+        async with Gateway(cfg, state_dir=work / "gw-state") as gw:
+            sio = gw.supervisor.safety_ios[0]
+            watcher = asyncio.create_task(watch())
+            for i in range(runs):
+                while not (relays and relays[-1][1] == 0b0011):  # noqa: ASYNC110 - a board
+                    await asyncio.sleep(0.05)
+                version = "1.2" if i % 2 == 0 else "1.1"
+                target = sio1.Board("sio", board.path, "usb", board.data_path, 7)
+                started = time.monotonic()
+                async with sio1.released(gw, sio):
+                    await sio1.flash(target, sources[version])
+                while not (sio.claimed and relays[-1][1] == 0b0011):  # noqa: ASYNC110
+                    await asyncio.sleep(0.005)
+                ended = time.monotonic()
+                off = [t for t, bits in relays if t >= started and bits == 0]
+                results.append((ended - started, relays[-1][0] - off[0] if off else 0.0))
+            stop.set()
+            await watcher
+    finally:
+        board.close()
+    return results
+
+
 async def run(runs: int) -> dict[str, float]:
     key = SigningKey.generate()
     samples: dict[str, list[float]] = {}
@@ -188,6 +246,12 @@ async def run(runs: int) -> dict[str, float]:
                 samples.setdefault(name, []).append(value)
             gap = await switch_gap(root / f"switch-{i}", bundle.parent, key)
             samples.setdefault("switch_gap_s", []).append(gap)
+        from hil_tests.ota_release import ROOT, bumped_firmware
+
+        sources = {"1.1": ROOT / "firmware", "1.2": bumped_firmware(root / "firmware-1.2")}
+        for step, off in await sio1_step(root / "sio1", sources, runs):
+            samples.setdefault("sio1_step_s", []).append(step)
+            samples.setdefault("sio1_relays_off_s", []).append(off)
     metrics: dict[str, float] = {}
     for name, values in samples.items():
         metrics[f"{name}_min"] = min(values)
@@ -206,7 +270,13 @@ def main(argv: list[str] | None = None) -> None:
         "ota",
         metrics,
         targets={"switch_gap_s_max": "<= 3", "lateness_p99_ms_install_max": "<= 10"},
-        units={"bundle_bytes": "bytes", "switch_gap_s": "s", "update_s": "s"},
+        units={
+            "bundle_bytes": "bytes",
+            "switch_gap_s": "s",
+            "update_s": "s",
+            "sio1_step_s": "s",
+            "sio1_relays_off_s": "s",
+        },
     )
 
 
