@@ -5,7 +5,9 @@ For each running rollout, in one transaction: take the rollout's advisory lock (
 time, and another takes over the moment that one's transaction or process ends; SQLite is the
 one-process embedded default and needs none), load its state, resolve its target set, feed
 the engine every commanded gateway's OTA status, let it decide, record an ``ota/command`` per
-install (:func:`fleet.releases.commands.command_release`), store the state back. Only after
+install (:func:`fleet.releases.commands.command_release`), store the state back — unless an
+operator's action (pause, abort, from any process) changed the rollout since the step read it:
+then the step records nothing and the next one decides on the new state. Only after
 the commit are the commands published (best effort: a gateway whose command was lost asks for
 it again with its next status, :func:`fleet.releases.commands.status_route`). A fleet restart
 resumes every rollout exactly where its last transaction left it.
@@ -25,7 +27,7 @@ import logging
 import zlib
 from collections.abc import Callable
 
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from fleet.config.bulk import Selection, selected
@@ -119,6 +121,8 @@ class RolloutDriver:
             targets = await sites_of(session, gateways, release, now)
             was = decisions.rollout.status
             commands = decisions.tick(now.timestamp(), targets)
+            if not await _claim(session, record):
+                return []  # an operator's action came in since it was read: decide again
             publishes = []
             for command in commands:
                 site, gateway = rows[command.gateway]
@@ -200,6 +204,22 @@ async def _feed_reports(
         if gid in latest and latest[gid][1]:
             _, state, reason = latest[gid]
             decisions.report(name, state, running.get(gid, ""), reason)
+
+
+async def _claim(session: AsyncSession, record: RolloutRecord) -> bool:
+    """Take the rollout's row for this transaction if nobody changed it since it was read
+    (an operator's pause or abort, from another process, between this step's read and its
+    write would otherwise be overwritten by the step's older state). The first write of the
+    transaction: from here on, PostgreSQL's row lock and SQLite's write lock keep every other
+    writer out until the commit."""
+    seen = record.updated_at
+    claimed = await session.execute(
+        update(RolloutRecord)
+        .where(RolloutRecord.id == record.id, RolloutRecord.updated_at == seen)
+        .values(updated_at=seen)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(claimed.rowcount)  # type: ignore[attr-defined]
 
 
 async def _locked(session: AsyncSession, rollout_id: int) -> bool:

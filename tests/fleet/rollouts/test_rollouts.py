@@ -17,9 +17,11 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
+from fleet.accounts.actor import cli_actor
 from fleet.models import AuditEntry, Role
 from fleet.registry import register_gateway
 from fleet.releases.tables import OtaCommand, Release
+from fleet.rollouts import service
 from fleet.rollouts.driver import RolloutDriver
 from gateway import wire
 from gateway.wire.ota import OtaState, OtaStatus, Running
@@ -237,3 +239,31 @@ async def test_a_committed_canary_wakes_the_driver_the_next_phase_does_not_wait_
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def test_an_abort_made_while_the_driver_decides_is_not_overwritten_by_its_step(
+    app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = await release_id(app, "1.1.0")
+    async with user(app, "olga", Role.OPERATOR) as operator:
+        await operator.post("/api/rollouts", json=new_rollout(release))
+        driver = RolloutDriver(app.state.sessions, lambda: None)
+        assert await driver.step() == 2
+        for gateway, command in await commands(app):
+            await commit(app, gateway, command)
+        real = service.sites_of
+
+        async def operator_aborts_meanwhile(*args: Any) -> Any:
+            """The step has read the rollout; the operator's abort (another process, the
+            CLI) commits now, before the step writes."""
+            async with app.state.sessions.begin() as other:
+                await service.act(other, cli_actor(), "spring", "abort", "stop")
+            return await real(*args)
+
+        monkeypatch.setattr("fleet.rollouts.driver.sites_of", operator_aborts_meanwhile)
+        assert await driver.step() == 0, "the next phase was commanded after the abort"
+        monkeypatch.setattr("fleet.rollouts.driver.sites_of", real)
+        assert await driver.step() == 0
+        view = (await operator.get("/api/rollouts/spring")).json()
+    assert view["status"] == "aborted"
+    assert len(await commands(app)) == 2
