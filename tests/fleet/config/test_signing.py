@@ -192,6 +192,8 @@ async def test_versions_made_on_the_screens_are_signed_with_the_fleets_key(
                 op, "/config/bulk", site="s1", fragment="[poll]\nslow = 30.0\n", action="apply"
             )
             assert answer.status_code == 200, answer.text
+            shown = pages.text(await op.get(page))
+            assert shown.count(f"signed by key {key.key_id}") == 3
             history = (await op.get("/api/gateways/s1/gw-1/config/versions")).json()
             assert [(v["number"], v["signed_by"]) for v in history] == [
                 (3, key.key_id),
