@@ -27,6 +27,7 @@ from fleet.api import metrics as metrics_api
 from fleet.config.delivery import Delivery
 from fleet.config.delivery import routes as config_routes
 from fleet.core.broker import BrokerUrl, EmbeddedBroker
+from fleet.core.broker_check import DropWatch
 from fleet.core.db import open_database, sessions
 from fleet.core.metrics import FleetMetrics
 from fleet.core.outbound import Outbound
@@ -107,6 +108,8 @@ def create_app(settings: Settings) -> FastAPI:
                 )
                 repair = GapRepair(app.state.sessions, lambda: app.state.outbound)
                 repairing = tasks.create_task(repair.run(), name="gap-repair")
+                watch = DropWatch(broker, app.state.ingest.metrics)  # does the broker drop?
+                watching = tasks.create_task(watch.run(f"{client_id}-check"), name="broker")
                 app.state.timeseries = TimeseriesJobs.from_settings(app.state.sessions, settings)
                 keeping = tasks.create_task(  # partitions, rollups, retention: in one worker
                     run_singleton(engine, "timeseries", app.state.timeseries.run), name="history"
@@ -129,6 +132,7 @@ def create_app(settings: Settings) -> FastAPI:
                     delivering.cancel()
                     rolling.cancel()
                     repairing.cancel()
+                    watching.cancel()
                     keeping.cancel()
 
     app = FastAPI(

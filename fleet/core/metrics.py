@@ -14,6 +14,7 @@ reason) — never a gateway or a site, whose number is unbounded.
     doorstep_fleet_ingest_lag_seconds                    the gateway's batch time -> stored
     doorstep_fleet_mqtt_connected                        1 while subscribed to the broker
     doorstep_fleet_mqtt_connections_total                subscriptions made (reconnects)
+    doorstep_fleet_broker_dropped_messages               the broker's own count (NaN: unknown)
 
 The ingest rate is ``rate(doorstep_fleet_ingest_readings_total[1m])`` (readings) or of the
 messages counter.
@@ -21,6 +22,7 @@ messages counter.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -72,6 +74,13 @@ class FleetMetrics:
             "Times ingest connected and subscribed to the MQTT broker",
             registry=r,
         )
+        self.broker_dropped = Gauge(
+            "doorstep_fleet_broker_dropped_messages",
+            "Messages the MQTT broker dropped since it started ($SYS/broker/publish/messages/"
+            "dropped, fleet.core.broker_check); NaN while the broker has not told",
+            registry=r,
+        )
+        self.broker_dropped.set(math.nan)
         for reason in reasons:
             self.rejections.labels(reason)
         for kind in kinds:
