@@ -365,9 +365,8 @@ def test_verification_failed_when_the_sio1_does_not_answer(make_board: MakeBoard
 def test_verification_failed_when_the_board_does_not_run_the_new_version(
     make_board: MakeBoard, tmp_path: Path, firmware: Firmware
 ) -> None:
-    """The rig's SIO-1 runs firmware/ whatever was copied: like a board that did not boot the
-    new files."""
-    board = make_board(data_line=True)
+    """A board that did not boot the new files: it answers firmware/'s version."""
+    board = make_board(data_line=True, boots_new_files=False)
     newer = rebuilt_firmware(tmp_path)
     code, out = gateway_flash(
         *("--port", board.path, *IDENTITY, "--firmware", str(newer)),

@@ -12,8 +12,10 @@ Booting follows ``firmware/main.py``: with a ``main.py`` in flash the SIO-1 firm
 host runner :mod:`hil_tests.rig.firmware_host` on a second pty, :attr:`data_path`, when
 ``data_line=True``); Ctrl-C stops it, leaves the ``maintenance`` flag and the watchdog resets
 the board after the firmware's watchdog period; the next boot deletes the flag and stays in
-the REPL. ``machine.reset()`` resets the board the same way (the pty stays: a board whose USB
-serial outlives a reset, so the flasher does not need to find it again).
+the REPL. The firmware answers (IR 1) the version its flash's manifest names, or with
+``boots_new_files=False`` that of ``firmware/`` whatever was copied (a board that did not
+boot its new files). ``machine.reset()`` resets the board the same way (the pty stays: a
+board whose USB serial outlives a reset, so the flasher does not need to find it again).
 
 Fault knobs: ``version`` (say ``(1, 22, 0)``), ``not_micropython`` (a serial device that
 answers ``ERROR`` to everything), ``die_after_bytes`` or :meth:`drop_link_after` (the USB
@@ -57,6 +59,7 @@ class MicroPythonBoard:
         raw_paste: bool = True,
         data_line: bool = False,
         watchdog_s: float | None = None,
+        boots_new_files: bool = True,
     ) -> None:
         flash_dir.mkdir(parents=True, exist_ok=True)
         self.flash_dir = flash_dir
@@ -64,6 +67,7 @@ class MicroPythonBoard:
         self.not_micropython = not_micropython
         self.die_after_bytes = die_after_bytes
         self.raw_paste = raw_paste
+        self.boots_new_files = boots_new_files
         if watchdog_s is None:
             watchdog_s = float(str(_firmware_name("sio_app", "WDT_TIMEOUT_MS"))) / 1000
         self.watchdog_s = watchdog_s
@@ -326,7 +330,7 @@ class MicroPythonBoard:
             self._data.master,
             identity=str(identity),
             state_dir=str(self.flash_dir),
-            version=self.installed_version(),
+            version=self.installed_version() if self.boots_new_files else None,
         )
 
     def installed_version(self) -> tuple[int, int] | None:
