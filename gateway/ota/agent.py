@@ -191,7 +191,7 @@ class OtaAgent:
     async def command(self, command: OtaCommand) -> None:
         if command.id <= self.state.handled:
             return  # the retained copy of a command already acted on
-        if self.busy and self.state.state not in CANCELLABLE:
+        if self.busy and self.state.state not in CANCELLABLE and command.action == "install":
             # flashing, restarting or checking: not taken now, so not marked handled; the
             # fleet sends it again when this gateway's status shows it is still about the
             # older one
