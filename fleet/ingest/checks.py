@@ -60,6 +60,9 @@ BIGINT_MIN = columns.BIGINT_MIN
 _SUSPECT = re.compile(rb"\\[uU][dD][89a-fA-F]|\d{19}|[eE][+-]?\d{3}|NaN|Infinity")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+#: A JSON string (an unterminated one runs to the end), and a bracket.
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*(?:"|\\?$)', re.DOTALL)
+_BRACKETS = re.compile(rb"[\[\]{}]")
 
 
 @dataclass(frozen=True)
@@ -127,26 +130,17 @@ def decode(
 
 def _check_depth(payload: bytes) -> None:
     """``depth`` when brackets nest beyond :data:`MAX_DEPTH` (outside strings), before the
-    parser recurses into them."""
+    parser recurses into them. Strings are cut out by one regular expression, then only the
+    brackets are walked (a telemetry batch is thousands of bytes and a few hundred brackets)."""
     if payload.count(b"[") + payload.count(b"{") <= MAX_DEPTH:
         return
     depth = 0
-    in_string = escaped = False
-    for byte in payload:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):  # [ {
+    for bracket in _BRACKETS.findall(_STRINGS.sub(b"", payload)):
+        if bracket in b"[{":
             depth += 1
             if depth > MAX_DEPTH:
                 raise Rejected("depth", f"JSON nested deeper than {MAX_DEPTH} levels")
-        elif byte in (0x5D, 0x7D):
+        else:
             depth -= 1
 
 
@@ -194,7 +188,13 @@ def _check_text(value: str, where: str) -> None:
 
 
 def _check_names(message: wire.Payload) -> None:
-    """``text`` for a control character in a name a page shows or a URL carries."""
+    """``text`` for a control character in a name a page shows or a URL carries (the names
+    of a telemetry batch first searched all at once: thousands of readings name a few
+    devices and points)."""
+    if isinstance(message, wire.TelemetryBatch):
+        names = {r.d for r in message.readings} | {r.p for r in message.readings}
+        if not _CONTROL.search("".join(names)):
+            return
     for what, name in _names(message):
         found = _CONTROL.search(name)
         if found:

@@ -86,6 +86,11 @@ def sequence(seq: int, what: str) -> int:
 
 def number(value: wire.Scalar) -> float | None:
     """A reading's value for plots: numbers and booleans as floats, anything else None."""
+    kind = type(value)
+    if kind is float:
+        return value  # type: ignore[return-value]
+    if kind is str or value is None:
+        return None
     if isinstance(value, bool | int | float):
         try:
             return float(value)

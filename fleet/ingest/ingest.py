@@ -48,7 +48,7 @@ from fleet.ingest.pointmaps import StoredPointMaps, load_map, store_map
 from fleet.ingest.rejections import RejectionLog, store_rejection
 from fleet.ingest.sequences import Batch
 from fleet.ingest.writer import Writer
-from fleet.models import Gateway, Site, utcnow
+from fleet.models import BatchKind, Gateway, Site, utcnow
 from gateway import wire
 from gateway.wire import compact
 
@@ -60,6 +60,8 @@ RETRIES_REFUSED = 3
 #: outside ingest's gateway order) is run again this many times.
 RETRIES_CONFLICT = 5
 _CONFLICTS = frozenset({"40001", "40P01"})  # serialization failure, deadlock detected
+#: The kinds whose batches are numbered.
+_NUMBERED = {wire.Kind.TELEMETRY: BatchKind.TELEMETRY, wire.Kind.EVENTS: BatchKind.EVENTS}
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,7 @@ class Ingest:
         self._rejected: Counter[str] = Counter()
         self._duplicates = 0
         self._gaps_opened = 0
+        self._transactions = 0
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -153,6 +156,7 @@ class Ingest:
             "rejected": dict(self._rejected),
             "duplicates": self._duplicates,
             "gaps_opened": self._gaps_opened,
+            "transactions": self._transactions,  # lists of messages stored together
         }
 
     async def handle(self, topic: str, payload: bytes) -> Outcome:
@@ -198,6 +202,7 @@ class Ingest:
         if not messages:
             return []
         async with self._lock:
+            self._transactions += 1
             started = time.perf_counter()
             results = await self._store_all(list(messages))
             write_s = time.perf_counter() - started
@@ -279,6 +284,10 @@ class Ingest:
                 if await lock_gateways(session, set(gateways.values())):
                     raise _Again
                 writer = Writer(session, utcnow(), self._known, self.limits)
+                for kind, numbered in _NUMBERED.items():
+                    ids = {gateways[(m.site, m.gateway)] for m in messages if m.kind is kind}
+                    if len(ids) > 1:
+                        await writer.sequences.prefetch(ids, numbered)
                 batches = []
                 for index, message in enumerate(messages):
                     gateway_id = gateways[(message.site, message.gateway)]

@@ -18,27 +18,34 @@ is a duplicate. A number more than ``max_step`` beyond the highest stored is ref
 Everything is read from the database, inside the batch's transaction, with the gateway's
 writers serialised (:func:`fleet.ingest.locks.lock_gateways`): any number of fleet workers
 may receive a gateway's batches in any order. The current epoch and highest number are read
-once per transaction and kind, then kept up to date by this transaction's own batches (no
-other writer can move them while the lock is held).
+once per transaction and kind (for all its gateways at once: :meth:`Sequences.prefetch`),
+then kept up to date by this transaction's own batches (no other writer can move them while
+the lock is held). A number beyond the highest of a numbering that never restarted needs no
+statement to be decided; such numbers are recorded together (:meth:`Sequences.flush`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from fleet.errors import Rejected
+from fleet.ingest import bulk
 from fleet.ingest.upsert import upsert
-from fleet.models import BatchKind, Gap, Gateway, ReceivedBatch
+from fleet.models import Base, BatchKind, Gap, Gateway, ReceivedBatch
 
 log = logging.getLogger(__name__)
 #: A batch number at most this far beyond the highest stored one (a number near 2**63 would
 #: open a gap nobody could ever fill); configured by fleet.ingest.checks.Limits.
 MAX_STEP = 1_000_000
+RECEIVED = Base.metadata.tables[ReceivedBatch.__tablename__]
+RECEIVED_COLUMNS = ("gateway_id", "kind", "epoch", "seq", "received_at", "sent_at", "size")
 
 
 @dataclass
@@ -59,6 +66,8 @@ class Sequences:
         #: (gateway id, kind) -> (current epoch, highest number in it), as this transaction
         #: read and moved it
         self._current: dict[tuple[int, str], tuple[int, int]] = {}
+        #: batch numbers to record (:meth:`flush`)
+        self._new: list[tuple[int, str, int, int, datetime, datetime, int]] = []
 
     async def receive(
         self, gateway_id: int, kind: BatchKind, seq: int, sent_at: datetime, size: int
@@ -66,6 +75,13 @@ class Sequences:
         """Record batch ``seq``; a duplicate, or the gaps it opened, or the gap it filled; or
         the first of a restarted numbering (the next epoch)."""
         epoch, highest = await self.current(gateway_id, kind)
+        if epoch == 0 and highest < seq <= highest + self.max_step:
+            # The common case, decided without a statement: a number beyond the highest of
+            # a numbering that never restarted (no older epoch it could be a replay of). It
+            # is recorded with the others at the end (:meth:`flush`).
+            self._new.append((gateway_id, kind.value, 0, seq, self.now, sent_at, size))
+            return self._moved(gateway_id, kind, 0, highest, seq)
+        await self.flush()  # what follows reads the recorded numbers
         if epoch > 0 and await self.replayed(gateway_id, kind, seq, sent_at, size):
             return Batch(duplicate=True)
         if seq > highest + self.max_step:
@@ -89,6 +105,14 @@ class Sequences:
                 return Batch(duplicate=True)
             epoch, highest = await self.restart(gateway_id, kind, epoch, seq), 0
             await self.insert(gateway_id, kind, epoch, seq, sent_at, size)
+        batch = self._moved(gateway_id, kind, epoch, highest, seq)
+        if seq < highest:
+            await self.fill(gateway_id, kind, epoch, seq)
+        return batch
+
+    def _moved(self, gateway_id: int, kind: BatchKind, epoch: int, highest: int, seq: int) -> Batch:
+        """Batch ``seq`` recorded in ``epoch`` whose highest was ``highest``: the gap it
+        opened, if any."""
         self._current[(gateway_id, kind.value)] = (epoch, max(highest, seq))
         if seq > highest + 1:
             self.session.add(
@@ -102,9 +126,41 @@ class Sequences:
                 )
             )
             return Batch(gaps_opened=1)
-        if seq < highest:
-            await self.fill(gateway_id, kind, epoch, seq)
         return Batch()
+
+    async def flush(self) -> None:
+        """Record the numbers decided without a statement (all in one)."""
+        if not self._new:
+            return
+        new, self._new = self._new, []
+        if bulk.postgresql(self.session):
+            await bulk.copy(self.session, RECEIVED, RECEIVED_COLUMNS, new)
+        else:
+            await self.session.execute(
+                insert(RECEIVED), [dict(zip(RECEIVED_COLUMNS, row, strict=True)) for row in new]
+            )
+
+    async def prefetch(self, gateway_ids: Collection[int], kind: BatchKind) -> None:
+        """Read the current epoch and highest number of several gateways in one statement
+        (a transaction of many gateways' batches), as :meth:`current` would one by one."""
+        last, top = aliased(ReceivedBatch), aliased(ReceivedBatch)
+        epoch = (
+            select(func.max(last.epoch))
+            .where(last.gateway_id == Gateway.id, last.kind == kind.value)
+            .correlate(Gateway)
+            .scalar_subquery()
+        )
+        highest = (
+            select(func.max(top.seq))
+            .where(top.gateway_id == Gateway.id, top.kind == kind.value, top.epoch == epoch)
+            .correlate(Gateway)
+            .scalar_subquery()
+        )
+        rows = await self.session.execute(
+            select(Gateway.id, epoch, highest).where(Gateway.id.in_(sorted(gateway_ids)))
+        )
+        for gateway_id, current, seq in rows:
+            self._current.setdefault((gateway_id, kind.value), (current or 0, seq or 0))
 
     async def current(self, gateway_id: int, kind: BatchKind) -> tuple[int, int]:
         """The gateway's current epoch for ``kind`` and the highest number stored in it."""

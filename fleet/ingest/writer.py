@@ -14,17 +14,17 @@ gateways they come from locked first, :mod:`fleet.ingest.locks`).
 
 Every value goes through :mod:`fleet.ingest.columns` first, which refuses what the database
 would (:class:`~fleet.errors.Rejected`, "schema").
-Written for throughput: a telemetry batch costs two statements of its own (its number read
-once per transaction, then recorded); its samples, latest values and last-seen times are
-gathered with those of the transaction's other batches and written at its end
-(:meth:`Writer.flush`): the samples in one ``COPY`` on PostgreSQL (an executemany INSERT on
-SQLite), the latest values in one upsert. Device ids are remembered between transactions
-(:class:`~fleet.ingest.known.Known`).
+Written for throughput: a telemetry batch costs no statement of its own in the common case
+(its devices known, its number beyond the highest of its gateway's numbering, read once per
+transaction: :mod:`fleet.ingest.sequences`); its samples, latest values and last-seen times
+are gathered with those of the transaction's other batches and written at its end
+(:meth:`Writer.flush`): on PostgreSQL the samples in one ``COPY`` and the latest values and
+last readings in one statement each (:mod:`fleet.ingest.bulk`), on SQLite as executemany.
+Device ids are remembered between transactions (:class:`~fleet.ingest.known.Known`).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.expression import ColumnElement
 
 from fleet.errors import Rejected
+from fleet.ingest import bulk
 from fleet.ingest.alarms import Alarms
 from fleet.ingest.checks import Limits
 from fleet.ingest.columns import happened, number, sequence, text, when
@@ -48,6 +49,21 @@ SAMPLES = Base.metadata.tables[Sample.__tablename__]
 LATEST = Base.metadata.tables[LatestValue.__tablename__]
 #: The columns ingest writes of ``samples`` (its id comes from the database).
 SAMPLE_COLUMNS = ("device_id", "point", "at", "value", "num", "quality")
+#: PostgreSQL: the newest readings of many points in one statement, a stored one that is
+#: newer kept (only forward in reading time); the devices' last readings likewise.
+_LATEST_SQL = """
+INSERT INTO latest_values (device_id, point, value, quality, at)
+SELECT * FROM unnest($1::integer[], $2::varchar[], $3::json[], $4::varchar[], $5::timestamptz[])
+ON CONFLICT (device_id, point) DO UPDATE
+SET value = excluded.value, quality = excluded.quality, at = excluded.at
+WHERE latest_values.at < excluded.at
+"""
+_SEEN_SQL = """
+UPDATE devices SET last_seen = seen.at
+FROM unnest($1::integer[], $2::timestamptz[]) AS seen(id, at)
+WHERE devices.id = seen.id
+AND (devices.last_seen IS NULL OR devices.last_seen < seen.at)
+"""
 
 
 class Writer:
@@ -220,15 +236,13 @@ class Writer:
     # -- telemetry -----------------------------------------------------------------------------
 
     async def telemetry(self, gateway_id: int, batch: wire.TelemetryBatch) -> Batch:
-        readings = [
-            (
-                text(r.d, "device"),
-                text(r.p, f"device {r.d!r} point"),
-                r,
-                self.time(r.t, "reading t"),
-            )
-            for r in batch.readings
-        ]
+        # each name and time checked once (a batch's readings share a few of each)
+        devices = {d: text(d, "device") for d in {r.d for r in batch.readings}}
+        points = {
+            (d, p): text(p, f"device {d!r} point") for d, p in {(r.d, r.p) for r in batch.readings}
+        }
+        times = {t: self.time(t, "reading t") for t in {r.t for r in batch.readings}}
+        readings = [(devices[r.d], points[(r.d, r.p)], r, times[r.t]) for r in batch.readings]
         seq = sequence(batch.seq, "seq")
         sent_at = self.time(batch.at, "at")
         ids = await self.devices(gateway_id, {d for d, _, _, _ in readings}, {})
@@ -256,11 +270,56 @@ class Writer:
 
     async def flush(self) -> None:
         """Write what the transaction's telemetry gathered: samples, latest values and the
-        devices' and gateways' ``last_seen``."""
+        devices' and gateways' ``last_seen`` (in the order of their keys: two transactions
+        never wait for each other's rows in a circle)."""
+        session = self.session
+        await self.sequences.flush()
+        latest = sorted(self.latest.values(), key=lambda row: (row["device_id"], row["point"]))
+        seen = sorted(self.devices_seen.items())
+        if bulk.postgresql(session):
+            await self._flush_postgresql(latest, seen)
+        else:
+            await self._flush_sqlalchemy(latest, seen)
+        if self.gateways_seen:
+            await session.execute(
+                update(Gateway)
+                .where(Gateway.id.in_(sorted(self.gateways_seen)))
+                .values(last_seen=self.now)
+            )
+        self.samples, self.latest, self.devices_seen = [], {}, {}
+        self.gateways_seen = set()
+
+    async def _flush_postgresql(
+        self, latest: list[dict[str, Any]], seen: list[tuple[int, datetime]]
+    ) -> None:
+        """COPY for the samples, one statement each for latest values and last readings."""
+        json_text = bulk.json_text
+        if self.samples:
+            rows = [(d, p, at, json_text(v), n, q) for d, p, at, v, n, q in self.samples]
+            await bulk.copy(self.session, SAMPLES, SAMPLE_COLUMNS, rows)
+        driver = await bulk.driver(self.session)
+        if latest:
+            await driver.execute(
+                _LATEST_SQL,
+                [r["device_id"] for r in latest],
+                [r["point"] for r in latest],
+                [json_text(r["value"]) for r in latest],
+                [r["quality"] for r in latest],
+                [r["at"] for r in latest],
+            )
+        if seen:
+            await driver.execute(_SEEN_SQL, [d for d, _ in seen], [at for _, at in seen])
+
+    async def _flush_sqlalchemy(
+        self, latest: list[dict[str, Any]], seen: list[tuple[int, datetime]]
+    ) -> None:
         session = self.session
         if self.samples:
-            await self._insert_samples()
-        if self.latest:
+            await session.execute(
+                insert(SAMPLES),
+                [dict(zip(SAMPLE_COLUMNS, row, strict=True)) for row in self.samples],
+            )
+        if latest:
             statement = upsert(session, LATEST)
             excluded = statement.excluded
             await session.execute(
@@ -273,40 +332,16 @@ class Writer:
                     },
                     where=LATEST.c.at < excluded["at"],  # only forward in reading time
                 ),
-                sorted(self.latest.values(), key=lambda row: (row["device_id"], row["point"])),
+                latest,
             )
-        if self.devices_seen:
+        if seen:
             await session.execute(
                 update(DEVICES)
                 .where(DEVICES.c.id == bindparam("device"))
                 .where(or_(DEVICES.c.last_seen.is_(None), DEVICES.c.last_seen < bindparam("seen")))
                 .values(last_seen=bindparam("seen")),
-                [{"device": d, "seen": at} for d, at in sorted(self.devices_seen.items())],
+                [{"device": d, "seen": at} for d, at in seen],
             )
-        if self.gateways_seen:
-            await session.execute(
-                update(Gateway)
-                .where(Gateway.id.in_(sorted(self.gateways_seen)))
-                .values(last_seen=self.now)
-            )
-        self.samples, self.latest, self.devices_seen = [], {}, {}
-        self.gateways_seen = set()
-
-    async def _insert_samples(self) -> None:
-        """The samples in one COPY on PostgreSQL (its fastest way in), executemany elsewhere."""
-        if self.session.get_bind().dialect.name == "postgresql":
-            connection = await self.session.connection()
-            raw = await connection.get_raw_connection()
-            dumps = json.dumps
-            await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
-                SAMPLES.name,
-                records=[(d, p, at, dumps(v), n, q) for d, p, at, v, n, q in self.samples],
-                columns=SAMPLE_COLUMNS,
-            )
-            return
-        await self.session.execute(
-            insert(SAMPLES), [dict(zip(SAMPLE_COLUMNS, row, strict=True)) for row in self.samples]
-        )
 
     # -- events --------------------------------------------------------------------------------
 
