@@ -6,11 +6,15 @@ out by a stranger, a success ending its name's run, a quiet window ending every 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
-from sqlalchemy import func, select
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import delete, func, select
 
 from fleet.accounts.login_throttle import LoginThrottle
 from fleet.accounts.tables import LoginFailures
@@ -132,3 +136,89 @@ async def test_runs_past_their_window_are_forgotten(fleet_db_url: str) -> None:
         async with b.sessions() as session:
             rows = await session.scalar(select(func.count()).select_from(LoginFailures))
         assert rows == 2  # ada's run and her address's; the flood is gone
+
+
+class OneProcess:
+    """The throttle's rules as one process kept them in memory: the model the shared throttle
+    must behave like, whichever worker each call lands on."""
+
+    def __init__(self, per_name: int, per_address: int, window: float) -> None:
+        self.limits = {"name": per_name, "address": per_address}
+        self.window = window
+        self.runs: dict[tuple[str, str, str], tuple[int, float]] = {}
+
+    def _current(self, key: tuple[str, str, str], now: float) -> tuple[int, float] | None:
+        run = self.runs.get(key)
+        if run is not None and now - run[1] >= self.window:
+            del self.runs[key]
+            return None
+        return run
+
+    def check(self, name: str, address: str, now: float) -> str | None:
+        for key, who in (
+            (("name", name, address), f"for {name} from {address}"),
+            (("address", "", address), f"from {address}"),
+        ):
+            run = self._current(key, now)
+            if run is not None and run[0] >= self.limits[key[0]]:
+                wait = max(1, math.ceil(run[1] + self.window - now))
+                return f"too many failed logins {who}; try again in {wait} s"
+        return None
+
+    def failed(self, name: str, address: str, now: float) -> None:
+        for key in (("name", name, address), ("address", "", address)):
+            run = self._current(key, now)
+            self.runs[key] = (1 if run is None else run[0] + 1, now)
+
+    def succeeded(self, name: str, address: str) -> None:
+        self.runs.pop(("name", name, address), None)
+
+
+STEPS = st.lists(
+    st.tuples(
+        st.sampled_from(["check", "check", "failed", "failed", "failed", "succeeded"]),
+        st.integers(0, 1),  # the worker that handles it
+        st.sampled_from(["ada", "ada", "bob", ""]),
+        st.sampled_from([STRANGER, HOME]),
+        st.sampled_from([0.0, 0.0, 0.5, 30.0, 59.5, 60.0, 60.0, 61.0]),  # time passing before it
+    ),
+    max_size=25,
+)
+
+
+def test_two_workers_behave_like_one_process_whatever_the_calls(fleet_db_url: str) -> None:
+    clock = Clock()
+    with asyncio.Runner() as runner:
+        stack = contextlib.AsyncExitStack()
+        workers = runner.run(
+            stack.enter_async_context(two_workers(fleet_db_url, clock, per_name=2, per_address=3))
+        )
+
+        @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+        @given(STEPS)
+        def check(steps: list[tuple[str, int, str, str, float]]) -> None:
+            model = OneProcess(per_name=2, per_address=3, window=60.0)
+
+            async def run() -> None:
+                async with workers[0].sessions.begin() as session:
+                    await session.execute(delete(LoginFailures))
+                for op, worker, name, address, passing in steps:
+                    clock.now += passing
+                    throttle = workers[worker]
+                    if op == "check":
+                        expected = model.check(name, address, clock.now)
+                        assert await refused(throttle, name, address) == expected
+                    elif op == "failed":
+                        model.failed(name, address, clock.now)
+                        await throttle.failed(name, address)
+                    else:
+                        model.succeeded(name, address)
+                        async with throttle.sessions.begin() as session:
+                            await throttle.succeeded(session, name, address)
+
+            runner.run(run())
+
+        try:
+            check()
+        finally:
+            runner.run(stack.aclose())
