@@ -172,6 +172,12 @@ def test_signed_offline_then_pushed_with_the_signature(
     code, out = fleet("config", "push", "s1/gw-1", str(site_file), "--key", str(tmp_path / "no"))
     assert code == 2
     assert "--key: signing key" in out
+    # the server refuses to start with a key file it cannot use, naming it
+    (tmp_path / "junk.key").write_text("junk")
+    code, out = fleet("serve", "--config-signing-key", str(tmp_path / "junk.key"))
+    assert code == 2
+    assert f"--config-signing-key: the configuration signing key: signing key {tmp_path}" in out
+    assert "not an unencrypted PEM private key" in out
 
 
 async def test_versions_made_on_the_screens_are_signed_with_the_fleets_key(
