@@ -20,6 +20,9 @@ from fleet.releases.store import list_releases
 router = APIRouter(include_in_schema=False)
 #: the version filter's choice for gateways that have not said what they run
 UNKNOWN_CHOICE = "unknown"
+#: the most gateways the list shows (the counts above it cover them all; a site or a version
+#: narrows it): a thousand rows are neither read by a person nor quick to draw
+SHOWN = 100
 
 
 def may_roll_out(person: Person) -> bool:
@@ -46,7 +49,7 @@ async def releases_page(
     """``version``: only the gateways running it (``unknown``: those that have not said);
     empty: every gateway."""
     chosen = None if not version else UNKNOWN if version == UNKNOWN_CHOICE else version
-    fleet = await running_versions(session, site or None, chosen)
+    fleet = await running_versions(session, site or None, chosen, SHOWN)
     found = context(
         person, request, "releases", releases=list(await list_releases(session)),
         fleet=fleet, site=site, version=version, unknown=UNKNOWN_CHOICE,

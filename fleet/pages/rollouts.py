@@ -66,6 +66,36 @@ def explain(reason: str, _: Translate) -> str:
     return reason
 
 
+#: the most gateways of a phase listed one per line (those that need a look first); the
+#: committed ones are listed by name under a fold
+LISTED = 50
+#: the order a phase's gateways are listed in: failures first, then those on their way
+_ORDER = {"failed": 0, "commanded": 1, "pending": 2}
+
+
+@dataclass(frozen=True)
+class PhaseLines:
+    """One phase as its page lists it."""
+
+    phase: service.PhaseView
+    listed: list[service.MemberView]  # failed, updating, waiting and pending: LISTED at most
+    unlisted: int  # how many more of those
+    done: list[str]  # committed, by name
+
+
+def lines(phase: service.PhaseView) -> PhaseLines:
+    looked_at = sorted(
+        (m for m in phase.gateways if m.progress in _ORDER),
+        key=lambda m: (_ORDER[m.progress], not m.waiting, m.gateway),
+    )
+    return PhaseLines(
+        phase=phase,
+        listed=looked_at[:LISTED],
+        unlisted=max(0, len(looked_at) - LISTED),
+        done=[m.gateway for m in phase.gateways if m.progress == "done"],
+    )
+
+
 @router.get("/rollouts")
 async def rollouts_page(request: Request, person: PersonDep, session: SessionDep) -> Response:
     _ = translations(person.language).gettext
@@ -118,6 +148,7 @@ async def rollout_page(
     _ = translations(person.language).gettext
     view = await service.view(session, await service.record_of(session, ref))
     found = context(
-        person, request, "rollouts", rollout=view, explain=lambda reason: explain(reason, _),
+        person, request, "rollouts", rollout=view, phases=[lines(p) for p in view.phases],
+        explain=lambda reason: explain(reason, _),
     )  # fmt: skip
     return screen(request, person.language, "rollouts_show.html", "rollouts_show_live.html", found)

@@ -38,7 +38,8 @@ class RunningVersion:
 
 @dataclass(frozen=True)
 class FleetVersions:
-    gateways: list[RunningVersion]
+    gateways: list[RunningVersion]  # at most the limit asked for
+    matching: int  # how many gateways match the filter in all
     #: how many gateways run each version, the most common first (over the site, if one is
     #: chosen, before the version filter)
     counts: list[tuple[str, int]]
@@ -58,10 +59,13 @@ def _state(status: dict[str, Any] | None) -> tuple[str, float | None, str]:
 
 
 async def running_versions(
-    session: AsyncSession, site: str | None = None, version: str | None = None
+    session: AsyncSession,
+    site: str | None = None,
+    version: str | None = None,
+    limit: int | None = None,
 ) -> FleetVersions:
-    """Every gateway (of ``site``) by site and name; ``version`` keeps those running it
-    (``""`` those whose version is unknown)."""
+    """Every gateway (of ``site``) by site and name, the first ``limit`` of them; ``version``
+    keeps those running it (``""`` those whose version is unknown)."""
     query = (
         select(
             Site.name, Gateway.name, Gateway.online, Gateway.version, GatewayOta.running_version,
@@ -88,8 +92,10 @@ async def running_versions(
         )  # fmt: skip
     counts = Counter(g.version for g in everyone)
     sites = list(await session.scalars(select(Site.name).order_by(Site.name)))
+    matching = [g for g in everyone if version is None or g.version == version]
     return FleetVersions(
-        gateways=[g for g in everyone if version is None or g.version == version],
+        gateways=matching[:limit],
+        matching=len(matching),
         counts=sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])),
         sites=sites,
     )

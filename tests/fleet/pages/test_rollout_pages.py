@@ -16,10 +16,13 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
+from fleet.i18n.catalogue import translations
 from fleet.models import Role
+from fleet.pages.rollouts import LISTED, explain, lines
 from fleet.registry import register_gateway
 from fleet.releases.tables import OtaCommand, Release
 from fleet.rollouts.driver import RolloutDriver
+from fleet.rollouts.service import MemberView, PhaseView
 from fleet.rollouts.tables import RolloutRecord
 from gateway import wire
 from gateway.wire.ota import OtaState, OtaStatus, Running
@@ -231,3 +234,40 @@ async def test_a_rollout_live_in_words_and_how_it_paused_itself(app: FastAPI) ->
 
 
 _FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def test_a_big_phase_lists_what_needs_a_look_first_and_folds_the_committed() -> None:
+    views = [
+        MemberView(gateway=f"s/gw-{i:03d}", phase="rest", progress="commanded") for i in range(60)
+    ]
+    views += [MemberView(gateway="s/late", phase="rest", progress="pending", waiting="offline")]
+    views += [MemberView(gateway="s/bad", phase="rest", progress="failed", reason="failed: disk")]
+    views += [MemberView(gateway=f"s/ok-{i}", phase="rest", progress="done") for i in range(3)]
+    phase = PhaseView(name="rest", counts={}, gateways=views)
+    shown = lines(phase)
+    assert [m.gateway for m in shown.listed[:2]] == ["s/bad", "s/gw-000"]
+    assert len(shown.listed) == LISTED
+    assert shown.unlisted == 62 - LISTED  # the waiting one among them, after those updating
+    assert shown.done == ["s/ok-0", "s/ok-1", "s/ok-2"]
+
+
+@pytest.mark.parametrize(
+    ("reason", "english", "chinese"),
+    [
+        ("phase canary: 2 of 5 failed (allowed 1): s/a, s/b",
+         "phase canary: 2 of 5 failed (1 allowed): s/a, s/b",
+         "阶段 canary：5 个中 2 个失败（允许 1 个）：s/a, s/b"),
+        ("paused by user:olga: holiday", "paused by user:olga: holiday",
+         "由 user:olga 暂停: holiday"),
+        ("aborted by cli:root", "aborted by cli:root", "由 cli:root 中止"),
+        ("timed out after 3600 s (accepted on resume)",
+         "timed out after 3600 s (accepted on resume)", "3600 秒后超时（继续时已接受）"),
+        ("rolled-back: exited at start", "rolled-back: exited at start",
+         "rolled-back: exited at start"),  # a gateway's own sentence, as it sent it
+    ],
+)  # fmt: skip
+def test_the_engines_reasons_in_the_persons_language(
+    reason: str, english: str, chinese: str
+) -> None:
+    assert explain(reason, translations("en").gettext) == english
+    assert explain(reason, translations("zh-Hans").gettext) == chinese
