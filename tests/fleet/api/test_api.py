@@ -23,6 +23,7 @@ from sqlalchemy import event, select
 from fleet.accounts.credentials import digest
 from fleet.errors import LOGIN_FAILED
 from fleet.models import Device, LoginSession, Role, Sample
+from fleet.queries.history import RAW_SPAN
 from fleet.registry import register_gateway
 from gateway import wire
 from tests.fleet.api_client import PASSWORD, add_user, client, fleet_app, login, raised, send, user
@@ -227,8 +228,9 @@ SINCE = datetime(2025, 3, 1, 0, 0, 0, 123457, tzinfo=UTC)
 @st.composite
 def windows(draw: st.DrawFn) -> tuple[int, int, list[tuple[int, float | None]]]:
     """A window of ``span`` µs, a bucket count, and samples (µs after SINCE, number or None
-    for a non-numeric reading), some before and after the window."""
-    span = draw(st.integers(1, 3 * 86_400 * 10**6))
+    for a non-numeric reading), some before and after the window. Up to RAW_SPAN: longer
+    spans read the rollups (tests/fleet/queries/test_history_resolution.py)."""
+    span = draw(st.integers(1, RAW_SPAN // timedelta(microseconds=1)))
     buckets = draw(st.integers(1, 60))
     offset = st.one_of(st.integers(0, span - 1), st.sampled_from([-1, span, span + 7]))
     value = st.one_of(st.none(), st.floats(-1e6, 1e6, allow_nan=False), st.integers(-99, 99))
