@@ -236,6 +236,23 @@ async def test_a_rollout_live_in_words_and_how_it_paused_itself(app: FastAPI) ->
 _FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
+async def test_the_screens_load_only_from_the_fleet_and_an_unknown_rollout_is_a_404(
+    app: FastAPI,
+) -> None:
+    release = await release_id(app, NEW)
+    async with login(app, "olga") as b:
+        await b.post("/api/rollouts", json=spring(release))
+        for path in ("/releases", "/rollouts", "/rollouts/new", "/rollouts/spring"):
+            html = (await b.get(path)).text
+            urls = re.findall(r'(?:src|href)=["\']([^"\']+)', html)
+            assert [u for u in urls if re.match(r"^(https?:)?//", u)] == [], path
+            for asset in (u for u in urls if u.startswith(("/vendor/", "/static/"))):
+                assert (await b.get(asset)).status_code == 200, asset
+        missing = await b.get("/rollouts/autumn")
+        assert missing.status_code == 404
+        assert "no rollout 'autumn'" in missing.text
+
+
 def test_a_big_phase_lists_what_needs_a_look_first_and_folds_the_committed() -> None:
     views = [
         MemberView(gateway=f"s/gw-{i:03d}", phase="rest", progress="commanded") for i in range(60)
