@@ -115,8 +115,8 @@ class RolloutDriver:
             assert release is not None  # RESTRICT: a release with rollouts is never deleted
             decisions = engine.Engine(engine.from_json(record.state))
             gateways = await selected(session, Selection(**record.selection))
-            rows = await _gateways(session, gateways)
-            await _feed_reports(session, decisions, rows, release)
+            ids = await _gateway_ids(session, gateways)
+            await _feed_reports(session, decisions, ids, release)
             now = utcnow()
             targets = await sites_of(session, gateways, release, now)
             was = decisions.rollout.status
@@ -124,8 +124,10 @@ class RolloutDriver:
             if not await _claim(session, record):
                 return []  # an operator's action came in since it was read: decide again
             publishes = []
+            rows = await _gateway_rows(session, [ids[c.gateway][1] for c in commands])
             for command in commands:
-                site, gateway = rows[command.gateway]
+                site, gateway_id = ids[command.gateway]
+                gateway = rows[gateway_id]
                 sent = await command_release(
                     session, f"rollout:{record.name}", gateway, release, record.base_url
                 )
@@ -155,31 +157,38 @@ def waking(route: Route, driver: Callable[[], RolloutDriver | None]) -> Route:
     return route_
 
 
-async def _gateways(
+async def _gateway_ids(
     session: AsyncSession, selected_: list[tuple[str, str]]
-) -> dict[str, tuple[str, Gateway]]:
-    """The selected gateways (site, row) by label, in one query."""
+) -> dict[str, tuple[str, int]]:
+    """The selected gateways (site, gateway id) by label, in one query of two columns."""
     wanted = {label(s, g) for s, g in selected_}
-    rows = await session.execute(select(Site.name, Gateway).join(Gateway.site))
+    rows = await session.execute(select(Site.name, Gateway.name, Gateway.id).join(Gateway.site))
     return {
-        label(site, gateway.name): (site, gateway)
-        for site, gateway in rows
-        if label(site, gateway.name) in wanted
+        label(site, name): (site, gateway_id)
+        for site, name, gateway_id in rows
+        if label(site, name) in wanted
     }
+
+
+async def _gateway_rows(session: AsyncSession, ids: list[int]) -> dict[int, Gateway]:
+    """The gateways about to be commanded, by id (one query; none when nobody is)."""
+    if not ids:
+        return {}
+    return {g.id: g for g in await session.scalars(select(Gateway).where(Gateway.id.in_(ids)))}
 
 
 async def _feed_reports(
     session: AsyncSession,
     decisions: engine.Engine,
-    rows: dict[str, tuple[str, Gateway]],
+    ids: dict[str, tuple[str, int]],
     release: Release,
 ) -> None:
     """Every commanded gateway's latest command for this release, as its OTA status left
     it, into the engine (two queries, whatever the number of gateways)."""
     commanded = {
-        rows[m.gateway][1].id: m.gateway
+        ids[m.gateway][1]: m.gateway
         for m in decisions.rollout.members.values()
-        if m.progress is engine.Progress.COMMANDED and m.gateway in rows
+        if m.progress is engine.Progress.COMMANDED and m.gateway in ids
     }
     if not commanded:
         return
