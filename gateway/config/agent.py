@@ -104,7 +104,8 @@ class ConfigAgent:
         self._trusted = trusted or (lambda: TrustedKeys.load(keys_dir))
         self._said_unsigned = False
         gateway.before_uplink.append(self._register)
-        self._latest: DesiredConfig | None = None
+        #: offers not handled yet, by (version, hash): the newest is handled next
+        self._offers: dict[tuple[int, str], DesiredConfig] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         #: every report made, in order (the last one is the standing report)
@@ -202,9 +203,13 @@ class ConfigAgent:
         await uplink.inbox.send(wire.Kind.CONFIG_REQUEST, wire.encode(request))
 
     def offer(self, desired: DesiredConfig) -> None:
-        """Handle ``desired`` next (a newer offer replaces one not started yet)."""
-        if self._latest is None or desired.version >= self._latest.version:
-            self._latest = desired
+        """Handle ``desired`` next, unless a newer offer comes before it starts. Older offers
+        are dropped once a newer one is handled — unless that one is refused for its
+        signature: then the next newest is tried, so a forged offer cannot push a real one
+        out."""
+        self._offers[(desired.version, desired.sha256)] = desired
+        for key in sorted(self._offers)[:-MAX_OFFERS]:
+            del self._offers[key]
         self.idle.clear()
         self._wake.set()
 
@@ -214,14 +219,15 @@ class ConfigAgent:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            desired, self._latest = self._latest, None
-            if desired is not None:
+            while self._offers:
+                desired = self._offers.pop(max(self._offers))
                 try:
                     await self._handle(desired)
                 except Exception:
                     log.exception("configuration: version %d failed", desired.version)
-            if self._latest is None:
-                self.idle.set()
+                if not (self.report.about == desired.version and _forged(self.report)):
+                    self._offers = {k: v for k, v in self._offers.items() if k[0] > desired.version}
+            self.idle.set()
 
     async def _handle(self, desired: DesiredConfig) -> None:
         if (desired.version, desired.sha256) == (self.running.version, self.running.sha256):
@@ -376,18 +382,21 @@ class ConfigAgent:
             await uplink.inbox.report(wire.Kind.CONFIG_REPORTED, wire.encode(report))
 
 
+def _forged(report: ReportedConfig) -> bool:
+    """The report refuses the signature of the version it is about."""
+    return report.status == "rejected" and any(
+        m.startswith(SIGNATURE_REFUSED) for m in report.messages[:1]
+    )
+
+
 def _authentic_about(report: ReportedConfig) -> int:
     """The version a report is about, unless it refused that version's signature (0)."""
-    if (
-        report.status == "rejected"
-        and report.messages[:1] != []
-        and (report.messages[0].startswith(SIGNATURE_REFUSED))
-    ):
-        return 0
-    return report.about or 0
+    return 0 if _forged(report) else report.about or 0
 
 
 SIGNATURE_REFUSED = "signature: "
+#: desired versions kept waiting while one is handled (the newest ones)
+MAX_OFFERS = 8
 
 
 def _refusal(exc: SignatureError) -> str:

@@ -7,6 +7,7 @@ validator, the trusted keys directory and the agent are the real ones."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from pathlib import Path
@@ -209,3 +210,38 @@ def test_a_signature_is_good_for_one_gateway_version_and_document_only(
         assert signed_statement(*a) != signed_statement(*b)
         with pytest.raises(SignatureError):
             trusted.verify(signed_statement(*b), signature)
+
+
+async def test_a_forged_offer_arriving_with_a_real_one_does_not_push_it_out(
+    tmp_path: Path,
+) -> None:
+    rig = Rig(tmp_path)
+    key, stranger = SigningKey.generate(), SigningKey.generate()
+    rig.trust(key)
+    gate, watching = asyncio.Event(), asyncio.Event()
+
+    async def watch(new: object, *_: object) -> Verdict:
+        if not watching.is_set():
+            watching.set()
+            await gate.wait()  # version 1 is in its health window while the others arrive
+        return HEALTHY
+
+    rig.agent._watch = watch
+    await rig.agent.__aenter__()
+    try:
+        one, three = document(1), document(3)
+        rig.agent.offer(offer(one, 1, signed(key, one, 1)))
+        await watching.wait()
+        rig.agent.offer(offer(three, 3, signed(key, three, 3)))
+        forged = document(99)
+        rig.agent.offer(offer(forged, 99, signed(stranger, forged, 99)))
+        also = three.replace('host = "127.0.0.1"', 'host = "10.6.6.6"')  # same number
+        rig.agent.offer(offer(also, 3, signed(key, three, 3)))
+        gate.set()
+        await rig.agent.idle.wait()
+        refused = [r.about for r in rig.agent.reports if r.status == "rejected"]
+        assert 99 in refused
+        assert (rig.agent.report.status, rig.agent.report.version) == ("applied", 3)
+        assert rig.site_file.read_text() == three
+    finally:
+        await rig.agent.__aexit__(None, None, None)
