@@ -22,7 +22,9 @@ answer to the gateway's ``config/request``):
    reason. If the process dies in steps 3–4, it restarts on the old site file and reports
    ``rolled back`` (:meth:`ConfigAgent.started`).
 
-Only the newest desired version is kept while one is being applied; it is handled next.
+While one is being applied, the desired versions that arrive wait; the newest is handled
+next and the older ones dropped — unless the newest is refused for its signature, when the
+next newest is tried (a forged offer cannot push a real one out).
 Parsing and the state directory's writes (each fsync'd) run in a background thread, so the
 control loop never waits on the disk.
 """
