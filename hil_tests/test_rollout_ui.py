@@ -179,10 +179,13 @@ def test_an_operator_previews_starts_pauses_resumes_and_aborts_a_rollout(
             page.get_by_role("button", name="Preview").click()
             expect(page.locator("#notice")).to_contain_text("No preview: name: String should match")
             page.locator("#ro-name").fill(name)
+            page.locator("#phase-0-gateways").fill("estate/gw-3")  # a hand-picked canary
+            page.get_by_role("button", name="Add a phase").click()  # left empty: left out
+            expect(page.locator("[data-phase-row]")).to_have_count(4)
             page.get_by_role("button", name="Preview").click()
             preview = page.locator("#preview")
             expect(preview.locator('li[data-phase="canary"]')).to_have_text(
-                "canary: 1 gateway estate/gw-0"
+                "canary: 1 gateway estate/gw-3"
             )
             expect(preview.locator('li[data-phase="half"]')).to_contain_text("half: 3 gateways")
             expect(preview.locator('li[data-phase="rest"]')).to_contain_text("rest: 2 gateways")
@@ -194,11 +197,11 @@ def test_an_operator_previews_starts_pauses_resumes_and_aborts_a_rollout(
             expect(page).to_have_url(re.compile(r"/rollouts/\d+$"))
             status = page.locator("#rollout .ro-status")
             expect(status).to_have_text("running")
-            canary = page.locator('li[data-gateway="estate/gw-0"]')
+            canary = page.locator('li[data-gateway="estate/gw-3"]')
             expect(canary).to_contain_text("pending")
             assert step(fleet) == 0  # outside the window: nothing is sent, the page says why
             expect(canary).to_have_text(
-                "estate/gw-0 waiting: outside its site's maintenance window"
+                "estate/gw-3 waiting: outside its site's maintenance window"
             )
             reopened = page.request.put(
                 f"/api/sites/{SITE}/maintenance-window", data={"maintenance_window": ""}
@@ -206,7 +209,7 @@ def test_an_operator_previews_starts_pauses_resumes_and_aborts_a_rollout(
             assert reopened.ok, reopened.text()
             assert step(fleet) == 1  # the driver commands the canary; the page follows
             expect(canary).to_contain_text("command sent")
-            running(fleet, "gw-0", OtaState.DOWNLOADING, command=last_command(fleet), progress=0.4)
+            running(fleet, "gw-3", OtaState.DOWNLOADING, command=last_command(fleet), progress=0.4)
             expect(canary).to_contain_text("downloading 40 %")
 
             page.get_by_text("Pause…").click()
@@ -230,7 +233,7 @@ def test_an_operator_previews_starts_pauses_resumes_and_aborts_a_rollout(
             page.get_by_role("button", name="Abort the rollout").click()
             expect(status).to_have_text("aborted")
             expect(page.locator("#notice")).to_contain_text(
-                "Could not send back: estate/gw-0: no release (unknown) to go back to"
+                "Could not send back: estate/gw-3: no release (unknown) to go back to"
             )
             expect(page.locator("#actions")).to_have_count(0)
 
