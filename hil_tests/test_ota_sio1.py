@@ -10,10 +10,12 @@ on that data channel.
 One update, release 0.2.0 carrying firmware 1.2 for a board on 1.1. The agent is stopped at
 each step by its test seam (``DOORSTEP_OTA_TEST_PAUSE``, gateway/ota/pause.py) and the
 gateway's whole process group is killed there with SIGKILL: downloading, verifying, installing,
-flashing, switching (the state file says the new slot, the link not yet), the health window
-and the commit. Each start after a kill finishes the step or goes on from it; the update ends
-committed, the board holds and answers 1.2, the gateway reports it, and the board was never
-seen with an output on while not CLAIMED by a running firmware.
+flashing (and again as soon as the copy has stopped the board's firmware: the board is left
+in maintenance, relays off, and the next start finishes the copy at once), switching (the
+state file says the new slot, the link not yet), the health window and the commit. Each
+start after a kill finishes the step or goes on from it; the update ends committed, the
+board holds and answers 1.2, the gateway reports it, and the board was never seen with an
+output on while not CLAIMED by a running firmware.
 """
 
 from __future__ import annotations
@@ -151,6 +153,9 @@ async def test_a_newer_sio1_firmware_installs_through_kill_9_at_every_step(
                     )  # fmt: skip
                     reached.unlink()
                     supervisor.kill()
+                    if step == "flashing":  # and once more as soon as the copy stops the board
+                        await until(lambda: not seen[-1][0], 60, "the copy begins", log)
+                        supervisor.kill()
                 await until(
                     lambda: any(
                         s["state"] == "committed" and s["release"] == "0.2.0"
@@ -175,7 +180,7 @@ async def test_a_newer_sio1_firmware_installs_through_kill_9_at_every_step(
     states = [s["state"] for s in statuses(rec) if s["release"] == "0.2.0"]
     for step in ("downloading", "verifying", "installing", "flashing", "restarting", "checking"):
         assert step in states, (step, states)
-    assert supervisor.starts == 1 + len(KILLS)
+    assert supervisor.starts == 2 + len(KILLS)  # the kills, one of them in the copy
     # the board stayed safe: never an output on without a claim of a running firmware
     unsafe = {s for s in seen if s[2] and (not s[0] or s[1] != "CLAIMED")}
     assert not unsafe, unsafe

@@ -352,7 +352,8 @@ class OtaAgent:
             return False
         results, touched = [], False
         for sio in boards:
-            running = await self._board_version(sio.device, READ_WITHIN_S)
+            # a board whose copy a restart interrupted may be in maintenance, silent
+            running = await self._board_version(sio.device, 2.0 if finish else READ_WITHIN_S)
             result: Sio1Firmware
             if running == carried and not finish:
                 result = Sio1Firmware(
