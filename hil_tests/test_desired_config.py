@@ -15,15 +15,16 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiomqtt
 import pytest
 
-from gateway import wire
+from gateway import priority, wire
 from gateway.bus.config import TcpBus
 from gateway.config.agent import ConfigAgent
 from gateway.control.alarms import read_journal
@@ -93,8 +94,24 @@ def without_device(text: str, name: str) -> str:
     return "\n[[".join(b for b in blocks if not b.startswith(f'devices]]\nname = "{name}"'))
 
 
+@pytest.fixture
+def control_priority(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """This test's thread (the rig's and the gateway's event loop) at the priority `gateway
+    run` gives its loop's thread, as on a Pi; put back afterwards."""
+    me = threading.get_native_id()
+    policy, param = os.sched_getscheduler(me), os.sched_getparam(me)
+    nice = os.getpriority(os.PRIO_PROCESS, me)
+    monkeypatch.setattr(priority, "_granted", None)  # background threads: as before, after
+    granted = priority.raise_control_priority()
+    try:
+        yield granted.policy
+    finally:
+        os.sched_setscheduler(me, policy, param)
+        os.setpriority(os.PRIO_PROCESS, me, nice)
+
+
 async def test_apply_in_place_keeps_the_loop_on_time_and_the_sio_claimed_and_rolls_back_a_bad_port(
-    tmp_path: Path,
+    tmp_path: Path, control_priority: str
 ) -> None:
     async with simulated() as (sim, base):
         small = without_device(base, "charger-4")
