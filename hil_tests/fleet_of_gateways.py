@@ -266,7 +266,7 @@ class GatewayFleet:
                  "--port", str(self.fleet_port), "--public-url", self.url],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )  # fmt: skip
-        _wait(self._fleet_answers, 60, "the fleet's HTTP port", self.fleet_log)
+        _wait(self._fleet_answers, 180, "the fleet's HTTP port", self.fleet_log)
 
     def stop_fleet(self) -> None:
         """SIGTERM, as ``systemctl stop`` sends."""

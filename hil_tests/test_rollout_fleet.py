@@ -159,12 +159,16 @@ def test_a_release_that_crashes_at_start_rolls_back_on_the_canaries_and_pauses(
     )  # fmt: skip
     canaries = {label(0), label(1)}
 
-    def rolled_back() -> bool:
+    def rolled_back() -> bool:  # and the rollout, on that evidence, paused
         shown = fleet.versions()
-        return all(shown[g].ota_state == "rolled-back" for g in canaries)
+        back = all(shown[g].ota_state == "rolled-back" for g in canaries)
+        return back and fleet.rollout("crash").status == "paused"
 
     fleet.until(
-        rolled_back, within(2) + 60, "both canaries rolled back", lambda: explain(fleet, "crash")
+        rolled_back,
+        within(2) + 60,
+        "both canaries rolled back, the rollout paused",
+        lambda: explain(fleet, "crash"),
     )
     view = fleet.rollout("crash")
     assert view.status == "paused"
