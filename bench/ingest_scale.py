@@ -129,7 +129,7 @@ async def measure(url: str, broker: BrokerUrl, args: argparse.Namespace) -> dict
     return {
         "points_per_s": points / elapsed,
         "points_per_cpu_s": points / cpu,
-        "messages_per_transaction": stats["accepted"]["telemetry"] / stats["transactions"],
+        "messages_per_transaction": stats["accepted"]["telemetry"] / ingest.transactions,
         "load_1min": load,
     }
 

@@ -156,8 +156,13 @@ class Ingest:
             "rejected": dict(self._rejected),
             "duplicates": self._duplicates,
             "gaps_opened": self._gaps_opened,
-            "transactions": self._transactions,  # lists of messages stored together
         }
+
+    @property
+    def transactions(self) -> int:
+        """How many lists of messages were stored together (each one transaction, tried
+        again without a refused message)."""
+        return self._transactions
 
     async def handle(self, topic: str, payload: bytes) -> Outcome:
         """Store one MQTT message; never raises for bad input: rejects it with a counted,
