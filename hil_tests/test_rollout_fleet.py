@@ -78,6 +78,13 @@ def phase_of(fleet: GatewayFleet, name: str, phase: str) -> dict[str, str]:
     return {m.gateway: f"{m.progress} {m.waiting}".strip() for m in shown.gateways}
 
 
+def downloaded(fleet: GatewayFleet, name: str, phase: str) -> bool:
+    """Every commanded member of the phase has its bundle (its update is further on)."""
+    [shown] = [p for p in fleet.rollout(name).phases if p.name == phase]
+    states = [m.ota_state for m in shown.gateways if m.progress == "commanded"]
+    return all(s not in (None, "", "idle", "downloading") for s in states)
+
+
 def explain(fleet: GatewayFleet, name: str) -> str:
     view = fleet.rollout(name)
     lines = [f"rollout {name}: {view.status} {view.reason!r} phase {view.phase} {view.counts}"]
@@ -113,10 +120,15 @@ def test_a_good_release_reaches_all_held_by_an_interlock_and_across_a_fleet_rest
         lambda: fleet.rollout("good").phase == "first", within(2), "the canaries committed",
         lambda: explain(fleet, "good"),
     )  # fmt: skip
-    # the fleet process stops while the first batch installs, and starts again
+    # the fleet process stops while the first batch installs, and starts again (once every
+    # download is done: a download retries for some 20 s, then the update fails, which is
+    # how a longer outage of the fleet's HTTP server ends)
+    fleet.until(
+        lambda: downloaded(fleet, "good", "first"), within(first), "the first batch downloaded",
+        lambda: explain(fleet, "good"),
+    )  # fmt: skip
     assert "commanded" in phase_of(fleet, "good", "first").values()
     fleet.stop_fleet()
-    time.sleep(3.0)
     fleet.start_fleet()
     held = label(HELD)
     fleet.until(
