@@ -80,6 +80,8 @@ KNOWN: dict[tuple[str, str], dict[int, str]] = {
     ("GET", "/api/releases/{release_id}/bundle"): {403: "the token does not open this release"},
     ("POST", "/api/rollouts"): {404: "no such release"},
     ("POST", "/api/rollouts/preview"): {404: "no such release"},
+    ("POST", "/api/config/bulk"): {404: "a selected gateway is not known"},
+    ("POST", "/api/config/bulk/preview"): {404: "a selected gateway is not known"},
     ("POST", CONFIG + "/versions"): {409: UNCONFIRMED},
     ("POST", CONFIG + "/revert"): {409: UNCONFIRMED},
 }
