@@ -25,7 +25,7 @@ second or two. Measured on the two-core development machine, shared with other w
 average 3 to 16 during the run): 50 gateways started in 25-41 s, the whole module took
 5.5 min, 4.4 min of it the good release's 50 updates. That is over the 4 minutes the suite
 allows a HIL module; on a machine doing nothing else it is expected near it, and
-``DOORSTEP_HIL_ROLLOUT_GATEWAYS=30`` keeps it well within.
+``DOORSTEP_HIL_ROLLOUT_GATEWAYS=30`` should keep it within (not measured).
 """
 
 from __future__ import annotations
