@@ -108,12 +108,12 @@ def create_app(settings: Settings) -> FastAPI:
                 )
                 repair = GapRepair(app.state.sessions, lambda: app.state.outbound)
                 repairing = tasks.create_task(repair.run(), name="gap-repair")
-                watch = DropWatch(broker, app.state.ingest.metrics)  # does the broker drop?
-                watching = tasks.create_task(watch.run(f"{client_id}-check"), name="broker")
                 app.state.timeseries = TimeseriesJobs.from_settings(app.state.sessions, settings)
                 keeping = tasks.create_task(  # partitions, rollups, retention: in one worker
                     run_singleton(engine, "timeseries", app.state.timeseries.run), name="history"
                 )
+                watch = DropWatch(broker, app.state.ingest.metrics)  # does the broker drop?
+                watching = tasks.create_task(watch.run(f"{client_id}-check"), name="broker")
                 ingesting = tasks.create_task(
                     run_ingest(
                         app.state.ingest,
@@ -132,8 +132,8 @@ def create_app(settings: Settings) -> FastAPI:
                     delivering.cancel()
                     rolling.cancel()
                     repairing.cancel()
-                    watching.cancel()
                     keeping.cancel()
+                    watching.cancel()
 
     app = FastAPI(
         title="Doorstep fleet manager",
