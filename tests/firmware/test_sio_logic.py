@@ -440,6 +440,7 @@ class SioStateMachine(RuleBasedStateMachine):
         self.fw = sio_app.Firmware(self.board, UNIT, debounce_ms=0)
         self.state = R.BOOT_SAFE
         self.timeout = R.TIMEOUT_DEFAULT_MS
+        self.timeout_set_at = 0
         self.last_beat = 0
         self.hold_until: int | None = None
         self.trips = 0
@@ -474,6 +475,7 @@ class SioStateMachine(RuleBasedStateMachine):
             self.hold_until = self.t + value * 1000
         elif address == R.HR_WATCHDOG_TIMEOUT:
             self.timeout = value
+            self.timeout_set_at = self.t  # a shorter timeout may end at once
         elif address == R.HR_CLAIM and self.state != R.CLAIMED:
             self.state = R.CLAIMED
             self.last_beat = self.t
@@ -576,13 +578,16 @@ class SioStateMachine(RuleBasedStateMachine):
         before = self.fw.ctl.state
         self.fw.step()
         if trip:
-            # The previous pass was < timeout after the beat: this one is within timeout + tick.
+            # The previous pass was < timeout after the beat (or the timeout was shortened to
+            # one already over): this one is within a tick of that.
             assert before == R.CLAIMED
-            assert self.t <= deadline + TICK, (holding, self.t, deadline)
+            assert self.t <= max(deadline, self.timeout_set_at) + TICK, (holding, self.t, deadline)
             self.state = R.FAILSAFE
             self.hold_until = None
             self.trips += 1
-        if fault:
+        if fault and not trip:
+            # A trip in the same pass drives every relay off first; a feedback that still
+            # disagrees then is judged in the next pass.
             self.state = R.FAULT
             self.hold_until = None
         if self.fw.ctl.state != before and self.fw.ctl.state != R.CLAIMED:
