@@ -12,10 +12,12 @@ request can demote or disable them (409, the last admin).
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import aiosqlite
 import pytest
 import requests
 import schemathesis
@@ -82,6 +84,24 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastAPI]:
     releases = tmp_path_factory.mktemp("releases")
     yield create_app(Settings(database_url=database_url, ingest=False, releases_dir=releases))
     asgi.shutdown_lifespans()  # the app's lifespan (its database) ends with the module
+    _collect_abandoned_connections()
+
+
+def _collect_abandoned_connections() -> None:
+    """Known and open: in the admin run, a connection checked out by a request that
+    schemathesis' ASGI portal abandons (after POST /api/logout) never returns to the pool and
+    stays referenced until the interpreter exits, where aiosqlite warns. Stop such
+    connections here (aiosqlite's own ``stop``: the database file closed in its thread), at
+    most the known one or two, so the warning neither fails the session nor hides a new leak."""
+    gc.collect()
+    left = [
+        o for o in gc.get_objects()
+        if isinstance(o, aiosqlite.Connection) and o._connection is not None
+    ]  # fmt: skip
+    assert len(left) <= 2, f"more connections abandoned than the known one: {len(left)}"
+    for connection in left:
+        connection.stop()
+        connection._thread.join(timeout=5)
 
 
 class Admin:
