@@ -56,7 +56,8 @@ from gateway.ota.bundle import Expectation, open_bundle, this_platform, this_pyt
 from gateway.ota.download import check_space, download
 from gateway.ota.launcher import SLOT_ENV
 from gateway.ota.pause import checkpoint
-from gateway.ota.state import UpdateState, load, ota_dir, other, save, write_atomic
+from gateway.ota.state import UpdateState, load, ota_dir, other, save
+from gateway.state_files import write_atomic
 from gateway.trust import TrustedKeys
 from gateway.wire.ota import FINAL, OtaCommand, OtaState, OtaStatus, Running, Sio1Firmware
 

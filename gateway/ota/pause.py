@@ -17,7 +17,7 @@ import logging
 import os
 from pathlib import Path
 
-from gateway.ota.state import write_atomic
+from gateway.state_files import write_atomic
 
 ENV = "DOORSTEP_OTA_TEST_PAUSE"
 STEPS = (

@@ -21,7 +21,8 @@ import sysconfig
 from pathlib import Path
 
 from gateway.errors import OtaError
-from gateway.ota.state import SlotName, ota_dir, sync_dir
+from gateway.ota.state import SlotName, ota_dir
+from gateway.state_files import sync_dir
 
 CURRENT = "current"
 

@@ -10,13 +10,13 @@ started it without a commit, and the update's last reported state.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.errors import OtaError
+from gateway.state_files import write_atomic
 from gateway.wire.ota import Sio1Firmware
 
 SlotName = Literal["a", "b"]
@@ -66,23 +66,3 @@ def load(state_dir: Path) -> UpdateState:
 
 def save(state_dir: Path, state: UpdateState) -> None:
     write_atomic(ota_dir(state_dir) / STATE_FILE, json.dumps(state.model_dump(), indent=1).encode())
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    sync_dir(path.parent)
-
-
-def sync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
