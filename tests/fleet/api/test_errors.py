@@ -18,7 +18,9 @@ from fleet.errors import (
     Failed,
     FleetError,
     LoginFailed,
+    PointMapNotSeen,
     Rejected,
+    RetentionError,
     TooManyLogins,
     UserNotFound,
 )
@@ -30,7 +32,9 @@ NOT_FROM_REQUESTS = {
     DatabaseUrlError,
     BrokerUrlError,
     EmbeddedBrokerError,
+    RetentionError,
     Rejected,
+    PointMapNotSeen,
     Failed,
     BadInput,
 }
@@ -47,6 +51,8 @@ def an(kind: type[FleetError]) -> FleetError:
         return TooManyLogins("too many failed logins", retry_after=7)
     if kind is Rejected:
         return Rejected("schema", "a field is missing")
+    if kind is PointMapNotSeen:
+        return PointMapNotSeen("3f2a", "point map '3f2a' not seen")
     return kind(f"a {kind.__name__} happened")
 
 
