@@ -257,9 +257,14 @@ class EndToEnd:
         self.fleet: subprocess.Popen[bytes] | None = None
         self.gateway: subprocess.Popen[bytes] | None = None
 
-    def cli(self, *args: str, db: bool = True) -> subprocess.CompletedProcess[str]:
+    async def cli(self, *args: str, db: bool = True) -> subprocess.CompletedProcess[str]:
+        """``fleet ARGS``, in a thread: the simulated site answers on this event loop, and a
+        loop blocked for the command's second or two reads to the gateway as devices lost (the
+        health window then rightly rolls the change back)."""
         where = ["--db", self.url] if db else []
-        return subprocess.run([*FLEET, *args, *where], capture_output=True, text=True, timeout=60)
+        return await asyncio.to_thread(
+            subprocess.run, [*FLEET, *args, *where], capture_output=True, text=True, timeout=60
+        )
 
     def start_fleet(self) -> None:
         with (self.tmp / "fleet.log").open("a") as log:
@@ -313,13 +318,15 @@ class EndToEnd:
                 raise AssertionError(f"not within {WITHIN_S:g} s: {what}; last row {row}\n{log}")
             await asyncio.sleep(0.2)
 
-    def push(
+    async def push(
         self, text: str, message: str, *extra: str, signed: bool = True
     ) -> subprocess.CompletedProcess[str]:
         path = self.tmp / "push.toml"
         path.write_text(text)
         key = ["--key", str(self.key)] if signed else []
-        return self.cli("config", "push", "hil/gw-hil", str(path), "-m", message, *key, *extra)
+        return await self.cli(
+            "config", "push", "hil/gw-hil", str(path), "-m", message, *key, *extra
+        )
 
     def signature(self, version: int) -> str:
         with sqlite3.connect(self.db) as conn:
@@ -350,10 +357,10 @@ async def test_end_to_end_push_typo_offline_fleet_restart_and_kill_9(tmp_path: P
             text += f'\n[uplink]\nbroker = "mqtt://{HOST}:{broker.port}"\nbatch_interval_s = 0.5\n'
             e2e.site_file.write_text(text)
             for args in (["site", "add", ids[0]], ["gateway", "add", *ids]):
-                assert e2e.cli(*args).returncode == 0
+                assert (await e2e.cli(*args)).returncode == 0
             # the fleet signs every version; the gateway trusts its key and nothing unsigned
             e2e.key.parent.mkdir()
-            made = e2e.cli("release", "keygen", str(e2e.key), db=False)
+            made = await e2e.cli("release", "keygen", str(e2e.key), db=False)
             assert made.returncode == 0, made.stderr
             (e2e.state / "trusted-keys").mkdir(parents=True)
             (e2e.state / "trusted-keys" / "fleet.pub").write_bytes(
@@ -371,13 +378,13 @@ async def test_end_to_end_push_typo_offline_fleet_restart_and_kill_9(tmp_path: P
 
                 # a push reaches the gateway and is applied
                 v1 = text.replace("limit_w = 5000", "limit_w = 4500")
-                done = e2e.push(v1, "export limit 4.5 kW")
+                done = await e2e.push(v1, "export limit 4.5 kW")
                 assert done.returncode == 0, done.stderr
                 await e2e.until_reported(applied(1), "version 1 applied")
                 assert e2e.site_file.read_text() == v1
 
                 # a typo is refused in the fleet, naming the key; nothing stored or sent
-                typo = e2e.push(v1.replace("limit_w = 4500", "limit_ww = 4500"), "typo")
+                typo = await e2e.push(v1.replace("limit_w = 4500", "limit_ww = 4500"), "typo")
                 assert typo.returncode == 2
                 assert "safety.export_limit.limit_ww: unknown key" in typo.stderr
                 assert e2e.reported()["desired"] == 1
@@ -385,7 +392,7 @@ async def test_end_to_end_push_typo_offline_fleet_restart_and_kill_9(tmp_path: P
                 # offline during three pushes: it converges on the last one
                 e2e.stop_gateway()
                 for version, limit in ((2, 4000), (3, 3500), (4, 3000)):
-                    done = e2e.push(
+                    done = await e2e.push(
                         v1.replace("limit_w = 4500", f"limit_w = {limit}"), f"v{version}"
                     )
                     assert done.returncode == 0, done.stderr
@@ -396,14 +403,14 @@ async def test_end_to_end_push_typo_offline_fleet_restart_and_kill_9(tmp_path: P
                 # the fleet restarted while the gateway waits: the push made meanwhile arrives
                 e2e.stop_fleet()
                 v5 = v1.replace("limit_w = 4500", "limit_w = 2500")
-                assert e2e.push(v5, "while the fleet is down").returncode == 0
+                assert (await e2e.push(v5, "while the fleet is down")).returncode == 0
                 e2e.start_fleet()
                 await e2e.until_reported(applied(5), "version 5 after the fleet restarted")
 
                 # kill -9 during the health window: back on version 5 in full, says so
                 v6 = v5.replace("health_window_s = 2.0", "health_window_s = 60.0")
                 v6 = v6.replace("limit_w = 2500", "limit_w = 2000")
-                assert e2e.push(v6, "long window").returncode == 0
+                assert (await e2e.push(v6, "long window")).returncode == 0
                 await e2e.until_reported(
                     lambda r: (
                         r.get("reported_status") == "pending" and r.get("reported_about") == 6
@@ -421,7 +428,7 @@ async def test_end_to_end_push_typo_offline_fleet_restart_and_kill_9(tmp_path: P
                 )
                 assert row["reported_version"] == 5
                 assert "restarted during the apply of version 6" in str(row["reported_reason"])
-                status = e2e.cli("config", "status", "hil/gw-hil")
+                status = await e2e.cli("config", "status", "hil/gw-hil")
                 assert "drift: runs version 5, desired is 6 (rolled back" in status.stdout
 
                 # tampered on the way: version 6's signature on a changed document, as 7
@@ -442,7 +449,7 @@ async def test_end_to_end_push_typo_offline_fleet_restart_and_kill_9(tmp_path: P
 
                 # an unsigned version from the fleet (no --key): refused, and so named
                 v7 = v5.replace("limit_w = 2500", "limit_w = 1900")
-                assert e2e.push(v7, "unsigned", signed=False).returncode == 0
+                assert (await e2e.push(v7, "unsigned", signed=False)).returncode == 0
                 row = await e2e.until_reported(
                     lambda r: r.get("reported_about") == 7 and "unsigned" in str(r),
                     "unsigned version 7 refused",
@@ -451,7 +458,7 @@ async def test_end_to_end_push_typo_offline_fleet_restart_and_kill_9(tmp_path: P
                 assert e2e.site_file.read_text() == v5
                 # signed: it applies (the forged 7 did not make the gateway ignore the fleet)
                 v8 = v5.replace("limit_w = 2500", "limit_w = 1800")
-                assert e2e.push(v8, "signed").returncode == 0
+                assert (await e2e.push(v8, "signed")).returncode == 0
                 await e2e.until_reported(applied(8), "signed version 8 applied")
                 assert e2e.site_file.read_text() == v8
             finally:
